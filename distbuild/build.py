@@ -1,0 +1,334 @@
+"""Planning and running a build: recipe + image + lock → artifacts + record.
+
+Specs (recipe, image) are frozen; everything a build accumulates lives in an
+:class:`ArchBuild`. The output directory only ever shows complete builds: a
+build is staged next to it and renamed into place at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import distbuild
+from distbuild import ui
+from distbuild.arch import Arch
+from distbuild.errors import DistbuildError, LockError
+from distbuild.model.image import ImageDef, load_image
+from distbuild.model.recipe import Recipe, load_recipe
+from distbuild.oci import layout as oci
+from distbuild.oci.layer import Layer, write_layer
+from distbuild.record import Artifact, BuildRecord
+from distbuild.rootfs import apt, customise, extract
+from distbuild.rootfs.fetch import DebCache, sha256_file
+from distbuild.rootfs.lock import Lock, lock_path, read_lock, write_lock
+from distbuild.rootfs.sources import sources_for
+from distbuild.run import run
+
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    project: Path
+    image: str
+    arches: tuple[Arch, ...]
+    out: Path
+    cache: Path
+    version: str | None = None
+    source_date_epoch: int | None = None
+    mirror: str | None = None
+    compression_level: int = 6
+    update_lock: bool = False
+
+
+@dataclass
+class ArchBuild:
+    """The state of one arch's build."""
+
+    recipe: Recipe
+    image: ImageDef
+    lock: Lock
+    version: str
+    epoch: int
+    options: BuildOptions
+    workdir: Path
+    artifacts: list[Artifact] = field(default_factory=list)
+    _rootfs: Path | None = None
+
+    @property
+    def arch(self) -> Arch:
+        return self.recipe.arch
+
+    def release(self) -> dict[str, str]:
+        return {"IMAGE": self.image.name, "VERSION": self.version, "ARCH": self.arch.name}
+
+    def rootfs(self) -> Path:
+        """The customised root tree, built on first use."""
+        if self._rootfs is None:
+            root = self.workdir / f"rootfs-{self.arch.name}"
+            if root.exists():
+                shutil.rmtree(root)
+            ui.note(f"{self.arch.name}: unpacking {len(self.lock.packages)} packages")
+            extract.populate(root, self.lock, DebCache(self.options.cache), self.arch.debian)
+            customise.customise(root, self.image, self.release())
+            self._rootfs = root
+        return self._rootfs
+
+    def cache_key(self, what: str) -> str:
+        """A key over every input of the rootfs, so a cached result is reused only when valid."""
+        image = dataclasses.asdict(self.image)
+        image.pop("path")
+        image["overlay"] = _tree_digest(self.image.overlay) if self.image.overlay else None
+        inputs = {
+            "what": what,
+            "lock": self.lock.to_json(),
+            "image": repr(image),
+            "epoch": self.epoch,
+            "release": self.release(),
+            "level": self.options.compression_level,
+            "code": _code_digest(),
+        }
+        return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+def _tree_digest(root: Path) -> str:
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in sorted(os.walk(root)):
+        dirnames.sort()
+        for name in sorted(filenames):
+            p = Path(dirpath) / name
+            h.update(f"{p.relative_to(root)}\0{p.lstat().st_mode}\0".encode())
+            h.update(os.readlink(p).encode() if p.is_symlink() else p.read_bytes())
+    return h.hexdigest()
+
+
+_CODE: list[str] = []
+
+
+def _code_digest() -> str:
+    """The digest of the code that shapes a rootfs or layer: changing it invalidates caches."""
+    if not _CODE:
+        pkg = Path(distbuild.__file__).parent
+        h = hashlib.sha256()
+        for f in sorted([*pkg.glob("rootfs/*.py"), *pkg.glob("oci/layer.py"), *pkg.glob("disk/*.py")]):
+            h.update(f.name.encode() + f.read_bytes())
+        _CODE.append(h.hexdigest())
+    return _CODE[0]
+
+
+def default_epoch(project: Path) -> int:
+    """SOURCE_DATE_EPOCH, else the time of the project's last commit, else 0."""
+    env = os.environ.get("SOURCE_DATE_EPOCH")
+    if env:
+        try:
+            return int(env)
+        except ValueError:
+            raise DistbuildError(
+                f"SOURCE_DATE_EPOCH={env!r} is not a number", hint="set it to seconds since 1970"
+            ) from None
+    if (project / ".git").exists() and shutil.which("git"):
+        out = run(["git", "-C", str(project), "log", "-1", "--format=%ct"], capture=True, check=False)
+        if out.returncode == 0 and out.stdout.strip().isdigit():
+            return int(out.stdout.strip())
+    return 0
+
+
+def default_version(epoch: int) -> str:
+    return time.strftime("%Y.%m.%d", time.gmtime(epoch)) + ".1"
+
+
+def iso(epoch: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=out, prefix=".probe-")
+        probe.close()
+    except OSError as e:
+        raise DistbuildError(
+            f"cannot write to the output directory {out}: {e.strerror}",
+            hint="choose another --out or fix its permissions",
+        ) from None
+
+
+def get_lock(opts: BuildOptions, recipe: Recipe, image: ImageDef) -> Lock:
+    """Read the image's lock for this arch, or resolve and write one."""
+    path = lock_path(opts.project, image.name, recipe.arch.name)
+    if path.exists() and not opts.update_lock:
+        lock = read_lock(path)
+        if sorted(lock.requested) != sorted(image.packages) or lock.suite != recipe.suite:
+            raise LockError(
+                f"{path}: the lock is stale: {image.name} now asks for other packages",
+                hint=f"run 'distbuild lock --image {image.name} --arch {recipe.arch.name}' "
+                "to resolve them again",
+            )
+        return lock
+    lock = resolve(opts, recipe, image)
+    write_lock(path, lock)
+    ui.note(f"{recipe.arch.name}: locked {len(lock.packages)} packages in {path}")
+    return lock
+
+
+def resolve(opts: BuildOptions, recipe: Recipe, image: ImageDef) -> Lock:
+    sources = sources_for(recipe.suite, recipe.components, opts.mirror or recipe.mirror)
+    return apt.resolve_lock(
+        opts.cache, image.name, recipe.arch.name, recipe.debian_arch, recipe.suite,
+        sources, list(image.packages),
+    )
+
+
+def prepare(opts: BuildOptions, arch: Arch, workdir: Path) -> ArchBuild:
+    recipe = load_recipe(opts.project, arch)
+    image = load_image(opts.project, opts.image, recipe)
+    epoch = opts.source_date_epoch if opts.source_date_epoch is not None else default_epoch(opts.project)
+    version = opts.version or image.version or default_version(epoch)
+    lock = get_lock(opts, recipe, image)
+    DebCache(opts.cache).ensure(list(lock.packages))
+    return ArchBuild(recipe, image, lock, version, epoch, opts, workdir)
+
+
+def cached_layer(ctx: ArchBuild) -> Layer:
+    """The rootfs layer from the layer cache, built on a miss."""
+    cache = ctx.options.cache / "layers" / ctx.cache_key("layer")
+    meta = cache / "layer.json"
+    if meta.exists():
+        m = json.loads(meta.read_text())
+        blob = cache / "layer.tar.gz"
+        if blob.exists() and blob.stat().st_size == m["size"]:
+            ui.note(f"{ctx.arch.name}: rootfs layer unchanged, reused from cache")
+            return Layer(m["digest"], m["diff_id"], m["size"], blob)
+    cache.mkdir(parents=True, exist_ok=True)
+    root = ctx.rootfs()
+    ui.note(f"{ctx.arch.name}: writing the rootfs layer")
+    layer = write_layer(root, cache / "layer.tar.gz", ctx.epoch, ctx.options.compression_level)
+    meta.write_text(json.dumps({"digest": layer.digest, "diff_id": layer.diff_id, "size": layer.size}))
+    return layer
+
+
+def build_oci(ctx: ArchBuild, layout: oci.Layout) -> dict[str, Any]:
+    """Add this arch's image to the layout; return its manifest descriptor."""
+    layer = cached_layer(ctx)
+    layout.put_file(layer.path, layer.digest)
+    img = ctx.image
+    cfg: dict[str, Any] = {"Env": list(img.env) or [DEFAULT_PATH]}
+    if img.entrypoint:
+        cfg["Entrypoint"] = list(img.entrypoint)
+    if img.cmd:
+        cfg["Cmd"] = list(img.cmd)
+    if img.workdir:
+        cfg["WorkingDir"] = img.workdir
+    if img.user:
+        cfg["User"] = img.user
+    labels = {oci.VERSION: ctx.version, oci.TITLE: img.name, **dict(img.labels)}
+    cfg["Labels"] = labels
+    created = iso(ctx.epoch)
+    config = oci.image_config(
+        ctx.arch.platform, [layer.diff_id], created, cfg,
+        f"distbuild {img.name} {ctx.version} ({len(ctx.lock.packages)} Debian packages)",
+    )
+    config_desc = layout.put(oci.CONFIG, oci.canonical(config))
+    layer_desc = {"mediaType": oci.LAYER_GZIP, "digest": layer.digest, "size": layer.size}
+    annotations = {oci.CREATED: created, oci.VERSION: ctx.version, oci.TITLE: img.name}
+    manifest = oci.image_manifest(config_desc, [layer_desc], annotations)
+    desc = layout.put(oci.MANIFEST, oci.canonical(manifest))
+    desc["platform"] = ctx.arch.platform.as_oci()
+    return desc
+
+
+# Per-arch output builders beyond OCI: kind -> fn(ctx, staging dir) -> artifacts.
+OutputBuilder = Callable[[ArchBuild, Path], list[Artifact]]
+OUTPUT_BUILDERS: dict[str, OutputBuilder] = {}
+
+
+def _artifact(staging: Path, arch: str, kind: str, path: Path) -> Artifact:
+    return Artifact(arch, kind, str(path.relative_to(staging)), sha256_file(path), path.stat().st_size)
+
+
+def build(opts: BuildOptions) -> tuple[BuildRecord, Path]:
+    """Build every requested arch and write a complete build into ``opts.out``."""
+    check_writable(opts.out)
+    opts.cache.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="work-", dir=opts.cache))
+    try:
+        builds = [prepare(opts, arch, work) for arch in opts.arches]
+        versions = {b.version for b in builds}
+        if len(versions) != 1:
+            raise DistbuildError(f"the arches disagree on the version: {', '.join(sorted(versions))}")
+        version, epoch = builds[0].version, builds[0].epoch
+        final = opts.out / opts.image / version
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{version}.partial-", dir=final.parent))
+        try:
+            record = BuildRecord(opts.image, version, epoch)
+            layout = oci.Layout(staging / "oci").init()
+            manifests = []
+            for ctx in builds:
+                for kind in ctx.image.outputs:
+                    if kind == "oci":
+                        desc = build_oci(ctx, layout)
+                        manifests.append(desc)
+                        record.artifacts.append(
+                            Artifact(ctx.arch.name, "oci", str(layout.blob_path(desc["digest"]).relative_to(staging)),
+                                     desc["digest"].split(":")[1], desc["size"])
+                        )
+                    elif kind in OUTPUT_BUILDERS:
+                        record.artifacts.extend(OUTPUT_BUILDERS[kind](ctx, staging))
+                    else:
+                        raise DistbuildError(
+                            f"image {opts.image} asks for output {kind!r}, which this distbuild cannot build",
+                            hint="remove it from the image's outputs",
+                        )
+                lock_copy = staging / ctx.arch.name / "packages.lock.json"
+                lock_copy.parent.mkdir(parents=True, exist_ok=True)
+                lock_copy.write_text(ctx.lock.to_json())
+                record.artifacts.append(_artifact(staging, ctx.arch.name, "lock", lock_copy))
+            if manifests:
+                finish_index(record, layout, manifests, staging)
+            record.write(staging)
+            _swap_into_place(staging, final)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return record, final
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def finish_index(record: BuildRecord, layout: oci.Layout, manifests: list[dict[str, Any]], base: Path) -> None:
+    created = iso(record.source_date_epoch)
+    annotations = {oci.CREATED: created, oci.VERSION: record.version, oci.TITLE: record.image}
+    desc = oci.write_index(layout, manifests, annotations, record.version)
+    record.oci = {
+        "layout": str(layout.path.relative_to(base)),
+        "ref": record.version,
+        "index": desc["digest"],
+        "index_size": desc["size"],
+    }
+    record.artifacts = [a for a in record.artifacts if a.kind != "oci-index"]
+    record.artifacts.append(
+        Artifact("all", "oci-index", str(layout.blob_path(desc["digest"]).relative_to(base)),
+                 desc["digest"].split(":")[1], desc["size"])
+    )
+
+
+def _swap_into_place(staging: Path, final: Path) -> None:
+    """Replace ``final`` with ``staging`` so readers see the old or the new build."""
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+        os.replace(staging, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, final)

@@ -1,0 +1,111 @@
+"""Commands that build: ``image``, ``lock``, ``merge``, ``recipes check``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from distbuild import ui
+from distbuild.arch import parse_arches
+from distbuild.build import BuildOptions, build, default_epoch, resolve
+from distbuild.cli.common import State, pass_state, print_json
+from distbuild.merge import merge
+from distbuild.model.image import check_all, load_image
+from distbuild.model.recipe import load_recipe
+from distbuild.paths import cache_dir
+from distbuild.rootfs.lock import lock_path, write_lock
+
+arch_option = click.option(
+    "--arch", "arches", multiple=True, required=True,
+    help="armv7, arm64, amd64, a comma list, or all.",
+)
+mirror_option = click.option(
+    "--mirror", envvar="DISTBUILD_MIRROR",
+    help="Debian mirror URL. Default: the host's apt sources.",
+)
+
+
+@click.command("image")
+@arch_option
+@click.option("--image", "image", default="node", show_default=True, help="Image definition name.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("out"),
+              show_default=True, help="Output directory.")
+@click.option("--version", "version", help="Release version. Default: from the image or the date.")
+@click.option("--source-date-epoch", type=int, help="Timestamp for every file and record.")
+@click.option("--compression-level", type=click.IntRange(1, 9), default=6, show_default=True)
+@click.option("--update-lock", is_flag=True, help="Resolve packages anew and rewrite the lock.")
+@click.option("--load", "load", is_flag=True, help="Load the host's image into Docker afterwards.")
+@click.option("--platform", help="With --load: the platform to load, e.g. linux/arm/v7.")
+@click.option("--json", "as_json", is_flag=True, help="Print the build record as JSON.")
+@mirror_option
+@pass_state
+def image_cmd(
+    state: State, arches: tuple[str, ...], image: str, out: Path, version: str | None,
+    source_date_epoch: int | None, compression_level: int, update_lock: bool, load: bool,
+    platform: str | None, as_json: bool, mirror: str | None,
+) -> None:
+    """Build an image for one or more architectures."""
+    opts = BuildOptions(
+        project=state.project, image=image, arches=tuple(parse_arches(arches)), out=out.resolve(),
+        cache=cache_dir(), version=version, source_date_epoch=source_date_epoch, mirror=mirror,
+        compression_level=compression_level, update_lock=update_lock,
+    )
+    record, directory = build(opts)
+    if load:
+        from distbuild.oci.docker import load_build
+
+        load_build(directory, platform)
+    if as_json:
+        print_json(record.to_dict())
+    else:
+        ui.note(f"built {record.image} {record.version} for {', '.join(record.arches)}")
+        click.echo(directory / "build.json")
+
+
+@click.command("lock")
+@arch_option
+@click.option("--image", "image", default="node", show_default=True)
+@mirror_option
+@pass_state
+def lock_cmd(state: State, arches: tuple[str, ...], image: str, mirror: str | None) -> None:
+    """Resolve an image's packages and write its lock file per arch."""
+    project = state.project
+    for arch in parse_arches(arches):
+        recipe = load_recipe(project, arch)
+        img = load_image(project, image, recipe)
+        opts = BuildOptions(project=project, image=image, arches=(arch,), out=Path("."),
+                            cache=cache_dir(), mirror=mirror, source_date_epoch=default_epoch(project))
+        lock = resolve(opts, recipe, img)
+        path = lock_path(project, image, arch.name)
+        write_lock(path, lock)
+        click.echo(f"{path}: {len(lock.packages)} packages")
+
+
+@click.command("merge")
+@click.argument("builds", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--json", "as_json", is_flag=True)
+def merge_cmd(builds: tuple[Path, ...], out: Path, as_json: bool) -> None:
+    """Merge single-arch builds (CI matrix jobs) into one multi-arch build."""
+    record, directory = merge(list(builds), out.resolve())
+    if as_json:
+        print_json(record.to_dict())
+    else:
+        click.echo(directory / "build.json")
+
+
+@click.group("recipes")
+def recipes_group() -> None:
+    """Work with recipes and image definitions."""
+
+
+@recipes_group.command("check")
+@pass_state
+def recipes_check(state: State) -> None:
+    """Validate every recipe and image definition for every arch."""
+    for item in check_all(state.project):
+        click.echo(f"ok  {item}")
+
+
+COMMANDS = [image_cmd, lock_cmd, merge_cmd, recipes_group]

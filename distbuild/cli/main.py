@@ -1,0 +1,91 @@
+"""The ``distbuild`` command: parse, call the core, print, exit codes.
+
+Only this module turns errors into ``error: …`` / ``hint: …`` lines and exit
+codes; library code raises.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from distbuild import __version__, ui
+from distbuild.cli import build as build_cmds
+from distbuild.cli.common import State
+from distbuild.errors import DistbuildError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="distbuild")
+@click.option("-v", "--verbose", count=True, help="Show each command run (-vv: and its stderr).")
+@click.option("-q", "--quiet", is_flag=True, help="Print only results and errors.")
+@click.option(
+    "--project",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="DISTBUILD_PROJECT",
+    help="The project directory (with recipes/ and images/). Default: the current one.",
+)
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, quiet: bool, project: Path | None) -> None:
+    """Build multi-arch container and A/B OS images, publish and update them."""
+    ui.set_verbosity(verbose, quiet)
+    ctx.obj = State(project)
+
+
+for command in build_cmds.COMMANDS:
+    cli.add_command(command)
+
+
+def _load_plugins() -> None:
+    # Command groups of other areas register here as they land.
+    import importlib
+
+    for name in ("registry", "disk", "channel"):
+        try:
+            module = importlib.import_module(f"distbuild.cli.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"distbuild.cli.{name}":
+                raise
+            continue
+        for command in module.COMMANDS:
+            cli.add_command(command)
+
+
+_load_plugins()
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cli.main(args=argv, prog_name="distbuild", standalone_mode=False)
+    except DistbuildError as e:
+        click.echo(f"error: {e.message}", file=sys.stderr)
+        if e.hint:
+            click.echo(f"hint: {e.hint}", file=sys.stderr)
+        return e.exit_code
+    except click.exceptions.Abort:
+        click.echo("error: aborted", file=sys.stderr)
+        return 130
+    except click.ClickException as e:
+        click.echo(f"error: {e.format_message()}", file=sys.stderr)
+        ctx = getattr(e, "ctx", None)
+        cmd = ctx.command_path if ctx is not None else "distbuild"
+        click.echo(f"hint: see '{cmd} --help'", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        click.echo("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug, not a user mistake
+        click.echo(f"error: internal error: {e.__class__.__name__}: {e}", file=sys.stderr)
+        click.echo("hint: this is a bug in distbuild; run with -v for the traceback and report it",
+                   file=sys.stderr)
+        if ui.verbose():
+            traceback.print_exc()
+        return 70
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

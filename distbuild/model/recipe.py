@@ -1,0 +1,152 @@
+"""Per-architecture recipes (``recipes/<arch>.yaml``) as frozen models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from distbuild.arch import ARCHES, BOOT_CHAINS, Arch, Platform, normalize
+from distbuild.errors import RecipeError
+from distbuild.model import loader
+from distbuild.model.schema import Field, check
+
+RECIPE_SPEC = {
+    "arch": Field(str, required=True, choices=tuple(ARCHES), doc="the distbuild arch name"),
+    "description": Field(str, default=""),
+    "debian": Field(
+        {
+            "arch": Field(str, required=True, doc="the Debian architecture, e.g. armhf"),
+            "suite": Field(str, required=True, doc="the Debian suite, e.g. bookworm"),
+            "components": Field("str-list", default=["main"]),
+            "mirror": Field(str, doc="a mirror URL; default: the host's apt sources"),
+        },
+        required=True,
+    ),
+    "kernel": Field(
+        {
+            "package": Field(str, required=True, doc="the Debian kernel package"),
+            "flavour": Field(str, required=True),
+            "modules": Field("str-list", doc="modules the initramfs loads, in order"),
+        },
+        required=True,
+    ),
+    "console": Field(str, required=True, doc="the serial console device, e.g. ttyAMA0"),
+    "boot": Field(
+        {
+            "chain": Field(str, required=True, choices=BOOT_CHAINS),
+            "tries": Field(int, default=3),
+        },
+        required=True,
+    ),
+    "firmware": Field("str-map", doc="paths of firmware files on the host"),
+    "qemu": Field(
+        {
+            "machine": Field(str, required=True),
+            "cpu": Field(str),
+            "memory": Field(int, default=512),
+            "extra": Field("str-list"),
+        },
+        required=True,
+    ),
+    "oci": Field({"platform": Field(str, required=True)}, required=True),
+    "boards": Field("str-list", default=["qemu"]),
+    "disk": Field(
+        {
+            "esp_mib": Field(int, default=64),
+            "root_mib": Field(int, default=160),
+            "data_mib": Field(int, default=64),
+        }
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    arch: Arch
+    path: Path
+    suite: str
+    components: tuple[str, ...]
+    mirror: str | None
+    kernel_package: str
+    kernel_flavour: str
+    kernel_modules: tuple[str, ...]
+    console: str
+    boot_chain: str
+    boot_tries: int
+    firmware: tuple[tuple[str, str], ...]
+    qemu_machine: str
+    qemu_cpu: str | None
+    qemu_memory: int
+    qemu_extra: tuple[str, ...]
+    platform: Platform
+    boards: tuple[str, ...]
+    esp_mib: int
+    root_mib: int
+    data_mib: int
+
+    @property
+    def debian_arch(self) -> str:
+        return self.arch.debian
+
+
+def load_recipe(project: Path, arch: Arch) -> Recipe:
+    path = project / "recipes" / f"{arch.name}.yaml"
+    if not path.is_file():
+        raise RecipeError(
+            f"no recipe for {arch.name}",
+            hint=f"create {path.relative_to(project)} (see the other recipes)",
+            where=str(path),
+        )
+    doc = loader.load(path, {"arch": arch})
+    data = check(doc, RECIPE_SPEC)
+    if data["arch"] != arch.name:
+        raise doc.error(("arch",), f"says {data['arch']!r} but the file is for {arch.name!r}")
+    if data["debian"]["arch"] != arch.debian:
+        raise doc.error(
+            ("debian", "arch"),
+            f"{data['debian']['arch']!r} does not match {arch.name} (Debian {arch.debian!r})",
+        )
+    try:
+        platform = Platform.parse(data["oci"]["platform"])
+    except RecipeError:
+        raise
+    except Exception as e:
+        raise doc.error(("oci", "platform"), str(e)) from None
+    if normalize(platform) != normalize(arch.platform):
+        raise doc.error(
+            ("oci", "platform"),
+            f"{platform} is not the platform of {arch.name} ({arch.platform})",
+            hint="see DESIGN.md §2",
+        )
+    if data["boot"]["chain"] != arch.boot_chain:
+        raise doc.error(
+            ("boot", "chain"),
+            f"{data['boot']['chain']!r} is not the boot chain distbuild supports for {arch.name}",
+            hint=f"use {arch.boot_chain!r}",
+        )
+    if data["boot"]["tries"] < 1:
+        raise doc.error(("boot", "tries"), "must be at least 1")
+    d, k, q, disk = data["debian"], data["kernel"], data["qemu"], data["disk"]
+    return Recipe(
+        arch=arch,
+        path=path,
+        suite=d["suite"],
+        components=tuple(d["components"]),
+        mirror=d["mirror"],
+        kernel_package=k["package"],
+        kernel_flavour=k["flavour"],
+        kernel_modules=tuple(k["modules"]),
+        console=data["console"],
+        boot_chain=data["boot"]["chain"],
+        boot_tries=data["boot"]["tries"],
+        firmware=tuple(sorted(data["firmware"].items())),
+        qemu_machine=q["machine"],
+        qemu_cpu=q["cpu"],
+        qemu_memory=q["memory"],
+        qemu_extra=tuple(q["extra"]),
+        platform=arch.platform,
+        boards=tuple(data["boards"]),
+        esp_mib=disk["esp_mib"],
+        root_mib=disk["root_mib"],
+        data_mib=disk["data_mib"],
+    )

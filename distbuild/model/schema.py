@@ -1,0 +1,108 @@
+"""A small schema checker for definition files.
+
+Specs are nested dicts of :class:`Field`; checking returns plain data with
+defaults filled in, and every error names the file, line and key path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from distbuild.model.loader import Document, KeyPath
+
+_TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list", dict: "a mapping"}
+
+
+@dataclass(frozen=True)
+class Field:
+    kind: Any  # str, int, bool, "str-list", "str-map", "any-map", or a nested spec dict
+    required: bool = False
+    default: Any = None
+    choices: tuple[Any, ...] | None = None
+    doc: str = ""
+
+
+Spec = dict[str, Field]
+
+
+def check(doc: Document, spec: Spec, data: Any = None, path: KeyPath = ()) -> dict[str, Any]:
+    data = doc.data if data is None else data
+    if not isinstance(data, dict):
+        raise doc.error(path, f"must be a mapping, not {_describe(data)}")
+    unknown = sorted(set(data) - set(spec))
+    if unknown:
+        raise doc.error(
+            (*path, unknown[0]),
+            f"unknown key {unknown[0]!r}",
+            hint=f"known keys here: {', '.join(sorted(spec))}",
+        )
+    out: dict[str, Any] = {}
+    for name, f in spec.items():
+        p = (*path, name)
+        if name not in data or data[name] is None:
+            if f.required:
+                raise doc.error(p, "required key is missing", hint=f.doc or None)
+            out[name] = _default(f)
+            continue
+        out[name] = _value(doc, f, data[name], p)
+    return out
+
+
+def _default(f: Field) -> Any:
+    if isinstance(f.kind, dict):
+        return {k: _default(v) for k, v in f.kind.items()}
+    if f.default is not None:
+        return f.default
+    if f.kind == "str-list":
+        return []
+    if f.kind in ("str-map", "any-map"):
+        return {}
+    return None
+
+
+def _describe(value: Any) -> str:
+    return _TYPE_NAMES.get(type(value), type(value).__name__) + f" ({value!r})"[:60]
+
+
+def _value(doc: Document, f: Field, value: Any, path: KeyPath) -> Any:
+    kind = f.kind
+    if isinstance(kind, dict):
+        return check(doc, kind, value, path)
+    if kind == "str-list":
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise doc.error(path, f"must be a list of strings, not {_describe(value)}")
+        for i, item in enumerate(value):
+            if not isinstance(item, str | int | float) or isinstance(item, bool):
+                raise doc.error((*path, i), f"must be a string, not {_describe(item)}")
+        return [str(v) for v in value]
+    if kind == "str-map":
+        if not isinstance(value, dict):
+            raise doc.error(path, f"must be a mapping, not {_describe(value)}")
+        for k, v in value.items():
+            if not isinstance(v, str | int) or isinstance(v, bool):
+                raise doc.error((*path, k), f"must be a string, not {_describe(v)}")
+        return {str(k): str(v) for k, v in value.items()}
+    if kind == "any-map":
+        if not isinstance(value, dict):
+            raise doc.error(path, f"must be a mapping, not {_describe(value)}")
+        return value
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise doc.error(path, f"must be an integer, not {_describe(value)}")
+    if kind is bool and not isinstance(value, bool):
+        raise doc.error(path, f"must be true or false, not {_describe(value)}")
+    if kind is str:
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise doc.error(path, f"must be a string, not {_describe(value)}")
+        value = str(value)
+    if kind is list and not isinstance(value, list):
+        raise doc.error(path, f"must be a list, not {_describe(value)}")
+    if f.choices is not None and value not in f.choices:
+        raise doc.error(
+            path,
+            f"{value!r} is not one of {', '.join(map(str, f.choices))}",
+            hint=f.doc or None,
+        )
+    return value

@@ -1,0 +1,128 @@
+"""The .deb cache: every package is fetched once, by its locked sha256.
+
+A no-change rebuild finds every file here and touches no network. A file
+whose bytes do not match the lock is never extracted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from distbuild import ui
+from distbuild.errors import FetchError, LockError
+from distbuild.rootfs.lock import LockedPackage
+
+CHUNK = 1 << 20
+
+
+class NetworkCounter:
+    """Counts requests made, so benchmarks can tell whether a build went online."""
+
+    requests = 0
+    bytes = 0
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class DebCache:
+    def __init__(self, cache: Path) -> None:
+        self.dir = cache / "debs"
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def path(self, pkg: LockedPackage) -> Path:
+        return self.dir / f"{pkg.sha256}.deb"
+
+    def verified(self, pkg: LockedPackage) -> Path:
+        """The cached file of ``pkg`` after checking its bytes against the lock."""
+        path = self.path(pkg)
+        got = sha256_file(path)
+        if got != pkg.sha256:
+            path.unlink(missing_ok=True)
+            raise LockError(
+                f"{pkg.name} {pkg.version}: cached .deb has sha256 {got}, the lock says {pkg.sha256}",
+                hint="the damaged cache entry was removed; run the build again to fetch it anew",
+            )
+        return path
+
+    def ensure(self, packages: list[LockedPackage], session: requests.Session | None = None) -> None:
+        missing = [p for p in packages if not self.path(p).exists()]
+        if not missing:
+            ui.debug(f"all {len(packages)} packages are cached")
+            return
+        total = sum(p.size for p in missing)
+        ui.note(f"fetching {len(missing)} packages ({total / 1048576:.1f} MiB)")
+        session = session or requests.Session()
+        with ui.progress("download", total) as bar, ThreadPoolExecutor(4) as pool:
+            for _ in pool.map(lambda p: self._download(session, p, bar), missing):
+                pass
+
+    def _download(self, session: requests.Session, pkg: LockedPackage, bar: ui.Progress) -> None:
+        url = f"{pkg.source}/{pkg.filename}"
+
+        @retry(
+            retry=retry_if_exception_type((requests.ConnectionError, requests.Timeout, _Transient)),
+            stop=stop_after_attempt(4),
+            wait=wait_exponential(multiplier=0.5, max=8),
+            reraise=True,
+        )
+        def attempt() -> None:
+            NetworkCounter.requests += 1
+            with session.get(url, stream=True, timeout=30) as r:
+                if r.status_code == 404:
+                    raise LockError(
+                        f"{pkg.name} {pkg.version} is no longer on the mirror ({pkg.filename})",
+                        hint="the archive moved on; run 'distbuild lock' to resolve current versions",
+                    )
+                if r.status_code >= 500:
+                    raise _Transient(f"HTTP {r.status_code}")
+                if r.status_code != 200:
+                    raise FetchError(f"{url}: HTTP {r.status_code}")
+                h = hashlib.sha256()
+                fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".part-")
+                try:
+                    with os.fdopen(fd, "wb") as f:
+                        size = 0
+                        for chunk in r.iter_content(CHUNK):
+                            size += len(chunk)
+                            if size > pkg.size:
+                                raise LockError(f"{pkg.name}: the mirror sent more than {pkg.size} bytes")
+                            h.update(chunk)
+                            f.write(chunk)
+                            bar.update(len(chunk))
+                    NetworkCounter.bytes += size
+                    if h.hexdigest() != pkg.sha256:
+                        raise LockError(
+                            f"{pkg.name} {pkg.version}: sha256 mismatch: the mirror's .deb is "
+                            f"{h.hexdigest()}, the lock says {pkg.sha256}",
+                            hint="the archive changed under the lock; if that is expected, run "
+                            "'distbuild lock' to re-resolve, otherwise suspect the mirror",
+                        )
+                    os.replace(tmp, self.path(pkg))
+                except BaseException:
+                    Path(tmp).unlink(missing_ok=True)
+                    raise
+
+        try:
+            attempt()
+        except (requests.ConnectionError, requests.Timeout, _Transient) as e:
+            raise FetchError(
+                f"could not download {pkg.name} from {pkg.source}: {e.__class__.__name__}",
+                hint="check the network and the mirror (--mirror or DISTBUILD_MIRROR)",
+            ) from None
+
+
+class _Transient(Exception):
+    pass

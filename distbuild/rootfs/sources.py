@@ -1,0 +1,114 @@
+"""Package sources: the Debian mirror comes from the host's apt sources.
+
+A recipe's ``debian.mirror``, the ``--mirror`` flag or ``DISTBUILD_MIRROR``
+override it; no mirror host name is ever written into distbuild itself.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from distbuild.errors import DistbuildError
+
+DEFAULT_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+
+
+@dataclass(frozen=True)
+class Source:
+    uri: str
+    suite: str
+    components: tuple[str, ...]
+    signed_by: str | None
+
+    def deb822(self) -> str:
+        lines = [
+            "Types: deb",
+            f"URIs: {self.uri}",
+            f"Suites: {self.suite}",
+            f"Components: {' '.join(self.components)}",
+        ]
+        if self.signed_by:
+            lines.append(f"Signed-By: {self.signed_by}")
+        return "\n".join(lines) + "\n"
+
+
+def _parse_deb822(text: str) -> list[dict[str, str]]:
+    stanzas, cur, key = [], {}, None
+    for raw in text.splitlines():
+        if raw.startswith("#"):
+            continue
+        if not raw.strip():
+            if cur:
+                stanzas.append(cur)
+            cur, key = {}, None
+            continue
+        if raw[0] in " \t" and key:
+            cur[key] += "\n" + raw.strip()
+            continue
+        if ":" in raw:
+            key, _, value = raw.partition(":")
+            key = key.strip().lower()
+            cur[key] = value.strip()
+    if cur:
+        stanzas.append(cur)
+    return stanzas
+
+
+def host_sources(root: Path = Path("/")) -> list[Source]:
+    """Every ``deb`` source the host's apt is configured with."""
+    out: list[Source] = []
+    etc = root / "etc/apt"
+    lists = [etc / "sources.list", *sorted((etc / "sources.list.d").glob("*.list"))]
+    for f in lists:
+        if not f.is_file():
+            continue
+        for line in f.read_text(errors="replace").splitlines():
+            line = line.split("#", 1)[0].strip()
+            if not line.startswith("deb "):
+                continue
+            words = line.split()[1:]
+            signed_by = None
+            if words and words[0].startswith("["):
+                opts = []
+                while words and not words[0].endswith("]"):
+                    opts.append(words.pop(0))
+                opts.append(words.pop(0))
+                for opt in " ".join(opts).strip("[]").split():
+                    if opt.startswith("signed-by="):
+                        signed_by = opt.split("=", 1)[1]
+            if len(words) >= 3:
+                out.append(Source(words[0].rstrip("/"), words[1], tuple(words[2:]), signed_by))
+    for f in sorted((etc / "sources.list.d").glob("*.sources")):
+        for st in _parse_deb822(f.read_text(errors="replace")):
+            if "deb" not in st.get("types", "").split() or st.get("enabled", "yes") == "no":
+                continue
+            for uri in st.get("uris", "").split():
+                for suite in st.get("suites", "").split():
+                    out.append(
+                        Source(uri.rstrip("/"), suite, tuple(st.get("components", "").split()),
+                               st.get("signed-by") or None)
+                    )
+    return out
+
+
+def sources_for(suite: str, components: tuple[str, ...], mirror: str | None) -> list[Source]:
+    """The sources for one Debian suite: ``suite``, ``suite-updates``, ``suite-security``."""
+    mirror = mirror or os.environ.get("DISTBUILD_MIRROR")
+    keyring = DEFAULT_KEYRING if Path(DEFAULT_KEYRING).exists() else None
+    if mirror:
+        return [Source(mirror.rstrip("/"), suite, components, keyring)]
+    family = {suite, f"{suite}-updates", f"{suite}-security"}
+    found = [
+        Source(s.uri, s.suite, tuple(c for c in components if c in s.components) or components,
+               s.signed_by or keyring)
+        for s in host_sources()
+        if s.suite in family and "main" in s.components
+    ]
+    if not any(s.suite == suite for s in found):
+        raise DistbuildError(
+            f"the host's apt sources have no Debian mirror for suite {suite!r}",
+            hint="add one to /etc/apt/sources.list.d, or pass --mirror URL / set DISTBUILD_MIRROR",
+        )
+    return sorted(set(found), key=lambda s: (s.suite != suite, s.suite, s.uri))
