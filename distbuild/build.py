@@ -120,7 +120,9 @@ def _code_digest() -> str:
     if not _CODE:
         pkg = Path(distbuild.__file__).parent
         h = hashlib.sha256()
-        for f in sorted([*pkg.glob("rootfs/*.py"), *pkg.glob("oci/layer.py"), *pkg.glob("disk/*.py")]):
+        for f in sorted(
+            [*pkg.glob("rootfs/*.py"), *pkg.glob("oci/layer.py"), *pkg.glob("disk/*.py")]
+        ):
             h.update(f.name.encode() + f.read_bytes())
         _CODE.append(h.hexdigest())
     return _CODE[0]
@@ -137,7 +139,9 @@ def default_epoch(project: Path) -> int:
                 f"SOURCE_DATE_EPOCH={env!r} is not a number", hint="set it to seconds since 1970"
             ) from None
     if (project / ".git").exists() and shutil.which("git"):
-        out = run(["git", "-C", str(project), "log", "-1", "--format=%ct"], capture=True, check=False)
+        out = run(
+            ["git", "-C", str(project), "log", "-1", "--format=%ct"], capture=True, check=False
+        )
         if out.returncode == 0 and out.stdout.strip().isdigit():
             return int(out.stdout.strip())
     return 0
@@ -154,8 +158,8 @@ def iso(epoch: int) -> str:
 def check_writable(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=out, prefix=".probe-")
-        probe.close()
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".probe-"):
+            pass
     except OSError as e:
         raise DistbuildError(
             f"cannot write to the output directory {out}: {e.strerror}",
@@ -184,15 +188,24 @@ def get_lock(opts: BuildOptions, recipe: Recipe, image: ImageDef) -> Lock:
 def resolve(opts: BuildOptions, recipe: Recipe, image: ImageDef) -> Lock:
     sources = sources_for(recipe.suite, recipe.components, opts.mirror or recipe.mirror)
     return apt.resolve_lock(
-        opts.cache, image.name, recipe.arch.name, recipe.debian_arch, recipe.suite,
-        sources, list(image.packages),
+        opts.cache,
+        image.name,
+        recipe.arch.name,
+        recipe.debian_arch,
+        recipe.suite,
+        sources,
+        list(image.packages),
     )
 
 
 def prepare(opts: BuildOptions, arch: Arch, workdir: Path) -> ArchBuild:
     recipe = load_recipe(opts.project, arch)
     image = load_image(opts.project, opts.image, recipe)
-    epoch = opts.source_date_epoch if opts.source_date_epoch is not None else default_epoch(opts.project)
+    epoch = (
+        opts.source_date_epoch
+        if opts.source_date_epoch is not None
+        else default_epoch(opts.project)
+    )
     version = opts.version or image.version or default_version(epoch)
     lock = get_lock(opts, recipe, image)
     DebCache(opts.cache).ensure(list(lock.packages))
@@ -213,7 +226,9 @@ def cached_layer(ctx: ArchBuild) -> Layer:
     root = ctx.rootfs()
     ui.note(f"{ctx.arch.name}: writing the rootfs layer")
     layer = write_layer(root, cache / "layer.tar.gz", ctx.epoch, ctx.options.compression_level)
-    meta.write_text(json.dumps({"digest": layer.digest, "diff_id": layer.diff_id, "size": layer.size}))
+    meta.write_text(
+        json.dumps({"digest": layer.digest, "diff_id": layer.diff_id, "size": layer.size})
+    )
     return layer
 
 
@@ -235,7 +250,10 @@ def build_oci(ctx: ArchBuild, layout: oci.Layout) -> dict[str, Any]:
     cfg["Labels"] = labels
     created = iso(ctx.epoch)
     config = oci.image_config(
-        ctx.arch.platform, [layer.diff_id], created, cfg,
+        ctx.arch.platform,
+        [layer.diff_id],
+        created,
+        cfg,
         f"distbuild {img.name} {ctx.version} ({len(ctx.lock.packages)} Debian packages)",
     )
     config_desc = layout.put(oci.CONFIG, oci.canonical(config))
@@ -253,7 +271,9 @@ OUTPUT_BUILDERS: dict[str, OutputBuilder] = {}
 
 
 def _artifact(staging: Path, arch: str, kind: str, path: Path) -> Artifact:
-    return Artifact(arch, kind, str(path.relative_to(staging)), sha256_file(path), path.stat().st_size)
+    return Artifact(
+        arch, kind, str(path.relative_to(staging)), sha256_file(path), path.stat().st_size
+    )
 
 
 def build(opts: BuildOptions) -> tuple[BuildRecord, Path]:
@@ -265,7 +285,9 @@ def build(opts: BuildOptions) -> tuple[BuildRecord, Path]:
         builds = [prepare(opts, arch, work) for arch in opts.arches]
         versions = {b.version for b in builds}
         if len(versions) != 1:
-            raise DistbuildError(f"the arches disagree on the version: {', '.join(sorted(versions))}")
+            raise DistbuildError(
+                f"the arches disagree on the version: {', '.join(sorted(versions))}"
+            )
         version, epoch = builds[0].version, builds[0].epoch
         final = opts.out / opts.image / version
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -280,8 +302,13 @@ def build(opts: BuildOptions) -> tuple[BuildRecord, Path]:
                         desc = build_oci(ctx, layout)
                         manifests.append(desc)
                         record.artifacts.append(
-                            Artifact(ctx.arch.name, "oci", str(layout.blob_path(desc["digest"]).relative_to(staging)),
-                                     desc["digest"].split(":")[1], desc["size"])
+                            Artifact(
+                                ctx.arch.name,
+                                "oci",
+                                str(layout.blob_path(desc["digest"]).relative_to(staging)),
+                                desc["digest"].split(":")[1],
+                                desc["size"],
+                            )
                         )
                     elif kind in OUTPUT_BUILDERS:
                         record.artifacts.extend(OUTPUT_BUILDERS[kind](ctx, staging))
@@ -306,7 +333,9 @@ def build(opts: BuildOptions) -> tuple[BuildRecord, Path]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def finish_index(record: BuildRecord, layout: oci.Layout, manifests: list[dict[str, Any]], base: Path) -> None:
+def finish_index(
+    record: BuildRecord, layout: oci.Layout, manifests: list[dict[str, Any]], base: Path
+) -> None:
     created = iso(record.source_date_epoch)
     annotations = {oci.CREATED: created, oci.VERSION: record.version, oci.TITLE: record.image}
     desc = oci.write_index(layout, manifests, annotations, record.version)
@@ -318,8 +347,13 @@ def finish_index(record: BuildRecord, layout: oci.Layout, manifests: list[dict[s
     }
     record.artifacts = [a for a in record.artifacts if a.kind != "oci-index"]
     record.artifacts.append(
-        Artifact("all", "oci-index", str(layout.blob_path(desc["digest"]).relative_to(base)),
-                 desc["digest"].split(":")[1], desc["size"])
+        Artifact(
+            "all",
+            "oci-index",
+            str(layout.blob_path(desc["digest"]).relative_to(base)),
+            desc["digest"].split(":")[1],
+            desc["size"],
+        )
     )
 
 

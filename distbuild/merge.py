@@ -23,7 +23,9 @@ def merge(inputs: list[Path], out: Path) -> tuple[BuildRecord, Path]:
     first = loaded[0][0]
     for rec, d in loaded[1:]:
         if (rec.image, rec.version, rec.source_date_epoch) != (
-            first.image, first.version, first.source_date_epoch,
+            first.image,
+            first.version,
+            first.source_date_epoch,
         ):
             raise DistbuildError(
                 f"{d} is {rec.image} {rec.version} (epoch {rec.source_date_epoch}), "
@@ -34,8 +36,10 @@ def merge(inputs: list[Path], out: Path) -> tuple[BuildRecord, Path]:
     for rec, d in loaded:
         for arch in rec.arches:
             if arch in seen:
-                raise DistbuildError(f"{arch} is built in both {seen[arch]} and {d}",
-                                     hint="give each arch's build once")
+                raise DistbuildError(
+                    f"{arch} is built in both {seen[arch]} and {d}",
+                    hint="give each arch's build once",
+                )
             seen[arch] = d
     check_writable(out)
     final = out / first.image / first.version

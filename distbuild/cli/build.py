@@ -17,11 +17,15 @@ from distbuild.paths import cache_dir
 from distbuild.rootfs.lock import lock_path, write_lock
 
 arch_option = click.option(
-    "--arch", "arches", multiple=True, required=True,
+    "--arch",
+    "arches",
+    multiple=True,
+    required=True,
     help="armv7, arm64, amd64, a comma list, or all.",
 )
 mirror_option = click.option(
-    "--mirror", envvar="DISTBUILD_MIRROR",
+    "--mirror",
+    envvar="DISTBUILD_MIRROR",
     help="Debian mirror URL. Default: the host's apt sources.",
 )
 
@@ -29,8 +33,13 @@ mirror_option = click.option(
 @click.command("image")
 @arch_option
 @click.option("--image", "image", default="node", show_default=True, help="Image definition name.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("out"),
-              show_default=True, help="Output directory.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("out"),
+    show_default=True,
+    help="Output directory.",
+)
 @click.option("--version", "version", help="Release version. Default: from the image or the date.")
 @click.option("--source-date-epoch", type=int, help="Timestamp for every file and record.")
 @click.option("--compression-level", type=click.IntRange(1, 9), default=6, show_default=True)
@@ -41,15 +50,31 @@ mirror_option = click.option(
 @mirror_option
 @pass_state
 def image_cmd(
-    state: State, arches: tuple[str, ...], image: str, out: Path, version: str | None,
-    source_date_epoch: int | None, compression_level: int, update_lock: bool, load: bool,
-    platform: str | None, as_json: bool, mirror: str | None,
+    state: State,
+    arches: tuple[str, ...],
+    image: str,
+    out: Path,
+    version: str | None,
+    source_date_epoch: int | None,
+    compression_level: int,
+    update_lock: bool,
+    load: bool,
+    platform: str | None,
+    as_json: bool,
+    mirror: str | None,
 ) -> None:
     """Build an image for one or more architectures."""
     opts = BuildOptions(
-        project=state.project, image=image, arches=tuple(parse_arches(arches)), out=out.resolve(),
-        cache=cache_dir(), version=version, source_date_epoch=source_date_epoch, mirror=mirror,
-        compression_level=compression_level, update_lock=update_lock,
+        project=state.project,
+        image=image,
+        arches=tuple(parse_arches(arches)),
+        out=out.resolve(),
+        cache=cache_dir(),
+        version=version,
+        source_date_epoch=source_date_epoch,
+        mirror=mirror,
+        compression_level=compression_level,
+        update_lock=update_lock,
     )
     record, directory = build(opts)
     if load:
@@ -74,8 +99,15 @@ def lock_cmd(state: State, arches: tuple[str, ...], image: str, mirror: str | No
     for arch in parse_arches(arches):
         recipe = load_recipe(project, arch)
         img = load_image(project, image, recipe)
-        opts = BuildOptions(project=project, image=image, arches=(arch,), out=Path("."),
-                            cache=cache_dir(), mirror=mirror, source_date_epoch=default_epoch(project))
+        opts = BuildOptions(
+            project=project,
+            image=image,
+            arches=(arch,),
+            out=Path("."),
+            cache=cache_dir(),
+            mirror=mirror,
+            source_date_epoch=default_epoch(project),
+        )
         lock = resolve(opts, recipe, img)
         path = lock_path(project, image, arch.name)
         write_lock(path, lock)

@@ -79,8 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as e:  # a bug, not a user mistake
         click.echo(f"error: internal error: {e.__class__.__name__}: {e}", file=sys.stderr)
-        click.echo("hint: this is a bug in distbuild; run with -v for the traceback and report it",
-                   file=sys.stderr)
+        click.echo(
+            "hint: this is a bug in distbuild; run with -v for the traceback and report it",
+            file=sys.stderr,
+        )
         if ui.verbose():
             traceback.print_exc()
         return 70

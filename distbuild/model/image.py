@@ -114,7 +114,9 @@ def image_names(project: Path) -> list[str]:
     return sorted(p.stem for p in (project / "images").glob("*.yaml"))
 
 
-def load_image(project: Path, name: str, recipe: Recipe, extra: dict[str, Any] | None = None) -> ImageDef:
+def load_image(
+    project: Path, name: str, recipe: Recipe, extra: dict[str, Any] | None = None
+) -> ImageDef:
     path = project / "images" / f"{name}.yaml"
     if not path.is_file():
         known = ", ".join(image_names(project)) or "none"
@@ -127,11 +129,15 @@ def load_image(project: Path, name: str, recipe: Recipe, extra: dict[str, Any] |
         raise doc.error(("name",), f"says {data['name']!r} but the file is {path.name}")
     for i, out in enumerate(data["outputs"]):
         if out not in OUTPUTS:
-            raise doc.error(("outputs", i), f"unknown output {out!r}", hint=f"outputs: {', '.join(OUTPUTS)}")
+            raise doc.error(
+                ("outputs", i), f"unknown output {out!r}", hint=f"outputs: {', '.join(OUTPUTS)}"
+            )
     overrides = data.pop("overrides")
     for key, value in overrides.items():
         if key not in ARCHES:
-            raise doc.error(("overrides", key), f"unknown arch {key!r}", hint=f"arches: {', '.join(ARCHES)}")
+            raise doc.error(
+                ("overrides", key), f"unknown arch {key!r}", hint=f"arches: {', '.join(ARCHES)}"
+            )
         body = check(doc, _BODY, value, ("overrides", key))
         if key == arch.name:
             for k, v in body.items():
@@ -150,7 +156,12 @@ def load_image(project: Path, name: str, recipe: Recipe, extra: dict[str, Any] |
         if isinstance(spec, str):
             files.append(FileEntry(fpath, spec.encode(), 0o644))
         elif isinstance(spec, dict):
-            f = check(doc, {"content": Field(str, required=True), "mode": Field(str, default="0644")}, spec, p)
+            f = check(
+                doc,
+                {"content": Field(str, required=True), "mode": Field(str, default="0644")},
+                spec,
+                p,
+            )
             try:
                 mode = int(f["mode"], 8)
             except ValueError:
@@ -164,18 +175,28 @@ def load_image(project: Path, name: str, recipe: Recipe, extra: dict[str, Any] |
         if not _NAME.match(u["name"]):
             raise doc.error(("users", i, "name"), f"{u['name']!r} is not a valid user name")
         users.append(
-            User(u["name"], u["uid"], u["gid"] if u["gid"] is not None else u["uid"],
-                 u["home"] or ("/root" if u["uid"] == 0 else f"/home/{u['name']}"),
-                 u["shell"], tuple(u["groups"]))
+            User(
+                u["name"],
+                u["uid"],
+                u["gid"] if u["gid"] is not None else u["uid"],
+                u["home"] or ("/root" if u["uid"] == 0 else f"/home/{u['name']}"),
+                u["shell"],
+                tuple(u["groups"]),
+            )
         )
-    groups = [Group(**check(doc, _GROUP_SPEC, g, ("groups", i))) for i, g in enumerate(data["groups"] or [])]
+    groups = [
+        Group(**check(doc, _GROUP_SPEC, g, ("groups", i)))
+        for i, g in enumerate(data["groups"] or [])
+    ]
     overlay = None
     if data["overlay"]:
         overlay = (path.parent / data["overlay"]).resolve()
         if not overlay.is_dir():
             raise doc.error(("overlay",), f"overlay directory not found: {overlay}")
     cfg = data["config"]
-    if data["version"] is not None and not re.match(r"^[0-9A-Za-z][0-9A-Za-z._+-]*$", data["version"]):
+    if data["version"] is not None and not re.match(
+        r"^[0-9A-Za-z][0-9A-Za-z._+-]*$", data["version"]
+    ):
         raise doc.error(("version",), f"{data['version']!r} is not a valid version")
     return ImageDef(
         name=name,

@@ -150,7 +150,7 @@ def write_layer(root: Path, dest: Path, epoch: int, level: int = 6) -> Layer:
     """Write ``root`` as a gzip layer blob at ``dest``."""
     entries = tar_entries(root, epoch)
     total = sum(ti.size for ti, _ in entries)
-    tmp = dest.with_name(dest.name + ".part")
+    tmp = dest.with_name(f"{dest.name}.part-{os.getpid()}-{threading.get_ident()}")
     with tmp.open("wb") as out, ui.progress("compress", total) as bar:
         pipe = _GzipPipe(out, level, bar)
         try:

@@ -7,6 +7,7 @@ and it only computes what to install: nothing from the target is executed.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import re
 from pathlib import Path
@@ -29,8 +30,13 @@ class AptRoot:
         self.dir = cache / "apt" / f"{suite}-{debian_arch}-{key}"
         self.arch = debian_arch
         self.sources = sources
-        for sub in ("etc/apt/apt.conf.d", "etc/apt/preferences.d", "etc/apt/sources.list.d",
-                    "var/lib/apt/lists/partial", "var/cache/apt/archives/partial"):
+        for sub in (
+            "etc/apt/apt.conf.d",
+            "etc/apt/preferences.d",
+            "etc/apt/sources.list.d",
+            "var/lib/apt/lists/partial",
+            "var/cache/apt/archives/partial",
+        ):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         (self.dir / "status").touch()
         (self.dir / "etc/apt/sources.list.d/distbuild.sources").write_text(
@@ -85,8 +91,11 @@ class AptRoot:
         def attempt() -> None:
             which("apt-get", "apt")
             proc = run(["apt-get", *self._options(), "update", "-q"], capture=True, check=False)
-            errors = [line for line in proc.stderr.decode(errors="replace").splitlines()
-                      if line.startswith(("E:", "W:"))]
+            errors = [
+                line
+                for line in proc.stderr.decode(errors="replace").splitlines()
+                if line.startswith(("E:", "W:"))
+            ]
             last_error[:] = errors
             if proc.returncode != 0 or self._missing_indexes():
                 raise FetchError("; ".join(errors) or "package indexes missing")
@@ -96,7 +105,10 @@ class AptRoot:
             attempt()
         except FetchError:
             missing = self._missing_indexes()
-            detail = next((e for e in last_error if "Failed to fetch" in e), last_error[-1] if last_error else "")
+            detail = next(
+                (e for e in last_error if "Failed to fetch" in e),
+                last_error[-1] if last_error else "",
+            )
             if any(s.suite == self.sources[0].suite for s in missing):
                 raise FetchError(
                     f"could not fetch the package index for {self.arch} from {mirrors}: {detail}",
@@ -107,8 +119,10 @@ class AptRoot:
                 ui.note(f"warning: {detail.removeprefix('E: ')}; using the indexes fetched before")
             for s in missing:
                 self.sources = [x for x in self.sources if x != s]
-                ui.note(f"warning: {s.uri} {s.suite} has no usable index for {self.arch} "
-                        f"({detail.removeprefix('E: ')}); building without it")
+                ui.note(
+                    f"warning: {s.uri} {s.suite} has no usable index for {self.arch} "
+                    f"({detail.removeprefix('E: ')}); building without it"
+                )
 
     def resolve(self, packages: list[str]) -> dict[tuple[str, str], str]:
         """(name, version) → URL for the whole dependency closure of ``packages``."""
@@ -137,8 +151,13 @@ class AptRoot:
         """The archive's records (pool path, size, sha256) of exact versions."""
         which("apt-cache", "apt")
         out = run(
-            ["apt-cache", *self._options(), "show", "--no-all-versions",
-             *[f"{n}={v}" for n, v in wanted]],
+            [
+                "apt-cache",
+                *self._options(),
+                "show",
+                "--no-all-versions",
+                *[f"{n}={v}" for n, v in wanted],
+            ],
             capture=True,
         ).stdout.decode(errors="replace")
         recs: dict[tuple[str, str], LockedPackage] = {}
@@ -166,7 +185,6 @@ class AptRoot:
         return [recs[k] for k in sorted(wanted)]
 
 
-
 def _mirror_root(url: str, filename: str) -> str:
     """The archive root of a package URL: the URL without its pool path."""
     quoted = quote(filename, safe="/~")
@@ -177,11 +195,19 @@ def _mirror_root(url: str, filename: str) -> str:
 
 
 def resolve_lock(
-    cache: Path, image: str, arch: str, debian_arch: str, suite: str,
-    sources: list[Source], packages: list[str],
+    cache: Path,
+    image: str,
+    arch: str,
+    debian_arch: str,
+    suite: str,
+    sources: list[Source],
+    packages: list[str],
 ) -> Lock:
     apt = AptRoot(cache, suite, debian_arch, sources)
-    apt.update()
-    closure = apt.resolve(packages)
-    locked = apt.records(closure)
+    # apt runs without its own locking here; builds sharing a cache take turns.
+    with (apt.dir / ".lock").open("w") as lockfile:
+        fcntl.flock(lockfile, fcntl.LOCK_EX)
+        apt.update()
+        closure = apt.resolve(packages)
+        locked = apt.records(closure)
     return Lock(image, arch, suite, tuple(sorted(packages)), tuple(locked))

@@ -54,11 +54,67 @@ def ca_bundle(root: Path, image: ImageDef) -> None:
 
 # Applets that busybox installs in sbin; everything else goes to usr/bin.
 _SBIN = set(
-    "acpid adjtimex arp blkid blockdev brctl chroot depmod devmem fbset fdisk findfs freeramdisk "
-    "fsck getty halt hwclock ifconfig ifdown ifup init insmod ip ipneigh iplink ipaddr iproute "
-    "iprule klogd loadkmap logread losetup lsmod mdev mkdosfs mke2fs mkfs.vfat mkswap modinfo "
-    "modprobe nameif pivot_root poweroff reboot rmmod route run-init start-stop-daemon sulogin "
-    "swapoff swapon switch_root sysctl syslogd tunctl udhcpc udhcpd vconfig watchdog".split()
+    [
+        "acpid",
+        "adjtimex",
+        "arp",
+        "blkid",
+        "blockdev",
+        "brctl",
+        "chroot",
+        "depmod",
+        "devmem",
+        "fbset",
+        "fdisk",
+        "findfs",
+        "freeramdisk",
+        "fsck",
+        "getty",
+        "halt",
+        "hwclock",
+        "ifconfig",
+        "ifdown",
+        "ifup",
+        "init",
+        "insmod",
+        "ip",
+        "ipneigh",
+        "iplink",
+        "ipaddr",
+        "iproute",
+        "iprule",
+        "klogd",
+        "loadkmap",
+        "logread",
+        "losetup",
+        "lsmod",
+        "mdev",
+        "mkdosfs",
+        "mke2fs",
+        "mkfs.vfat",
+        "mkswap",
+        "modinfo",
+        "modprobe",
+        "nameif",
+        "pivot_root",
+        "poweroff",
+        "reboot",
+        "rmmod",
+        "route",
+        "run-init",
+        "start-stop-daemon",
+        "sulogin",
+        "swapoff",
+        "swapon",
+        "switch_root",
+        "sysctl",
+        "syslogd",
+        "tunctl",
+        "udhcpc",
+        "udhcpd",
+        "vconfig",
+        "watchdog",
+    ]
 )
 
 
@@ -100,7 +156,10 @@ def _accounts(root: Path, image: ImageDef) -> None:
         passwd = (master / "passwd.master").read_text().splitlines()
         group = (master / "group.master").read_text().splitlines()
     else:
-        passwd = ["root:x:0:0:root:/root:/bin/sh", "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin"]
+        passwd = [
+            "root:x:0:0:root:/root:/bin/sh",
+            "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin",
+        ]
         group = ["root:x:0:", "nogroup:x:65534:"]
     members: dict[str, list[str]] = {}
     for u in image.users:
@@ -109,10 +168,10 @@ def _accounts(root: Path, image: ImageDef) -> None:
         for g in u.groups:
             members.setdefault(g, []).append(u.name)
     known = {g.split(":")[0] for g in group}
-    for g in image.groups:
-        if g.name not in known:
-            group.append(f"{g.name}:x:{g.gid}:")
-            known.add(g.name)
+    for extra in image.groups:
+        if extra.name not in known:
+            group.append(f"{extra.name}:x:{extra.gid}:")
+            known.add(extra.name)
     for u in image.users:
         if u.name not in known:
             group.append(f"{u.name}:x:{u.gid}:")
@@ -203,9 +262,11 @@ def customise(root: Path, image: ImageDef, release: dict[str, str]) -> None:
     _remove(root, image.remove)
     etc = root / "etc"
     (etc / "distbuild").mkdir(parents=True, exist_ok=True)
-    (etc / "distbuild/release").write_text("".join(f"{k}={v}\n" for k, v in sorted(release.items())))
+    (etc / "distbuild/release").write_text(
+        "".join(f"{k}={v}\n" for k, v in sorted(release.items()))
+    )
     if not (etc / "hostname").exists():
         (etc / "hostname").write_text(f"{image.name}\n")
 
 
-__all__ = ["Group", "User", "customise", "busybox_applets"]
+__all__ = ["Group", "User", "busybox_applets", "customise"]

@@ -59,16 +59,18 @@ class _Slice(io.RawIOBase):
         return len(data)
 
 
-def _decompress(name: str, raw: IO[bytes]) -> IO[bytes]:
+def _decompress(name: str, raw: IO[bytes]) -> BinaryIO:
     if name.endswith(".xz"):
-        return lzma.open(raw)
+        return lzma.LZMAFile(raw)
     if name.endswith(".gz"):
-        return gzip.open(raw)
+        return gzip.GzipFile(fileobj=raw)
     if name.endswith(".bz2"):
-        return bz2.open(raw)
+        return bz2.BZ2File(raw)
     if name.endswith(".tar"):
-        return raw
-    raise DistbuildError(f"unsupported compression of {name}", hint="only xz, gzip and bzip2 are read")
+        return raw  # type: ignore[return-value]
+    raise DistbuildError(
+        f"unsupported compression of {name}", hint="only xz, gzip and bzip2 are read"
+    )
 
 
 @contextmanager

@@ -56,7 +56,7 @@ class Root:
                 continue
             if part == ".":
                 continue
-            candidate = current + [part]
+            candidate = [*current, part]
             host = os.path.join(str(self.path), *candidate)
             if os.path.islink(host):
                 hops += 1
@@ -116,8 +116,11 @@ def extract_package(root: Root, path: Path) -> list[str]:
                 _remove(dest)
                 os.link(root.resolve(usr_path(ti.linkname)), dest)
             else:
-                kind = {tarfile.CHRTYPE: "char device", tarfile.BLKTYPE: "block device",
-                        tarfile.FIFOTYPE: "fifo"}.get(ti.type, "special file")
+                kind = {
+                    tarfile.CHRTYPE: "char device",
+                    tarfile.BLKTYPE: "block device",
+                    tarfile.FIFOTYPE: "fifo",
+                }.get(ti.type, "special file")
                 ui.debug(f"skipping {kind} {orig} in {path.name}")
     return listed
 

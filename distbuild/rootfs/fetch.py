@@ -57,7 +57,9 @@ class DebCache:
             )
         return path
 
-    def ensure(self, packages: list[LockedPackage], session: requests.Session | None = None) -> None:
+    def ensure(
+        self, packages: list[LockedPackage], session: requests.Session | None = None
+    ) -> None:
         missing = [p for p in packages if not self.path(p).exists()]
         if not missing:
             ui.debug(f"all {len(packages)} packages are cached")
@@ -98,7 +100,9 @@ class DebCache:
                         for chunk in r.iter_content(CHUNK):
                             size += len(chunk)
                             if size > pkg.size:
-                                raise LockError(f"{pkg.name}: the mirror sent more than {pkg.size} bytes")
+                                raise LockError(
+                                    f"{pkg.name}: the mirror sent more than {pkg.size} bytes"
+                                )
                             h.update(chunk)
                             f.write(chunk)
                             bar.update(len(chunk))

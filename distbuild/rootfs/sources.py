@@ -35,7 +35,9 @@ class Source:
 
 
 def _parse_deb822(text: str) -> list[dict[str, str]]:
-    stanzas, cur, key = [], {}, None
+    stanzas: list[dict[str, str]] = []
+    cur: dict[str, str] = {}
+    key: str | None = None
     for raw in text.splitlines():
         if raw.startswith("#"):
             continue
@@ -87,8 +89,12 @@ def host_sources(root: Path = Path("/")) -> list[Source]:
             for uri in st.get("uris", "").split():
                 for suite in st.get("suites", "").split():
                     out.append(
-                        Source(uri.rstrip("/"), suite, tuple(st.get("components", "").split()),
-                               st.get("signed-by") or None)
+                        Source(
+                            uri.rstrip("/"),
+                            suite,
+                            tuple(st.get("components", "").split()),
+                            st.get("signed-by") or None,
+                        )
                     )
     return out
 
@@ -101,8 +107,12 @@ def sources_for(suite: str, components: tuple[str, ...], mirror: str | None) -> 
         return [Source(mirror.rstrip("/"), suite, components, keyring)]
     family = {suite, f"{suite}-updates", f"{suite}-security"}
     found = [
-        Source(s.uri, s.suite, tuple(c for c in components if c in s.components) or components,
-               s.signed_by or keyring)
+        Source(
+            s.uri,
+            s.suite,
+            tuple(c for c in components if c in s.components) or components,
+            s.signed_by or keyring,
+        )
         for s in host_sources()
         if s.suite in family and "main" in s.components
     ]
