@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import IO, BinaryIO, cast
 
 from distbuild.errors import DistbuildError
 
@@ -59,15 +59,15 @@ class _Slice(io.RawIOBase):
         return len(data)
 
 
-def _decompress(name: str, raw: IO[bytes]) -> BinaryIO:
+def _decompress(name: str, raw: IO[bytes]) -> IO[bytes]:
     if name.endswith(".xz"):
-        return lzma.LZMAFile(raw)
+        return cast(IO[bytes], lzma.LZMAFile(raw))
     if name.endswith(".gz"):
-        return gzip.GzipFile(fileobj=raw)
+        return cast(IO[bytes], gzip.GzipFile(fileobj=raw))
     if name.endswith(".bz2"):
-        return bz2.BZ2File(raw)
+        return cast(IO[bytes], bz2.BZ2File(raw))
     if name.endswith(".tar"):
-        return raw  # type: ignore[return-value]
+        return raw
     raise DistbuildError(
         f"unsupported compression of {name}", hint="only xz, gzip and bzip2 are read"
     )
