@@ -22,7 +22,7 @@ from typing import Any
 import distbuild
 from distbuild import ui
 from distbuild.arch import Arch
-from distbuild.errors import DistbuildError, LockError
+from distbuild.errors import DistbuildError, LockError, MissingPackageError
 from distbuild.model.image import ImageDef, load_image
 from distbuild.model.recipe import Recipe, load_recipe
 from distbuild.oci import layout as oci
@@ -187,15 +187,19 @@ def get_lock(opts: BuildOptions, recipe: Recipe, image: ImageDef) -> Lock:
 
 def resolve(opts: BuildOptions, recipe: Recipe, image: ImageDef) -> Lock:
     sources = sources_for(recipe.suite, recipe.components, opts.mirror or recipe.mirror)
-    return apt.resolve_lock(
-        opts.cache,
-        image.name,
-        recipe.arch.name,
-        recipe.debian_arch,
-        recipe.suite,
-        sources,
-        list(image.packages),
-    )
+    try:
+        return apt.resolve_lock(
+            opts.cache,
+            image.name,
+            recipe.arch.name,
+            recipe.debian_arch,
+            recipe.suite,
+            sources,
+            list(image.packages),
+        )
+    except MissingPackageError as e:
+        where, key = image.origin_of(e.package)
+        raise MissingPackageError(e.package, e.debian_arch, where=where, key=key) from None
 
 
 def prepare(opts: BuildOptions, arch: Arch, workdir: Path) -> ArchBuild:

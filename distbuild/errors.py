@@ -53,6 +53,22 @@ class RecipeError(DistbuildError):
         self.key = key
 
 
+class MissingPackageError(RecipeError):
+    """A package an image asks for is not in the archive for the arch."""
+
+    def __init__(
+        self, package: str, debian_arch: str, where: str | None = None, key: str | None = None
+    ) -> None:
+        super().__init__(
+            f"package {package!r} is not in the archive for {debian_arch}",
+            hint="check the name with 'apt-cache search', or move it to a per-arch override",
+            where=where,
+            key=key,
+        )
+        self.package = package
+        self.debian_arch = debian_arch
+
+
 class CommandError(DistbuildError):
     """An external command failed."""
 

@@ -108,6 +108,14 @@ class ImageDef:
     workdir: str | None
     user: str | None
     labels: tuple[tuple[str, str], ...]
+    # Where each package was asked for (file:line, key path), for errors found later.
+    package_origin: tuple[tuple[str, str, str], ...] = ()
+
+    def origin_of(self, package: str) -> tuple[str | None, str | None]:
+        for name, where, key in self.package_origin:
+            if name == package:
+                return where, key
+        return None, None
 
 
 def image_names(project: Path) -> list[str]:
@@ -132,6 +140,9 @@ def load_image(
             raise doc.error(
                 ("outputs", i), f"unknown output {out!r}", hint=f"outputs: {', '.join(OUTPUTS)}"
             )
+    origin = [
+        (p, doc.where(("packages", i)), f"packages[{i}]") for i, p in enumerate(data["packages"])
+    ]
     overrides = data.pop("overrides")
     for key, value in overrides.items():
         if key not in ARCHES:
@@ -140,11 +151,16 @@ def load_image(
             )
         body = check(doc, _BODY, value, ("overrides", key))
         if key == arch.name:
+            origin += [
+                (p, doc.where(("overrides", key, "packages", i)), f"overrides.{key}.packages[{i}]")
+                for i, p in enumerate(body["packages"])
+            ]
             for k, v in body.items():
                 data[k] = {**data[k], **v} if isinstance(v, dict) else data[k] + v
     packages = list(data["packages"])
     if data["kernel"]:
         packages.append(recipe.kernel_package)
+        origin.append((recipe.kernel_package, str(recipe.path), "kernel.package"))
     for i, pkg in enumerate(packages):
         if not re.match(r"^[a-z0-9][a-z0-9+.-]+$", pkg):
             raise doc.error(("packages", i), f"{pkg!r} is not a Debian package name")
@@ -221,6 +237,7 @@ def load_image(
         workdir=cfg["workdir"],
         user=cfg["user"],
         labels=tuple(sorted(cfg["labels"].items())),
+        package_origin=tuple(origin),
     )
 
 

@@ -16,7 +16,7 @@ from urllib.parse import quote, unquote
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from distbuild import ui
-from distbuild.errors import CommandError, FetchError, RecipeError
+from distbuild.errors import CommandError, FetchError, MissingPackageError
 from distbuild.rootfs.lock import Lock, LockedPackage
 from distbuild.rootfs.sources import Source
 from distbuild.run import run, which
@@ -131,10 +131,7 @@ class AptRoot:
         except CommandError as e:
             missing = re.findall(r"Unable to locate package (\S+)", e.stderr)
             if missing:
-                raise RecipeError(
-                    f"package {missing[0]!r} is not in the archive for {self.arch}",
-                    hint="check the name with 'apt-cache search' or move it to a per-arch override",
-                ) from None
+                raise MissingPackageError(missing[0], self.arch) from None
             raise FetchError(
                 f"apt could not resolve the packages for {self.arch}: "
                 + " ".join(e.stderr.strip().splitlines()[-3:]),
