@@ -49,6 +49,7 @@ class BuildOptions:
     mirror: str | None = None
     compression_level: int = 6
     update_lock: bool = False
+    locked: bool = False  # a missing or stale lock is an error instead of being re-resolved
 
 
 @dataclass
@@ -168,17 +169,26 @@ def check_writable(out: Path) -> None:
 
 
 def get_lock(opts: BuildOptions, recipe: Recipe, image: ImageDef) -> Lock:
-    """Read the image's lock for this arch, or resolve and write one."""
+    """Read the image's lock for this arch; resolve and write one if it is missing or stale.
+
+    Like Cargo: a lock that still covers what the image asks for is honoured
+    as is; with ``--locked`` anything else is an error rather than a re-resolve.
+    """
     path = lock_path(opts.project, image.name, recipe.arch.name)
+    hint = f"run 'distbuild lock --image {image.name} --arch {recipe.arch.name}' to resolve them"
     if path.exists() and not opts.update_lock:
         lock = read_lock(path)
-        if sorted(lock.requested) != sorted(image.packages) or lock.suite != recipe.suite:
+        if sorted(lock.requested) == sorted(image.packages) and lock.suite == recipe.suite:
+            return lock
+        if opts.locked:
             raise LockError(
-                f"{path}: the lock is stale: {image.name} now asks for other packages",
-                hint=f"run 'distbuild lock --image {image.name} --arch {recipe.arch.name}' "
-                "to resolve them again",
+                f"{path}: the lock is stale: {image.name} now asks for other packages", hint=hint
             )
-        return lock
+        ui.note(
+            f"{recipe.arch.name}: {image.name} asks for other packages than its lock; resolving"
+        )
+    elif opts.locked:
+        raise LockError(f"{path}: no lock file (--locked)", hint=hint)
     lock = resolve(opts, recipe, image)
     write_lock(path, lock)
     ui.note(f"{recipe.arch.name}: locked {len(lock.packages)} packages in {path}")

@@ -55,8 +55,21 @@ def build_image(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         key = (image, arch, version, str(epoch))
         if key not in done:
             out = tmp_path_factory.mktemp(f"out-{image}-{arch}")
-            rc = run_cli("--project", project, "image", "--arch", arch, "--image", image,
-                         "--out", out, "--version", version, "--source-date-epoch", str(epoch))
+            rc = run_cli(
+                "--project",
+                project,
+                "image",
+                "--arch",
+                arch,
+                "--image",
+                image,
+                "--out",
+                out,
+                "--version",
+                version,
+                "--source-date-epoch",
+                str(epoch),
+            )
             assert rc == 0, f"build of {image} for {arch} failed"
             done[key] = out / image / version
         return done[key]

@@ -44,6 +44,7 @@ mirror_option = click.option(
 @click.option("--source-date-epoch", type=int, help="Timestamp for every file and record.")
 @click.option("--compression-level", type=click.IntRange(1, 9), default=6, show_default=True)
 @click.option("--update-lock", is_flag=True, help="Resolve packages anew and rewrite the lock.")
+@click.option("--locked", is_flag=True, help="Fail if the lock is missing or stale (for CI).")
 @click.option("--load", "load", is_flag=True, help="Load the host's image into Docker afterwards.")
 @click.option("--platform", help="With --load: the platform to load, e.g. linux/arm/v7.")
 @click.option("--json", "as_json", is_flag=True, help="Print the build record as JSON.")
@@ -58,6 +59,7 @@ def image_cmd(
     source_date_epoch: int | None,
     compression_level: int,
     update_lock: bool,
+    locked: bool,
     load: bool,
     platform: str | None,
     as_json: bool,
@@ -75,6 +77,7 @@ def image_cmd(
         mirror=mirror,
         compression_level=compression_level,
         update_lock=update_lock,
+        locked=locked,
     )
     record, directory = build(opts)
     if load:

@@ -44,6 +44,7 @@ class Document:
         return self.file
 
     def error(self, path: KeyPath, message: str, hint: str | None = None) -> RecipeError:
+        hint = hint or "fix that line, then run 'distbuild recipes check'"
         return RecipeError(message, hint, where=self.where(path), key=dotted(path) or None)
 
 

@@ -96,7 +96,11 @@ def _value(doc: Document, f: Field, value: Any, path: KeyPath) -> Any:
             raise doc.error(path, f"must be a mapping, not {_describe(value)}")
         return value
     if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise doc.error(path, f"must be an integer, not {_describe(value)}")
+        raise doc.error(
+            path,
+            f"must be an integer, not {_describe(value)}",
+            hint=f"write a number, e.g. {path[-1]}: 3",
+        )
     if kind is bool and not isinstance(value, bool):
         raise doc.error(path, f"must be true or false, not {_describe(value)}")
     if kind is str:

@@ -1,0 +1,196 @@
+"""Bad inputs end in 'error:' and 'hint:', a non-zero exit, no traceback, nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EPOCH, REPO
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def proj(tmp_path: Path, project: Path, toolbox_all: Path) -> Path:
+    """A private project copy per test, carrying the session's locks."""
+    dest = tmp_path / "proj"
+    shutil.copytree(project, dest)
+    return dest
+
+
+def distbuild(
+    *args: str | os.PathLike[str], env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "distbuild.cli.main", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+    )
+
+
+def assert_clean_error(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
+    err = proc.stderr
+    assert proc.returncode != 0, err
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert any(line.startswith("error: ") for line in lines), err
+    assert any(line.startswith("hint: ") for line in lines), err
+    for needle in needles:
+        assert needle in err, f"{needle!r} not in {err!r}"
+    return err
+
+
+def build(
+    proj: Path,
+    out: Path,
+    *extra: str,
+    image: str = "toolbox",
+    arch: str = "amd64",
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    return distbuild(
+        "--project",
+        proj,
+        "image",
+        "--arch",
+        arch,
+        "--image",
+        image,
+        "--out",
+        out,
+        "--version",
+        "9.9.9",
+        "--source-date-epoch",
+        str(EPOCH),
+        *extra,
+        env=env,
+    )
+
+
+def nothing_written(out: Path) -> None:
+    assert not (out / "toolbox" / "9.9.9").exists()
+    leftovers = [p for p in out.rglob("*")] if out.exists() else []
+    assert all(p.is_dir() for p in leftovers), leftovers
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_unknown_key(proj: Path, tmp_path: Path) -> None:
+    edit(proj / "images/toolbox.yaml", "busybox_links: true", "busybox_linkz: true")
+    err = assert_clean_error(
+        build(proj, tmp_path / "out"), "toolbox.yaml:", "busybox_linkz", "unknown key"
+    )
+    assert "known keys" in err
+    nothing_written(tmp_path / "out")
+
+
+def test_wrong_type(proj: Path, tmp_path: Path) -> None:
+    edit(proj / "recipes/amd64.yaml", "tries: 3", "tries: three")
+    assert_clean_error(build(proj, tmp_path / "out"), "amd64.yaml:", "boot.tries", "integer")
+    nothing_written(tmp_path / "out")
+
+
+def test_unknown_arch(proj: Path, tmp_path: Path) -> None:
+    assert_clean_error(build(proj, tmp_path / "out", arch="sparc"), "unknown architecture 'sparc'")
+
+
+def test_unknown_image(proj: Path, tmp_path: Path) -> None:
+    assert_clean_error(
+        build(proj, tmp_path / "out", image="nosuch"), "unknown image 'nosuch'", "toolbox"
+    )
+
+
+def test_unparsable_yaml(proj: Path, tmp_path: Path) -> None:
+    edit(proj / "images/toolbox.yaml", "outputs: [oci]", "outputs: [oci")
+    assert_clean_error(build(proj, tmp_path / "out"), "invalid YAML", "toolbox.yaml:")
+
+
+def test_jinja_error(proj: Path, tmp_path: Path) -> None:
+    edit(proj / "images/toolbox.yaml", "({{ arch.name }})", "({{ arch.name | nosuchfilter }})")
+    assert_clean_error(build(proj, tmp_path / "out"), "toolbox.yaml:", "template")
+
+
+@pytest.mark.network
+def test_package_not_in_archive(proj: Path, tmp_path: Path) -> None:
+    edit(
+        proj / "images/toolbox.yaml",
+        "  - ca-certificates",
+        "  - ca-certificates\n  - no-such-package-distbuild",
+    )
+    err = assert_clean_error(
+        build(proj, tmp_path / "out"), "no-such-package-distbuild", "not in the archive"
+    )
+    assert "toolbox.yaml:" in err and "packages[2]" in err
+    nothing_written(tmp_path / "out")
+
+
+@pytest.mark.network
+def test_lock_hash_mismatch(proj: Path, tmp_path: Path) -> None:
+    lock_file = proj / "images/toolbox.amd64.lock.json"
+    lock = json.loads(lock_file.read_text())
+    pkg = next(p for p in lock["packages"] if p["name"] == "busybox")
+    pkg["sha256"] = "0" * 64  # the archive's .deb no longer matches the lock
+    lock_file.write_text(json.dumps(lock))
+    err = assert_clean_error(build(proj, tmp_path / "out"), "busybox", "sha256 mismatch")
+    assert "distbuild lock" in err
+    nothing_written(tmp_path / "out")
+
+
+@pytest.mark.network
+def test_changed_cached_deb_is_not_extracted(proj: Path, tmp_path: Path, cache_dir: Path) -> None:
+    lock = json.loads((proj / "images/toolbox.amd64.lock.json").read_text())
+    pkg = next(p for p in lock["packages"] if p["name"] == "busybox")
+    cached = cache_dir / "debs" / f"{pkg['sha256']}.deb"
+    original = cached.read_bytes()
+    env = {"DISTBUILD_CACHE": str(tmp_path / "cache")}
+    (tmp_path / "cache/debs").mkdir(parents=True)
+    for p in lock["packages"]:
+        shutil.copy(cache_dir / "debs" / f"{p['sha256']}.deb", tmp_path / "cache/debs")
+    damaged = tmp_path / "cache/debs" / cached.name
+    damaged.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    assert_clean_error(build(proj, tmp_path / "out", env=env), "busybox", "cached .deb")
+    assert not damaged.exists(), "a damaged cache entry is dropped"
+    nothing_written(tmp_path / "out")
+
+
+def test_unreachable_mirror(proj: Path, tmp_path: Path) -> None:
+    for lock in (proj / "images").glob("*.lock.json"):
+        lock.unlink()
+    env = {"DISTBUILD_CACHE": str(tmp_path / "cache")}
+    err = assert_clean_error(
+        build(proj, tmp_path / "out", "--mirror", "http://127.0.0.1:9/debian", env=env),
+        "could not fetch the package index",
+        "127.0.0.1:9",
+    )
+    assert "--mirror" in err
+    nothing_written(tmp_path / "out")
+
+
+def test_unwritable_output_dir(proj: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert_clean_error(build(proj, blocker / "out"), "cannot write to the output directory")
+
+
+def test_stale_lock(proj: Path, tmp_path: Path) -> None:
+    edit(proj / "images/toolbox.yaml", "  - ca-certificates", "  - ca-certificates\n  - zstd")
+    assert_clean_error(build(proj, tmp_path / "out", "--locked"), "stale", "distbuild lock")
+
+
+def test_cli_usage_error_is_clean(tmp_path: Path) -> None:
+    assert_clean_error(
+        distbuild("image", "--arch", "amd64", "--compression-level", "42"), "compression-level"
+    )
