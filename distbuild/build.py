@@ -33,6 +33,7 @@ from distbuild.rootfs.fetch import DebCache, sha256_file
 from distbuild.rootfs.lock import Lock, lock_path, read_lock, write_lock
 from distbuild.rootfs.sources import sources_for
 from distbuild.run import run
+from distbuild.sbom.spdx import write_sbom
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -335,6 +336,16 @@ def build(opts: BuildOptions) -> tuple[BuildRecord, Path]:
                 lock_copy.parent.mkdir(parents=True, exist_ok=True)
                 lock_copy.write_text(ctx.lock.to_json())
                 record.artifacts.append(_artifact(staging, ctx.arch.name, "lock", lock_copy))
+                sbom = write_sbom(
+                    staging / ctx.arch.name / "sbom.spdx.json",
+                    image=ctx.image.name,
+                    version=ctx.version,
+                    arch=ctx.arch.name,
+                    lock=ctx.lock,
+                    debs=DebCache(ctx.options.cache),
+                    epoch=ctx.epoch,
+                )
+                record.artifacts.append(_artifact(staging, ctx.arch.name, "sbom", sbom))
             if manifests:
                 finish_index(record, layout, manifests, staging)
             record.write(staging)

@@ -1,0 +1,1 @@
+"""Software bills of materials: SPDX documents of what an image contains."""
