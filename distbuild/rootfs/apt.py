@@ -17,6 +17,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_ex
 
 from distbuild import ui
 from distbuild.errors import CommandError, FetchError, MissingPackageError
+from distbuild.rootfs.fetch import NetworkCounter
 from distbuild.rootfs.lock import Lock, LockedPackage
 from distbuild.rootfs.sources import Source
 from distbuild.run import run, which
@@ -89,6 +90,7 @@ class AptRoot:
             reraise=True,
         )
         def attempt() -> None:
+            NetworkCounter.requests += 1
             which("apt-get", "apt")
             proc = run(["apt-get", *self._options(), "update", "-q"], capture=True, check=False)
             errors = [
