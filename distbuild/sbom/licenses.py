@@ -135,7 +135,8 @@ def to_spdx(expression: str) -> tuple[str, set[str]]:
     out = group(pieces[0])
     for i in range(1, len(pieces), 2):
         op, rhs = pieces[i].upper(), group(pieces[i + 1])
-        out = f"({out}) {op} ({rhs})" if (" " in out or " " in rhs) else f"{out} {op} {rhs}"
+        wrap = [f"({x})" if " " in x else x for x in (out, rhs)]
+        out = f"{wrap[0]} {op} {wrap[1]}"
     return out, refs
 
 

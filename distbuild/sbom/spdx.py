@@ -21,7 +21,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import distbuild
 from distbuild.rootfs import deb
@@ -92,6 +92,20 @@ def purl(name: str, version: str, arch: str, distro: str) -> str:
     """``pkg:deb/debian/<name>@<version>?arch=<arch>&distro=<distro>`` (purl escaping)."""
     v = quote(version, safe="").replace("%3A", ":")
     return f"pkg:deb/debian/{quote(name, safe='')}@{v}?arch={arch}&distro={distro}"
+
+
+def download_location(pkg: LockedPackage) -> str:
+    """The .deb's URL on the mirror it was locked from, when others can resolve it.
+
+    A mirror reached by address or single-label name (a local cache, a proxy)
+    means nothing to a reader of the SBOM elsewhere, and SPDX validators reject
+    such URLs, so it becomes NOASSERTION.
+    """
+    url = f"{pkg.source.rstrip('/')}/{pkg.filename}"
+    host = urlsplit(url).hostname or ""
+    if re.fullmatch(r"([a-z0-9-]+\.)+[a-z]{2,5}", host, re.IGNORECASE):
+        return url
+    return NOASSERTION
 
 
 def distro(suite: str) -> str:
@@ -178,7 +192,7 @@ def document(
             "name": p.name,
             "versionInfo": p.version,
             "supplier": "Organization: Debian",
-            "downloadLocation": f"{p.source.rstrip('/')}/{p.filename}",
+            "downloadLocation": download_location(p),
             "filesAnalyzed": False,
             "checksums": [{"algorithm": "SHA256", "checksumValue": p.sha256}],
             "licenseConcluded": NOASSERTION,
