@@ -10,6 +10,7 @@ from distbuild import ui
 from distbuild.arch import parse_arches
 from distbuild.build import BuildOptions, build, default_epoch, resolve
 from distbuild.cli.common import State, pass_state, print_json
+from distbuild.errors import UsageError
 from distbuild.merge import merge
 from distbuild.model.image import check_all, load_image
 from distbuild.model.recipe import load_recipe
@@ -66,6 +67,10 @@ def image_cmd(
     mirror: str | None,
 ) -> None:
     """Build an image for one or more architectures."""
+    if platform and not load:
+        raise UsageError(
+            "--platform only applies with --load", hint="add --load, or drop --platform"
+        )
     opts = BuildOptions(
         project=state.project,
         image=image,
