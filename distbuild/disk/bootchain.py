@@ -27,14 +27,17 @@ class BootChain(ABC):
     # GPT label and type code (sgdisk) of the boot partition.
     partition_label: ClassVar[str]
     partition_type: ClassVar[str]
+    # Target-arch Debian packages loader_files() takes binaries from. They are
+    # locked (images/<image>-boot.<arch>.lock.json, with the initramfs tools)
+    # and unpacked without running anything, never taken from the host.
+    packages: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
-    def loader_files(self, recipe: Recipe, rootfs: Path) -> PartitionFiles:
+    def loader_files(self, recipe: Recipe, tools: Path) -> PartitionFiles:
         """Boot loader binaries and configuration for an empty boot partition.
 
-        ``rootfs`` is the image's unpacked, customised root: target-arch boot
-        loader binaries come from packages locked into the image (never from
-        the host), so the boot partition is a function of the lock.
+        ``tools`` is a tree with :attr:`packages` (and the initramfs tools)
+        unpacked for the target arch.
         """
 
     @abstractmethod
