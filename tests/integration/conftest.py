@@ -15,6 +15,7 @@ from tests.integration.dockerd import (
     stop_dockerd,
     unregister_binfmt,
 )
+from tests.integration.registry_fixtures import registry  # noqa: F401 (session fixture)
 
 
 @pytest.fixture(scope="session")

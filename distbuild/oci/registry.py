@@ -1,0 +1,517 @@
+"""A small client for OCI distribution registries (distribution-spec v1.1).
+
+One class, :class:`RegistryClient`, speaks to one repository of one registry:
+it checks and uploads blobs, reads and writes manifests and lists tags. It
+authenticates the way Docker does (a ``WWW-Authenticate`` challenge answered
+with Basic credentials or a bearer token from the realm's token endpoint) and
+retries whatever may succeed a second time (5xx, 429, dropped connections)
+with exponential backoff. A blob upload that fails midway is started again
+from scratch: a new upload session, every byte sent again.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+import json
+import re
+import urllib.parse
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, TypeVar
+
+import requests
+import tenacity
+
+from distbuild import ui
+from distbuild.errors import DistbuildError, RegistryError, UsageError
+from distbuild.oci.auth import Credentials, docker_config_path, parse_challenge
+from distbuild.oci.layout import INDEX, MANIFEST
+
+T = TypeVar("T")
+
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+MANIFEST_TYPES = (INDEX, MANIFEST, DOCKER_LIST, DOCKER_MANIFEST)
+DEFAULT_CHUNK = 5 * 1024 * 1024
+USER_AGENT = "distbuild"
+
+# The grammar of github.com/distribution/reference, without a default registry:
+# a push names where it goes.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN = r"(?:\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*)(?::[0-9]+)?"
+_REFERENCE = re.compile(
+    rf"^(?P<registry>{_DOMAIN})/(?P<repository>{_COMPONENT}(?:/{_COMPONENT})*)"
+    r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
+)
+_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
+_REF_HINT = "write it as HOST[:PORT]/REPOSITORY[:TAG], e.g. localhost:5000/distbuild/toolbox:1.0.0"
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Where an image lives: ``registry/repository[:tag][@digest]``."""
+
+    registry: str
+    repository: str
+    tag: str | None = None
+    digest: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Reference:
+        m = _REFERENCE.match(text.strip())
+        if m is None:
+            raise UsageError(f"invalid image reference {text!r}", hint=_explain(text.strip()))
+        registry = m["registry"]
+        if "." not in registry and ":" not in registry and registry != "localhost":
+            raise UsageError(
+                f"image reference {text!r} names no registry",
+                hint=f"{_REF_HINT} (there is no default registry)",
+            )
+        if len(m["repository"]) > 255:
+            raise UsageError(f"repository name in {text!r} is longer than 255 characters")
+        return cls(registry, m["repository"], m["tag"], m["digest"])
+
+    def with_tag(self, tag: str) -> Reference:
+        return Reference(self.registry, self.repository, check_tag(tag), None)
+
+    def __str__(self) -> str:
+        text = f"{self.registry}/{self.repository}"
+        if self.tag:
+            text += f":{self.tag}"
+        if self.digest:
+            text += f"@{self.digest}"
+        return text
+
+
+def check_tag(tag: str) -> str:
+    if not _TAG.match(tag):
+        raise UsageError(
+            f"invalid tag {tag!r}",
+            hint="a tag is up to 128 letters, digits, '_', '.' and '-', not starting with '.' or '-'",
+        )
+    return tag
+
+
+def _explain(text: str) -> str:
+    if "/" not in text:
+        return f"{_REF_HINT} (the registry host is missing)"
+    repo = text.split("/", 1)[1].split(":")[0].split("@")[0]
+    if repo != repo.lower():
+        return f"{_REF_HINT} (repository names are lowercase)"
+    return _REF_HINT
+
+
+def is_loopback(registry: str) -> bool:
+    host = registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
+    host = host.strip("[]")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        # A bare IPv6 address with a port was split wrongly above; try the whole.
+        try:
+            return ipaddress.ip_address(registry.strip("[]")).is_loopback
+        except ValueError:
+            return False
+
+
+class _Transient(Exception):
+    """A failure worth trying again: 5xx, 429, a dropped connection."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _retry_after(resp: requests.Response) -> float | None:
+    try:
+        return min(float(resp.headers.get("Retry-After", "")), 30.0)
+    except ValueError:
+        return None
+
+
+def _registry_message(resp: requests.Response) -> str:
+    """The registry's own words from an error body, or the HTTP reason."""
+    try:
+        errors = resp.json().get("errors") or []
+        text = "; ".join(f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errors)
+    except (ValueError, AttributeError):
+        text = ""
+    return f"{resp.status_code} {resp.reason}" + (f" ({text})" if text else "")
+
+
+@dataclass
+class Manifest:
+    data: bytes
+    media_type: str
+    digest: str
+
+    def json(self) -> dict[str, Any]:
+        return dict(json.loads(self.data))
+
+
+class RegistryClient:
+    """One repository of one registry, with auth, retries and upload sessions."""
+
+    def __init__(
+        self,
+        registry: str,
+        repository: str,
+        *,
+        credentials: Credentials | None = None,
+        plain_http: bool | None = None,
+        retries: int = 4,
+        backoff: float = 0.5,
+        chunk_size: int = DEFAULT_CHUNK,
+        actions: str = "pull,push",
+        timeout: float = 120.0,
+    ) -> None:
+        self.registry = registry
+        self.repository = repository
+        self.credentials = credentials
+        scheme = (
+            "http" if (plain_http if plain_http is not None else is_loopback(registry)) else "https"
+        )
+        self.base = f"{scheme}://{registry}"
+        self.attempts = retries + 1
+        self.backoff = backoff
+        self.chunk_size = chunk_size
+        self.actions = actions
+        self.timeout = timeout
+        self.retried = 0  # requests repeated after a transient failure
+        self.bytes_sent = 0  # blob bytes put on the wire, repeats included
+        self._session = requests.Session()
+        self._session.headers["User-Agent"] = USER_AGENT
+        self._authorization: str | None = None
+        self._tokens: dict[tuple[str, str], str] = {}
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the API -----------------------------------------------------------
+
+    def blob_exists(self, digest: str) -> bool:
+        url = f"{self.base}/v2/{self.repository}/blobs/{digest}"
+        resp = self._retrying(
+            f"checking blob {_short(digest)}", lambda: self._send("HEAD", url, ok=(200, 404))
+        )
+        return resp.status_code == 200
+
+    def upload_blob(self, path: Path, digest: str, size: int) -> None:
+        """Upload a blob from a file; monolithic when small, in chunks when large."""
+        first = True
+
+        def attempt() -> None:
+            nonlocal first
+            # After a failure the blob may have landed anyway (the answer got lost).
+            if not first and self.blob_exists(digest):
+                return
+            first = False
+            self._upload_once(path, digest, size)
+
+        self._retrying(f"uploading blob {_short(digest)}", attempt)
+
+    def put_manifest(self, data: bytes, media_type: str, ref: str) -> str:
+        """Store a manifest under a tag or its digest; return its digest."""
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        url = f"{self.base}/v2/{self.repository}/manifests/{ref}"
+        resp = self._retrying(
+            f"putting manifest {ref}",
+            lambda: self._send(
+                "PUT", url, data=data, headers={"Content-Type": media_type}, ok=(201,)
+            ),
+        )
+        stored = resp.headers.get("Docker-Content-Digest")
+        if stored and stored != digest:
+            raise RegistryError(
+                f"{self.registry} stored manifest {ref} as {stored}, not {digest}",
+                hint="the registry rewrote the manifest; it does not keep OCI content byte for byte",
+            )
+        return digest
+
+    def manifest_digest(self, ref: str) -> str | None:
+        """The digest a tag (or digest) resolves to, or None when it does not exist."""
+        url = f"{self.base}/v2/{self.repository}/manifests/{ref}"
+        resp = self._retrying(
+            f"checking manifest {ref}",
+            lambda: self._send(
+                "HEAD", url, headers={"Accept": ", ".join(MANIFEST_TYPES)}, ok=(200, 404)
+            ),
+        )
+        if resp.status_code == 404:
+            return None
+        return resp.headers.get("Docker-Content-Digest") or None
+
+    def get_manifest(self, ref: str) -> Manifest:
+        url = f"{self.base}/v2/{self.repository}/manifests/{ref}"
+        resp = self._retrying(
+            f"getting manifest {ref}",
+            lambda: self._send(
+                "GET", url, headers={"Accept": ", ".join(MANIFEST_TYPES)}, ok=(200, 404)
+            ),
+        )
+        if resp.status_code == 404:
+            raise RegistryError(f"{self.registry}/{self.repository}: no manifest {ref}")
+        data = resp.content
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        if ref.startswith("sha256:") and digest != ref:
+            raise RegistryError(f"{self.registry} answered manifest {ref} with content {digest}")
+        media_type = resp.headers.get("Content-Type", "").split(";")[0] or json.loads(data).get(
+            "mediaType", ""
+        )
+        return Manifest(data, media_type, digest)
+
+    def tags(self) -> list[str]:
+        url = f"{self.base}/v2/{self.repository}/tags/list"
+        resp = self._retrying("listing tags", lambda: self._send("GET", url, ok=(200, 404)))
+        if resp.status_code == 404:
+            return []
+        return sorted(resp.json().get("tags") or [])
+
+    # -- uploads -------------------------------------------------------------
+
+    def _upload_once(self, path: Path, digest: str, size: int) -> None:
+        start = f"{self.base}/v2/{self.repository}/blobs/uploads/"
+        location = self._location(
+            self._send("POST", start, headers={"Content-Length": "0"}, ok=(202,))
+        )
+        hasher = hashlib.sha256()
+        with path.open("rb") as f, ui.progress(f"{_short(digest)}", size) as bar:
+            if size <= self.chunk_size:
+                data = f.read()
+                hasher.update(data)
+                self._check(path, digest, size, hasher, len(data))
+                self._send(
+                    "PUT",
+                    _with_digest(location, digest),
+                    data=data,
+                    ok=(201,),
+                    headers={"Content-Type": "application/octet-stream"},
+                )
+                self.bytes_sent += len(data)
+                bar.update(len(data))
+                return
+            offset = 0
+            for chunk in _chunks(f, self.chunk_size):
+                hasher.update(chunk)
+                end = offset + len(chunk) - 1
+                resp = self._send(
+                    "PATCH",
+                    location,
+                    data=chunk,
+                    ok=(202,),
+                    headers={
+                        "Content-Type": "application/octet-stream",
+                        "Content-Range": f"{offset}-{end}",
+                    },
+                )
+                self.bytes_sent += len(chunk)
+                bar.update(len(chunk))
+                offset = end + 1
+                location = self._location(resp)
+            self._check(path, digest, size, hasher, offset)
+            self._send(
+                "PUT", _with_digest(location, digest), headers={"Content-Length": "0"}, ok=(201,)
+            )
+
+    def _check(self, path: Path, digest: str, size: int, hasher: Any, read: int) -> None:
+        if read != size or "sha256:" + hasher.hexdigest() != digest:
+            raise DistbuildError(
+                f"{path} does not match its digest {digest} (size {read}, expected {size})",
+                hint="the OCI layout is damaged; build the image again",
+            )
+
+    def _location(self, resp: requests.Response) -> str:
+        location = resp.headers.get("Location")
+        if not location:
+            raise RegistryError(f"{self.registry} started an upload without a Location header")
+        return urllib.parse.urljoin(resp.url, location)
+
+    # -- requests, auth, retries ------------------------------------------------
+
+    def _retrying(self, what: str, fn: Callable[[], T]) -> T:
+        exp = tenacity.wait_exponential(multiplier=self.backoff, max=30)
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            after = exc.retry_after if isinstance(exc, _Transient) else None
+            return max(exp(state), after or 0.0)
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            self.retried += 1
+            exc = state.outcome.exception() if state.outcome else None
+            sleep = state.next_action.sleep if state.next_action else 0.0
+            ui.note(f"{self.registry}: {what}: {exc}; trying again in {sleep:.1f}s")
+
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.attempts),
+            wait=wait,
+            retry=tenacity.retry_if_exception_type(_Transient),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            return retrying(fn)
+        except _Transient as e:
+            raise RegistryError(
+                f"{self.registry}: {what} failed {self.attempts} times, last: {e}",
+                hint="the registry keeps failing; check that it is up and has room, then push "
+                "again (what is already there is skipped) or raise --retries",
+            ) from None
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        ok: tuple[int, ...],
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> requests.Response:
+        for authorized in (False, True):
+            hdrs = dict(headers or {})
+            if self._authorization:
+                hdrs["Authorization"] = self._authorization
+            try:
+                resp = self._session.request(
+                    method,
+                    url,
+                    data=data,
+                    headers=hdrs,
+                    timeout=(10, self.timeout),
+                    allow_redirects=method in ("GET", "HEAD"),
+                )
+            except (requests.ConnectionError, requests.Timeout) as e:
+                raise _Transient(
+                    f"{method} {_path(url)}: connection failed ({_reason(e)})"
+                ) from None
+            if resp.status_code == 401 and not authorized:
+                self._authorize(resp)
+                continue
+            break
+        if resp.status_code in ok:
+            return resp
+        if resp.status_code >= 500 or resp.status_code == 429:
+            raise _Transient(
+                f"{method} {_path(url)}: {_registry_message(resp)}", _retry_after(resp)
+            )
+        if resp.status_code == 401:
+            raise self._auth_failed()
+        if resp.status_code == 403:
+            raise RegistryError(
+                f"{self.registry} denied {method} on {self.repository}: {_registry_message(resp)}",
+                hint=f"the account{self._who()} may not {self.actions.replace(',', '/')} {self.repository}",
+            )
+        raise RegistryError(f"{self.registry}: {method} {_path(url)}: {_registry_message(resp)}")
+
+    def _who(self) -> str:
+        return f" {self.credentials.username!r}" if self.credentials else ""
+
+    def _auth_failed(self) -> RegistryError:
+        if self.credentials is None:
+            return RegistryError(
+                f"{self.registry} requires authentication",
+                hint="set DISTBUILD_REGISTRY_USERNAME and DISTBUILD_REGISTRY_PASSWORD, or log in "
+                f"with 'docker login {self.registry}' (read from {docker_config_path()})",
+            )
+        return RegistryError(
+            f"authentication failed for {self.registry} as {self.credentials.username!r}",
+            hint=f"check the credentials (from {self.credentials.source or 'the caller'}): "
+            "DISTBUILD_REGISTRY_USERNAME/DISTBUILD_REGISTRY_PASSWORD, or 'docker login "
+            f"{self.registry}'",
+        )
+
+    def _authorize(self, resp: requests.Response) -> None:
+        """Answer a 401's challenge: Basic credentials or a bearer token."""
+        scheme, params = parse_challenge(resp.headers.get("WWW-Authenticate", ""))
+        if scheme == "basic":
+            if self.credentials is None:
+                raise self._auth_failed()
+            pair = f"{self.credentials.username}:{self.credentials.password}".encode()
+            self._authorization = "Basic " + base64.b64encode(pair).decode()
+        elif scheme == "bearer" and params.get("realm"):
+            self._authorization = "Bearer " + self._token(params)
+        else:
+            raise RegistryError(
+                f"{self.registry} asked for an authentication this client does not speak "
+                f"({resp.headers.get('WWW-Authenticate') or 'no WWW-Authenticate header'})"
+            )
+
+    def _token(self, params: dict[str, str]) -> str:
+        scopes = [f"repository:{self.repository}:{self.actions}"]
+        if params.get("scope") and params["scope"] not in scopes:
+            scopes.append(params["scope"])
+        key = (params["realm"], " ".join(scopes))
+        if key in self._tokens and self._authorization != "Bearer " + self._tokens[key]:
+            return self._tokens[key]  # cached and not the one just refused
+        query: list[tuple[str, str]] = [("scope", s) for s in scopes]
+        if params.get("service"):
+            query.insert(0, ("service", params["service"]))
+        auth = (self.credentials.username, self.credentials.password) if self.credentials else None
+
+        def fetch() -> requests.Response:
+            try:
+                r = self._session.get(params["realm"], params=query, auth=auth, timeout=(10, 60))
+            except (requests.ConnectionError, requests.Timeout) as e:
+                raise _Transient(f"token endpoint {params['realm']}: {_reason(e)}") from None
+            if r.status_code >= 500 or r.status_code == 429:
+                raise _Transient(f"token endpoint {params['realm']}: {_registry_message(r)}")
+            return r
+
+        r = self._retrying("getting a token", fetch)
+        if r.status_code in (401, 403):
+            raise self._auth_failed()
+        try:
+            body = r.json()
+            token = str(body.get("token") or body["access_token"])
+        except (ValueError, KeyError, AttributeError):
+            raise RegistryError(
+                f"token endpoint {params['realm']} answered {_registry_message(r)} without a token"
+            ) from None
+        self._tokens[key] = token
+        return token
+
+
+def _chunks(f: BinaryIO, size: int) -> Iterator[bytes]:
+    while chunk := f.read(size):
+        yield chunk
+
+
+def _with_digest(location: str, digest: str) -> str:
+    parts = urllib.parse.urlsplit(location)
+    query = [*urllib.parse.parse_qsl(parts.query, keep_blank_values=True), ("digest", digest)]
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+
+
+def _short(digest: str) -> str:
+    return digest.split(":")[-1][:12]
+
+
+def _path(url: str) -> str:
+    return urllib.parse.urlsplit(url).path
+
+
+def _reason(e: BaseException) -> str:
+    """The innermost cause of a requests/urllib3 error, e.g. "[Errno 104] Connection reset"."""
+    inner: BaseException = e
+    for _ in range(8):  # requests → urllib3 → OS error; bounded against odd chains
+        nested = getattr(inner, "reason", None)
+        if not isinstance(nested, BaseException):
+            nested = next((a for a in inner.args if isinstance(a, BaseException)), None)
+        if nested is None:
+            break
+        inner = nested
+    text = str(inner)
+    if "[Errno" in text:
+        text = text[text.index("[Errno") :]
+    return (text or type(inner).__name__)[:160]
