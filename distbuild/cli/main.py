@@ -43,7 +43,7 @@ def _load_plugins() -> None:
     # Command groups of other areas register here as they land.
     import importlib
 
-    for name in ("registry", "disk", "channel", "docker"):
+    for name in ("registry", "disk", "channel", "docker", "sign"):
         try:
             module = importlib.import_module(f"distbuild.cli.{name}")
         except ModuleNotFoundError as e:

@@ -1,0 +1,1 @@
+"""Signatures of release artifacts (Sigstore bundles)."""
