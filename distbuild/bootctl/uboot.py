@@ -259,18 +259,16 @@ class UBootControl(BootControl):
 
     def install(self, slot: str, boot: SlotBoot) -> None:
         check_slot(slot)
-        self.mark_unbootable(slot)
         cmdline = " ".join(
             [w for w in boot.cmdline.split() if not w.startswith("distbuild.slot=")]
             + [f"distbuild.slot={slot}"]
         )
+        entry = pack_text_env({BOOTARGS_VAR: cmdline, VERSION_VAR: boot.version})
+        self.mark_unbootable(slot)
         self.files.write(f"{slot}/{KERNEL}", boot.kernel)
         self.files.write(f"{slot}/{INITRD}", boot.initrd)
         # The entry last: a slot whose files are half-written has no entry.
-        self.files.write(
-            bootargs_path(slot),
-            pack_text_env({BOOTARGS_VAR: cmdline, VERSION_VAR: boot.version}),
-        )
+        self.files.write(bootargs_path(slot), entry)
 
     def set_next(self, slot: str, tries: int = DEFAULT_TRIES) -> None:
         check_slot(slot)
