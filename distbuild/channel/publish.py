@@ -1,0 +1,302 @@
+"""Publishing builds into channels, promoting releases between them, retention.
+
+``publish`` turns a build record's files into targets
+``<image>/<version>/<arch>/<file>`` of one channel; ``promote`` re-signs the
+targets of a release of one channel into another, copying (hard-linking) the
+files by hash, never rebuilding. Both keep at most ``keep`` releases per
+image: older ones are unlisted and their files in *this* channel deleted.
+Each channel has its own files (linked where the filesystem allows), so a
+release pruned here stays whole in every channel it was promoted to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from distbuild.channel.hooks import (
+    TARGET_SOURCES,
+    NewTarget,
+    ReleaseEvent,
+    TargetSource,
+    fire,
+    target_source,
+)
+from distbuild.channel.keys import KeyStore
+from distbuild.channel.model import Channel
+from distbuild.channel.releases import (
+    INDEX_KIND,
+    INDEX_TARGET,
+    Release,
+    ReleaseIndex,
+    version_key,
+)
+from distbuild.channel.repo import ChannelRepo, Update, init_channel, sha256_of
+from distbuild.channel.tufapi import TargetFile
+from distbuild.errors import DistbuildError, UsageError
+from distbuild.record import BuildRecord, load_record
+
+# OCI content goes to registries; "all" artifacts (the OCI index) have no arch.
+SKIP_KINDS = frozenset({"oci", "oci-index"})
+SKIP_ARCHES = frozenset({"all"})
+# Old release indexes kept for readers that fetched the previous snapshot.
+INDEX_HISTORY = 3
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a publish or promote did to a channel."""
+
+    channel: str
+    image: str
+    version: str
+    targets: tuple[str, ...]
+    pruned: tuple[str, ...]  # versions dropped by retention
+    unchanged: bool = False  # the same release was there already
+
+
+@target_source
+def record_targets(record: BuildRecord, directory: Path) -> Iterator[NewTarget]:
+    """The build record's file artifacts, except OCI content and arch ``all``."""
+    for a in record.artifacts:
+        if a.kind in SKIP_KINDS or a.arch in SKIP_ARCHES:
+            continue
+        yield NewTarget(
+            image=record.image,
+            version=record.version,
+            arch=a.arch,
+            kind=a.kind,
+            source=directory / a.path,
+            sha256=a.sha256,
+            length=a.size,
+        )
+
+
+def collect_targets(
+    record: BuildRecord, directory: Path, sources: Sequence[TargetSource] | None = None
+) -> list[NewTarget]:
+    """Run the target sources over a build; check names are unique and files exist."""
+    found: dict[str, NewTarget] = {}
+    for source in TARGET_SOURCES if sources is None else sources:
+        for t in source(record, directory):
+            if t.path in found:
+                raise DistbuildError(
+                    f"two files of {record.image} {record.version} would be target {t.path}",
+                    hint="give artifacts of one arch distinct file names",
+                )
+            if not t.source.is_file():
+                raise DistbuildError(
+                    f"{t.source} is listed in {directory / 'build.json'} but missing",
+                    hint="rebuild, or copy the complete build directory",
+                )
+            found[t.path] = t
+    if not found:
+        raise DistbuildError(
+            f"build {record.image} {record.version} has no files to publish",
+            hint="only OCI content was built; it goes to a registry, not a channel",
+        )
+    return sorted(found.values(), key=lambda t: t.path)
+
+
+def publish(
+    repo_root: Path,
+    channel: Channel,
+    build: Path,
+    keys: KeyStore,
+    *,
+    now: datetime | None = None,
+    sources: Sequence[TargetSource] | None = None,
+) -> Outcome:
+    """Publish a build directory into a channel, creating the channel if needed."""
+    record, directory = load_record(build)
+    new = collect_targets(record, directory, sources)
+    for role in ("targets", "snapshot", "timestamp"):
+        keys.signers(role)  # unlock now: a missing key must not leave a half-publish
+    repo = ChannelRepo(repo_root, channel.name)
+    with repo.lock():
+        if not repo.exists():
+            init_channel(repo, keys, channel.expiry, now)
+        with Update(repo, keys, channel.expiry, now) as update:
+            targets = []
+            for t in new:
+                info = TargetFile(t.length, {"sha256": t.sha256}, t.path)
+                info.unrecognized_fields["custom"] = t.custom
+                targets.append((info, t.source))
+            outcome = _land(update, channel, record.image, record.version, targets, link=False)
+    if not outcome.unchanged:
+        fire(
+            ReleaseEvent(
+                "publish",
+                repo_root,
+                channel,
+                record.image,
+                record.version,
+                outcome.targets,
+                record,
+                directory,
+            )
+        )
+    return outcome
+
+
+def promote(
+    repo_root: Path,
+    source: Channel,
+    dest: Channel,
+    version: str,
+    keys: KeyStore,
+    *,
+    image: str | None = None,
+    now: datetime | None = None,
+) -> Outcome:
+    """Re-sign the targets of ``version`` of ``source`` into ``dest``; files are linked."""
+    if source.name == dest.name:
+        raise UsageError("cannot promote a channel into itself", hint="name two channels")
+    for role in ("targets", "snapshot", "timestamp"):
+        keys.signers(role)
+    src_repo = ChannelRepo(repo_root, source.name)
+    src_repo.require()
+    dst_repo = ChannelRepo(repo_root, dest.name)
+    with ExitStack() as stack:
+        # Lock both, in name order, so two promotes in opposite directions cannot deadlock.
+        for r in sorted((src_repo, dst_repo), key=lambda r: r.name):
+            stack.enter_context(r.lock())
+        reader = Update(src_repo, keys, source.expiry, now)
+        release = _find(read_index(reader), source.name, version, image)
+        targets = []
+        for path in release.target_paths():
+            info = reader.get(path)
+            if info is None:
+                raise DistbuildError(f"channel {source.name} lists {path} but has no target for it")
+            targets.append((info, src_repo.target_file(path, sha256_of(info))))
+        if not dst_repo.exists():
+            init_channel(dst_repo, keys, dest.expiry, now)
+        with Update(dst_repo, keys, dest.expiry, now) as update:
+            outcome = _land(update, dest, release.image, version, targets, link=True)
+    if not outcome.unchanged:
+        fire(
+            ReleaseEvent(
+                "promote",
+                repo_root,
+                dest,
+                release.image,
+                version,
+                outcome.targets,
+                source_channel=source.name,
+            )
+        )
+    return outcome
+
+
+def read_index(update: Update) -> ReleaseIndex:
+    """The channel's release index as the current metadata lists it."""
+    info = update.get(INDEX_TARGET)
+    if info is None:
+        return ReleaseIndex(update.repo.name)
+    data = update.repo.target_file(INDEX_TARGET, sha256_of(info)).read_bytes()
+    if hashlib.sha256(data).hexdigest() != sha256_of(info):
+        raise DistbuildError(
+            f"channel {update.repo.name}: {INDEX_TARGET} does not match its metadata",
+            hint="the repository is damaged; restore it from a backup",
+        )
+    return ReleaseIndex.from_json(data)
+
+
+def _find(index: ReleaseIndex, channel: str, version: str, image: str | None) -> Release:
+    matches = [
+        r for r in index.releases if r.version == version and (image is None or r.image == image)
+    ]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise UsageError(
+            f"channel {channel} has {version} of several images",
+            hint="name one with --image: " + ", ".join(r.image for r in matches),
+        )
+    have = [f"{r.image} {r.version}" for r in index.releases if image is None or r.image == image]
+    raise UsageError(
+        f"channel {channel} has no release {version}" + (f" of {image}" if image else ""),
+        hint=("it has: " + ", ".join(have[:8])) if have else "the channel holds no releases yet",
+    )
+
+
+def _land(
+    update: Update,
+    channel: Channel,
+    image: str,
+    version: str,
+    targets: Sequence[tuple[TargetFile, Path]],
+    *,
+    link: bool,
+) -> Outcome:
+    """Add one release's targets, update the index, apply retention, commit."""
+    index = read_index(update)
+    paths = tuple(t.path for t, _ in targets)
+    existing = index.find(image, version)
+    if existing is not None:
+        if _same(update, existing, targets):
+            return Outcome(channel.name, image, version, paths, (), unchanged=True)
+        raise DistbuildError(
+            f"channel {channel.name} already has {image} {version} with other content",
+            hint="a release is immutable: build again with a new --version",
+        )
+    kept = index.of(image)
+    if channel.keep and len(kept) >= channel.keep:
+        oldest_kept = kept[channel.keep - 1]
+        if version_key(version) < version_key(oldest_kept.version):
+            raise DistbuildError(
+                f"{image} {version} is older than the {channel.keep} releases "
+                f"channel {channel.name} keeps; it would be dropped at once",
+                hint=f"raise keep in channels/{channel.name}.yaml, or publish a newer version",
+            )
+    files: dict[str, dict[str, str]] = {}
+    for info, source in targets:
+        custom = info.custom
+        files.setdefault(custom["arch"], {})[info.path.rpartition("/")[2]] = custom["kind"]
+        update.add(info, source, link=link)
+    release = Release(image, version, int(update.now.timestamp()), channel.waves, files)
+    index = index.with_release(release)
+    pruned = _retain(update, index.of(image), channel.keep)
+    index = index.without(pruned)
+    current = update.add_bytes(INDEX_TARGET, index.to_json(), {"kind": INDEX_KIND})
+    update.commit()
+    _prune_indexes(update.repo, sha256_of(current))
+    return Outcome(channel.name, image, version, paths, tuple(r.version for r in pruned))
+
+
+def _same(update: Update, release: Release, targets: Iterable[tuple[TargetFile, Path]]) -> bool:
+    want = {t.path: sha256_of(t) for t, _ in targets}
+    if set(want) != set(release.target_paths()):
+        return False
+    for path, sha in want.items():
+        have = update.get(path)
+        if have is None or sha256_of(have) != sha:
+            return False
+    return True
+
+
+def _retain(update: Update, releases: list[Release], keep: int) -> list[Release]:
+    """Unlist the releases of one image beyond the newest ``keep`` (0: keep all)."""
+    if not keep or len(releases) <= keep:
+        return []
+    drop = releases[keep:]
+    for release in drop:
+        for path in release.target_paths():
+            update.remove(path)
+    return drop
+
+
+def _prune_indexes(repo: ChannelRepo, current: str) -> None:
+    """Delete release indexes but the newest few (readers mid-poll may still want them)."""
+    keep = repo.target_file(INDEX_TARGET, current)
+    old = sorted(
+        (p for p in repo.targets.glob(f"*.{INDEX_TARGET}") if p != keep),
+        key=lambda p: p.stat().st_mtime_ns,
+        reverse=True,
+    )
+    for path in old[INDEX_HISTORY - 1 :]:
+        path.unlink(missing_ok=True)

@@ -1,0 +1,494 @@
+"""One channel as a static TUF repository, written with python-tuf's Metadata API.
+
+Layout of ``<repo>/<channel>/`` (consistent snapshots)::
+
+    metadata/1.root.json … N.root.json, root.json   root history; root.json = newest
+    metadata/timestamp.json                          the only file a reader polls
+    metadata/<n>.snapshot.json
+    metadata/<n>.targets.json                        delegates every path to the bins
+    metadata/<n>.bin-<xx>.json                       hash-bin roles holding the targets
+    targets/<dir>/<sha256>.<basename>                target files
+    .lock                                            serialises writers (flock)
+
+Targets live in succinct hash bins (TAP 15): a path's bin is fixed by the hash
+of its name, so a publish re-signs only the few bins its new targets land in,
+plus snapshot and timestamp. Its cost stays flat however many releases the
+channel holds; a flat targets.json would be re-signed whole on every publish.
+
+Writers change a channel only through :class:`Update`, under
+:meth:`ChannelRepo.lock`: target files first, then the changed targets roles,
+then snapshot, then timestamp.json, each file written atomically. Until the
+new timestamp.json is in place readers see the previous state, and every
+file it leads them to already exists.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from tuf.api.exceptions import UnsignedMetadataError
+from tuf.api.serialization.json import JSONSerializer
+
+from distbuild.channel.keys import KeyStore
+from distbuild.channel.model import ROLES, Expiry
+from distbuild.channel.tufapi import (
+    Delegations,
+    Metadata,
+    MetaFile,
+    Role,
+    Root,
+    Signer,
+    Snapshot,
+    SuccinctRoles,
+    TargetFile,
+    Targets,
+    Timestamp,
+)
+from distbuild.errors import DistbuildError
+from distbuild.rootfs.lock import write_atomic
+
+BIN_PREFIX = "bin"
+BIN_BITS = 8  # 256 bins: a few targets each even with thousands of releases
+_JSON = JSONSerializer(compact=True)
+
+
+class Signers(Protocol):
+    """Where signers come from: a KeyStore, or anything else with this method."""
+
+    def signers(self, role: str) -> list[Signer]: ...
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+class ChannelRepo:
+    """The directory of one channel; reads metadata, hands out the writer lock."""
+
+    def __init__(self, repo: Path, name: str) -> None:
+        self.name = name
+        self.path = repo / name
+        self.metadata = self.path / "metadata"
+        self.targets = self.path / "targets"
+
+    def exists(self) -> bool:
+        return (self.metadata / "timestamp.json").is_file()
+
+    def require(self) -> None:
+        """Raise a DistbuildError if the channel has not been created yet."""
+        if not self.exists():
+            raise DistbuildError(
+                f"channel {self.name} has no repository at {self.path}",
+                hint=f"publish a build into it first: distbuild publish BUILD --channel {self.name}",
+            )
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the channel's writer lock (blocking); re-read metadata inside it."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / ".lock", "a+b") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def read(self, role: str, version: int | None = None) -> Metadata[Any]:
+        """Parse ``[<version>.]<role>.json`` from the metadata directory."""
+        name = f"{version}.{role}.json" if version is not None else f"{role}.json"
+        try:
+            return Metadata.from_bytes((self.metadata / name).read_bytes())
+        except FileNotFoundError:
+            raise DistbuildError(
+                f"channel {self.name}: metadata/{name} is missing",
+                hint="the repository is damaged; restore it from a backup",
+            ) from None
+        except Exception as e:
+            raise DistbuildError(f"channel {self.name}: metadata/{name} is unreadable ({e})") from e
+
+    def root(self) -> Metadata[Root]:
+        return self.read("root")
+
+    def target_file(self, path: str, sha256: str) -> Path:
+        """Where the file of target ``path`` with ``sha256`` lives (consistent snapshots)."""
+        directory, _, base = path.rpartition("/")
+        return self.targets / directory / f"{sha256}.{base}"
+
+
+def list_channels(repo: Path) -> list[str]:
+    """The channels that have a repository under ``repo``."""
+    if not repo.is_dir():
+        return []
+    return sorted(p.parent.parent.name for p in repo.glob("*/metadata/root.json"))
+
+
+def sha256_of(target: TargetFile) -> str:
+    return str(target.hashes["sha256"])
+
+
+# -- creating a channel and its root ---------------------------------------------
+
+
+def build_root(keys: KeyStore, expires: datetime, version: int = 1) -> Metadata[Root]:
+    """Unsigned root metadata listing the key directory's current keys and thresholds."""
+    root = Root(version=version, expires=expires, consistent_snapshot=True)
+    for role in ROLES:
+        root.roles[role] = Role([], keys.roles[role].threshold)
+        for key in keys.public_keys(role):
+            root.add_key(key, role)
+    return Metadata(root)
+
+
+def write_root(repo: ChannelRepo, md: Metadata[Root]) -> None:
+    """Write ``<v>.root.json`` and then ``root.json`` (the newest root)."""
+    data = md.to_bytes(_JSON)
+    write_atomic(repo.metadata / f"{md.signed.version}.root.json", data)
+    write_atomic(repo.metadata / "root.json", data)
+
+
+def init_channel(
+    repo: ChannelRepo,
+    keys: KeyStore,
+    expiry: Expiry,
+    now: datetime | None = None,
+    bin_bits: int = BIN_BITS,
+) -> None:
+    """Create an empty channel: root v1, targets delegating to empty bins, snapshot, timestamp.
+
+    Call under ``repo.lock()``; does nothing if the channel exists.
+    """
+    if repo.exists():
+        return
+    now = now or utcnow()
+    # Unlock every key first so that a missing one leaves nothing behind.
+    signers = {role: keys.signers(role) for role in ROLES}
+    root = build_root(keys, now + expiry.root)
+    _sign(root, signers["root"])
+    write_root(repo, root)
+
+    targets_keys = keys.roles["targets"]
+    bins = SuccinctRoles(list(targets_keys.keyids), targets_keys.threshold, bin_bits, BIN_PREFIX)
+    delegations = Delegations(
+        keys={k.keyid: k for k in keys.public_keys("targets")}, roles=None, succinct_roles=bins
+    )
+    top = Metadata(Targets(expires=now + expiry.targets, delegations=delegations))
+    snapshot = Metadata(Snapshot(expires=now + expiry.snapshot))
+    for name in [*bins.get_roles(), "targets"]:
+        md = top if name == "targets" else Metadata(Targets(expires=now + expiry.targets))
+        snapshot.signed.meta[f"{name}.json"] = _write_signed(repo, name, md, signers["targets"])
+    timestamp = Metadata(Timestamp(expires=now + expiry.timestamp))
+    timestamp.signed.snapshot_meta = _write_signed(repo, "snapshot", snapshot, signers["snapshot"])
+    _write_timestamp(repo, timestamp, signers["timestamp"])
+
+
+def _sign(md: Metadata[Any], signers: list[Signer]) -> None:
+    md.signatures.clear()
+    for signer in signers:
+        md.sign(signer, append=True)
+
+
+def _write_signed(
+    repo: ChannelRepo, role: str, md: Metadata[Any], signers: list[Signer]
+) -> MetaFile:
+    """Sign and write ``<version>.<role>.json``; return its meta (version, length, hash)."""
+    _sign(md, signers)
+    data = md.to_bytes(_JSON)
+    write_atomic(repo.metadata / f"{md.signed.version}.{role}.json", data)
+    return MetaFile.from_data(md.signed.version, data, ["sha256"])
+
+
+def _write_timestamp(repo: ChannelRepo, md: Metadata[Timestamp], signers: list[Signer]) -> None:
+    _sign(md, signers)
+    write_atomic(repo.metadata / "timestamp.json", md.to_bytes(_JSON))
+
+
+# -- changing a channel ------------------------------------------------------------
+
+
+class Update:
+    """One change of a channel, committed in TUF order by :meth:`commit`.
+
+    Create it under ``repo.lock()``: it reads the current timestamp, snapshot
+    and top-level targets, and loads bins as they are touched.
+    """
+
+    def __init__(
+        self, repo: ChannelRepo, keys: Signers, expiry: Expiry, now: datetime | None = None
+    ) -> None:
+        repo.require()
+        self.repo = repo
+        self.keys = keys
+        self.expiry = expiry
+        self.now = now or utcnow()
+        self.timestamp: Metadata[Timestamp] = repo.read("timestamp")
+        self.snapshot: Metadata[Snapshot] = repo.read(
+            "snapshot", self.timestamp.signed.snapshot_meta.version
+        )
+        self._roles: dict[str, Metadata[Targets]] = {}
+        self.top: Metadata[Targets] = self.load("targets")
+        delegations = self.top.signed.delegations
+        if delegations is None or delegations.succinct_roles is None:
+            raise DistbuildError(
+                f"channel {repo.name} was not written by distbuild (no hash-bin delegation)",
+                hint="publish into a fresh channel directory",
+            )
+        self.bins: SuccinctRoles = delegations.succinct_roles
+        self._dirty: set[str] = set()
+        self._snapshot_dirty = False
+        self._timestamp_dirty = False
+        self._delete: list[Path] = []
+        self._created: list[Path] = []
+
+    def __enter__(self) -> Update:
+        return self
+
+    def __exit__(self, kind: object, value: object, tb: object) -> None:
+        if kind is not None:
+            self.abort()
+
+    def abort(self) -> None:
+        """Forget the changes and remove the target files this update stored."""
+        for path in self._created:
+            path.unlink(missing_ok=True)
+            _prune_empty_dirs(path.parent, self.repo.targets)
+        self._created.clear()
+        self._dirty.clear()
+        self._delete.clear()
+
+    # reading
+
+    def load(self, role: str) -> Metadata[Targets]:
+        """The current metadata of a targets role (top-level or a bin)."""
+        if role in self._roles:
+            return self._roles[role]
+        meta = self.snapshot.signed.meta.get(f"{role}.json")
+        if meta is None:
+            raise DistbuildError(f"channel {self.repo.name}: {role} is not in the snapshot")
+        md: Metadata[Targets] = self.repo.read(role, meta.version)
+        self._roles[role] = md
+        return md
+
+    def role_of(self, path: str) -> str:
+        return self.bins.get_role_for_target(path)
+
+    def get(self, path: str) -> TargetFile | None:
+        """The current target info of ``path``, or None."""
+        return self.load(self.role_of(path)).signed.targets.get(path)
+
+    # changing
+
+    def add(self, target: TargetFile, source: Path, *, link: bool = False) -> None:
+        """Store ``source`` as the file of ``target`` (verified), then list it.
+
+        With ``link`` the file is hard-linked when possible (files inside one
+        repository are immutable, so channels can share them).
+        """
+        sha256 = sha256_of(target)
+        dest = self.repo.target_file(target.path, sha256)
+        if not (dest.is_file() and dest.stat().st_size == target.length):
+            _store(source, dest, sha256, target.length, link=link)
+            self._created.append(dest)
+        self._list(target)
+
+    def add_bytes(self, path: str, data: bytes, custom: dict[str, Any]) -> TargetFile:
+        """Store ``data`` as target ``path`` (a document the publisher writes itself)."""
+        target = TargetFile.from_data(path, data, ["sha256"])
+        target.unrecognized_fields["custom"] = custom
+        dest = self.repo.target_file(path, sha256_of(target))
+        if not dest.is_file():
+            write_atomic(dest, data)
+            self._created.append(dest)
+        self._list(target)
+        return target
+
+    def _list(self, target: TargetFile) -> None:
+        role = self.role_of(target.path)
+        self.load(role).signed.targets[target.path] = target
+        self._dirty.add(role)
+
+    def remove(self, path: str) -> TargetFile | None:
+        """Unlist ``path``; its file is deleted after the commit."""
+        role = self.role_of(path)
+        target = self.load(role).signed.targets.pop(path, None)
+        if target is not None:
+            self._dirty.add(role)
+            self._delete.append(self.repo.target_file(path, sha256_of(target)))
+        return target
+
+    def touch(self, role: str) -> None:
+        """Re-sign ``role`` with a new version and expiry even if unchanged."""
+        if role == "timestamp":
+            self._timestamp_dirty = True
+        elif role == "snapshot":
+            self._snapshot_dirty = True
+        else:
+            self.load(role)
+            self._dirty.add(role)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self._dirty or self._snapshot_dirty or self._timestamp_dirty)
+
+    def commit(self) -> None:
+        """Write changed targets roles, then snapshot, then timestamp; delete dropped files."""
+        if not self.changed:
+            return
+        if self._dirty or self._snapshot_dirty:
+            targets_signers = self.keys.signers("targets") if self._dirty else []
+            meta = self.snapshot.signed.meta
+            for role in sorted(self._dirty):
+                md = self._roles[role]
+                md.signed.version += 1
+                md.signed.expires = self.now + self.expiry.of(role)
+                meta[f"{role}.json"] = _write_signed(self.repo, role, md, targets_signers)
+            self.snapshot.signed.version += 1
+            self.snapshot.signed.expires = self.now + self.expiry.snapshot
+            self.timestamp.signed.snapshot_meta = _write_signed(
+                self.repo, "snapshot", self.snapshot, self.keys.signers("snapshot")
+            )
+        self.timestamp.signed.version += 1
+        self.timestamp.signed.expires = self.now + self.expiry.timestamp
+        _write_timestamp(self.repo, self.timestamp, self.keys.signers("timestamp"))
+        self._dirty.clear()
+        self._created.clear()
+        self._snapshot_dirty = self._timestamp_dirty = False
+        for path in self._delete:
+            path.unlink(missing_ok=True)
+            _prune_empty_dirs(path.parent, self.repo.targets)
+        self._delete.clear()
+
+    # expiry
+
+    def roles(self) -> list[str]:
+        """Every targets role of the channel: the top-level one and each bin."""
+        return ["targets", *self.bins.get_roles()]
+
+    def expires(self, role: str) -> datetime:
+        if role == "timestamp":
+            return self.timestamp.signed.expires
+        if role == "snapshot":
+            return self.snapshot.signed.expires
+        return self.load(role).signed.expires
+
+
+def refresh(update: Update, margin: timedelta | None = None, force: bool = False) -> list[str]:
+    """Re-sign the roles that expire within ``margin`` (default: half their lifetime).
+
+    Returns the roles re-signed; a changed targets role implies snapshot and
+    timestamp, a changed snapshot implies timestamp. Nothing is written when
+    nothing is close to expiry, so it is safe to run from cron every hour.
+    """
+    touched = []
+    for role in [*update.roles(), "snapshot", "timestamp"]:
+        lifetime = update.expiry.of(role)
+        window = min(margin, lifetime) if margin is not None else lifetime / 2
+        if force or update.expires(role) - update.now <= window:
+            update.touch(role)
+            touched.append(role)
+    update.commit()
+    return touched
+
+
+# -- root rotation ---------------------------------------------------------------
+
+
+def rotate_root(
+    repo: ChannelRepo, keys: KeyStore, expiry: Expiry, now: datetime | None = None
+) -> int:
+    """Write root version N+1 listing the key directory's keys; return N+1.
+
+    It is signed by the old root's keys (enough of them to meet its threshold,
+    so clients that trust version N accept it) and by the new root keys. The
+    keys of the other roles must be those the channel uses already.
+    """
+    now = now or utcnow()
+    old = repo.root()
+    new = build_root(keys, now + expiry.root, old.signed.version + 1)
+    for role in ("targets", "snapshot", "timestamp"):
+        if _role_keys(old.signed, role) != _role_keys(new.signed, role):
+            raise DistbuildError(
+                f"channel {repo.name} uses other {role} keys than {keys.path}",
+                hint="rotate-root replaces root keys only; use the key directory "
+                "the channel was created with",
+            )
+    wanted = set(old.signed.roles["root"].keyids) | set(new.signed.roles["root"].keyids)
+    for keyid in sorted(wanted):
+        signer = keys.signer_for(keyid)
+        if signer is not None:
+            new.sign(signer, append=True)
+    payload = new.signed_bytes
+    try:
+        old.signed.verify_delegate("root", payload, new.signatures)
+    except UnsignedMetadataError:
+        raise DistbuildError(
+            f"channel {repo.name}: not enough of its current root keys are in {keys.path} "
+            f"(threshold {old.signed.roles['root'].threshold})",
+            hint="bring the retired root keys back into the key directory and retry",
+        ) from None
+    new.signed.verify_delegate("root", payload, new.signatures)
+    write_root(repo, new)
+    return new.signed.version
+
+
+def _role_keys(root: Root, role: str) -> tuple[int, frozenset[str]]:
+    r = root.roles[role]
+    return r.threshold, frozenset(r.keyids)
+
+
+# -- target files ------------------------------------------------------------------
+
+
+def _store(source: Path, dest: Path, sha256: str, length: int, *, link: bool) -> None:
+    """Put ``source`` at ``dest`` atomically after checking its size and hash."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if link:
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.link")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(source, tmp)
+        except OSError:
+            pass  # another filesystem: copy instead
+        else:
+            if tmp.stat().st_size == length:
+                os.replace(tmp, dest)
+                return
+            tmp.unlink()
+    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
+    try:
+        digest = hashlib.sha256()
+        size = 0
+        with open(source, "rb") as src, os.fdopen(fd, "wb") as out:
+            while chunk := src.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        if size != length or digest.hexdigest() != sha256:
+            raise DistbuildError(
+                f"{source} changed since it was recorded (size {size}, expected {length}; "
+                f"sha256 {digest.hexdigest()[:16]}…, expected {sha256[:16]}…)",
+                hint="rebuild it; a published file must match its build record",
+            )
+        os.chmod(name, 0o644)
+        os.replace(name, dest)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+
+
+def _prune_empty_dirs(directory: Path, stop: Path) -> None:
+    while directory != stop and directory.is_relative_to(stop):
+        try:
+            directory.rmdir()
+        except OSError:
+            return
+        directory = directory.parent

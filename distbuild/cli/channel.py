@@ -1,0 +1,323 @@
+"""Channel commands: ``keys``, ``publish``, ``promote``, ``channel``, ``serve``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from distbuild import ui
+from distbuild.channel.admin import ROOT_WARNING, create_channel, refresh_channel, rotate_roots
+from distbuild.channel.keys import KeyStore, passphrase_from_env
+from distbuild.channel.model import ROLES, channel_names, load_channel, parse_duration
+from distbuild.channel.publish import Outcome, promote, publish
+from distbuild.channel.repo import ChannelRepo, list_channels, utcnow
+from distbuild.channel.view import ChannelView, describe
+from distbuild.cli.common import State, pass_state, print_json
+from distbuild.errors import UsageError
+
+repo_option = click.option(
+    "--repo",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="DISTBUILD_REPO",
+    required=True,
+    help="Repository root: one directory per channel. Env: DISTBUILD_REPO.",
+)
+keys_option = click.option(
+    "--keys",
+    "keys_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="DISTBUILD_KEYS",
+    required=True,
+    help="Key directory. Env: DISTBUILD_KEYS (passphrase: DISTBUILD_KEY_PASSPHRASE).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+
+
+def _keys(path: Path) -> KeyStore:
+    return KeyStore.load(path, passphrase_from_env())
+
+
+def _thresholds(values: tuple[str, ...]) -> dict[str, int]:
+    out = {}
+    for value in values:
+        role, sep, number = value.partition("=")
+        if not sep or role not in ROLES or not number.isdigit():
+            raise UsageError(
+                f"invalid --threshold {value!r}",
+                hint=f"write ROLE=N with ROLE one of {', '.join(ROLES)}, e.g. root=2",
+            )
+        out[role] = int(number)
+    return out
+
+
+# -- keys ---------------------------------------------------------------------------
+
+
+@click.group("keys")
+def keys_group() -> None:
+    """Create and rotate the TUF signing keys of the channels."""
+
+
+@keys_group.command("init")
+@keys_option
+@click.option("--root-keys", type=click.IntRange(1), help="Number of root keys.")
+@click.option("--targets-keys", type=click.IntRange(1), help="Number of targets keys.")
+@click.option("--snapshot-keys", type=click.IntRange(1), help="Number of snapshot keys.")
+@click.option("--timestamp-keys", type=click.IntRange(1), help="Number of timestamp keys.")
+@click.option(
+    "--threshold",
+    "thresholds",
+    multiple=True,
+    metavar="ROLE=N",
+    help="Signatures a role needs (default 1), e.g. --threshold root=2.",
+)
+def keys_init(keys_dir: Path, thresholds: tuple[str, ...], **counts: int | None) -> None:
+    """Create Ed25519 keys for root, targets, snapshot and timestamp (files 0600)."""
+    wanted = _thresholds(thresholds)
+    number = {}
+    for role in ROLES:
+        given = counts.get(f"{role}_keys")
+        number[role] = given if given is not None else max(1, wanted.get(role, 1))
+    store = KeyStore.create(keys_dir, number, wanted, passphrase_from_env())
+    for role in ROLES:
+        rk = store.roles[role]
+        click.echo(
+            f"{role:<9} {rk.threshold} of {len(rk.keyids)}: {', '.join(k[:16] for k in rk.keyids)}"
+        )
+    ui.note(f"keys written to {keys_dir}; keep the root keys offline when not rotating")
+
+
+@keys_group.command("rotate-root")
+@keys_option
+@repo_option
+@click.option(
+    "--root-keys", type=click.IntRange(1), help="Number of new root keys (default: as now)."
+)
+@click.option("--threshold", type=click.IntRange(1), help="Threshold of the new root keys.")
+@click.option(
+    "--no-new-keys",
+    is_flag=True,
+    help="Keep the current root keys; only write a new root version (e.g. to extend its expiry, "
+    "or to finish an interrupted rotation).",
+)
+@pass_state
+def keys_rotate_root(
+    state: State,
+    keys_dir: Path,
+    repo: Path,
+    root_keys: int | None,
+    threshold: int | None,
+    no_new_keys: bool,
+) -> None:
+    """Replace the root keys and sign root N+1 (old and new keys) in every channel."""
+    store = _keys(keys_dir)
+    project = state.project
+    channels = {name: load_channel(project, name) for name in list_channels(repo)}
+    if not channels:
+        raise UsageError(f"no channels under {repo}", hint="check --repo / DISTBUILD_REPO")
+    store.signers("root")  # the current root keys sign the new roots: unlock them first
+    if not no_new_keys:
+        old = store.roles["root"]
+        count = root_keys or len(old.keyids)
+        store.rotate("root", count, threshold or min(old.threshold, count))
+    for name, version in rotate_roots(repo, channels, store).items():
+        click.echo(f"{name}: root version {version}")
+
+
+# -- publish / promote ----------------------------------------------------------------
+
+
+def _report(outcome: Outcome, as_json: bool, verb: str) -> None:
+    if as_json:
+        print_json(
+            {
+                "channel": outcome.channel,
+                "image": outcome.image,
+                "version": outcome.version,
+                "targets": list(outcome.targets),
+                "pruned": list(outcome.pruned),
+                "unchanged": outcome.unchanged,
+            }
+        )
+        return
+    if outcome.unchanged:
+        ui.note(f"{outcome.channel} already has {outcome.image} {outcome.version}; nothing to do")
+    else:
+        ui.note(
+            f"{verb} {outcome.image} {outcome.version} to {outcome.channel}: "
+            f"{len(outcome.targets)} targets"
+        )
+    if outcome.pruned:
+        ui.note(f"dropped from {outcome.channel}: {', '.join(outcome.pruned)}")
+    for path in outcome.targets:
+        click.echo(path)
+
+
+@click.command("publish")
+@click.argument("build", type=click.Path(path_type=Path))
+@click.option("--channel", required=True, help="Channel to publish to (channels/<name>.yaml).")
+@repo_option
+@keys_option
+@json_option
+@pass_state
+def publish_cmd(
+    state: State, build: Path, channel: str, repo: Path, keys_dir: Path, as_json: bool
+) -> None:
+    """Publish a build's files (not OCI content) as TUF targets of a channel."""
+    definition = load_channel(state.project, channel)
+    outcome = publish(repo, definition, build, _keys(keys_dir))
+    _report(outcome, as_json, "published")
+
+
+@click.command("promote")
+@click.argument("source")
+@click.argument("dest")
+@click.option("--version", "version", required=True, help="The release to promote.")
+@click.option("--image", help="The image, when the source holds that version of several.")
+@repo_option
+@keys_option
+@json_option
+@pass_state
+def promote_cmd(
+    state: State,
+    source: str,
+    dest: str,
+    version: str,
+    image: str | None,
+    repo: Path,
+    keys_dir: Path,
+    as_json: bool,
+) -> None:
+    """Re-sign a release of channel SOURCE into channel DEST (no rebuild)."""
+    src = load_channel(state.project, source)
+    dst = load_channel(state.project, dest)
+    outcome = promote(repo, src, dst, version, _keys(keys_dir), image=image)
+    _report(outcome, as_json, "promoted")
+
+
+# -- channel ------------------------------------------------------------------------
+
+
+@click.group("channel")
+def channel_group() -> None:
+    """Inspect and maintain channels."""
+
+
+@channel_group.command("init")
+@click.argument("name")
+@repo_option
+@keys_option
+@pass_state
+def channel_init(state: State, name: str, repo: Path, keys_dir: Path) -> None:
+    """Create an empty channel (publish does this on first use)."""
+    definition = load_channel(state.project, name)
+    if create_channel(repo, definition, _keys(keys_dir)):
+        ui.note(f"created channel {name} in {repo / name}")
+    else:
+        ui.note(f"channel {name} exists already")
+
+
+@channel_group.command("show")
+@click.argument("name")
+@click.option("--arch", help="Only this arch.")
+@repo_option
+@json_option
+def channel_show(name: str, arch: str | None, repo: Path, as_json: bool) -> None:
+    """Show what a subscriber sees: newest release per image and arch, digests, dates."""
+    view = describe(ChannelRepo(repo, name), arch)
+    if as_json:
+        print_json(view.to_dict())
+    else:
+        _print_view(view)
+
+
+def _print_view(view: ChannelView) -> None:
+    click.echo(
+        f"channel {view.channel}: root v{view.root_version}, timestamp v{view.timestamp_version} "
+        f"(expires {view.expires['timestamp']})"
+    )
+    if not view.latest:
+        click.echo("no releases")
+    for item in view.latest:
+        waves = ", ".join(f"{p}% from {t}" for p, t in item.rollout)
+        click.echo(f"\n{item.image} {item.version} {item.arch}  published {item.published}")
+        click.echo(f"  rollout: {waves}")
+        for t in item.targets:
+            click.echo(f"  {t.kind:<8} {t.path}  sha256:{t.sha256}  {t.length} bytes")
+    for image, versions in view.releases.items():
+        click.echo(f"\n{image}: {len(versions)} release(s): {', '.join(versions)}")
+
+
+@channel_group.command("refresh")
+@click.option("--channel", "names", multiple=True, help="Channel(s); default: every one in --repo.")
+@click.option("--force", is_flag=True, help="Re-sign everything, expiring soon or not.")
+@click.option(
+    "--margin", help="Re-sign roles expiring within this (e.g. 12h). Default: half their lifetime."
+)
+@repo_option
+@keys_option
+@pass_state
+def channel_refresh(
+    state: State,
+    names: tuple[str, ...],
+    force: bool,
+    margin: str | None,
+    repo: Path,
+    keys_dir: Path,
+) -> None:
+    """Re-sign timestamp, snapshot and targets before they expire (run it from cron)."""
+    try:
+        window = parse_duration(margin) if margin is not None else None
+    except ValueError as e:
+        raise UsageError(str(e), hint="write a duration like 30m, 12h or 2d") from None
+    chosen = list(names) or list_channels(repo)
+    if not chosen:
+        raise UsageError(f"no channels under {repo}", hint="check --repo / DISTBUILD_REPO")
+    definitions = [load_channel(state.project, n) for n in chosen]
+    store = _keys(keys_dir)
+    for definition in definitions:
+        result = refresh_channel(repo, definition, store, margin=window, force=force)
+        click.echo(f"{result.channel}: {result.summary}")
+        if result.root_expires - utcnow() < ROOT_WARNING:
+            ui.note(
+                f"warning: root of {result.channel} expires {result.root_expires:%Y-%m-%d}; "
+                "run 'distbuild keys rotate-root --no-new-keys' with the root keys"
+            )
+
+
+@channel_group.command("list")
+@repo_option
+@pass_state
+def channel_list(state: State, repo: Path) -> None:
+    """List the channels the project defines and whether the repository has them."""
+    have = set(list_channels(repo))
+    for name in sorted(set(channel_names(state.project)) | have):
+        click.echo(f"{name:<12} {'published' if name in have else 'not created'}")
+
+
+# -- serve --------------------------------------------------------------------------
+
+
+@click.command("serve")
+@repo_option
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option("--bind", default="127.0.0.1", show_default=True, help="Address to listen on.")
+def serve_cmd(repo: Path, port: int, bind: str) -> None:
+    """Serve the repository over HTTP (static files, Range requests) until interrupted."""
+    from distbuild.channel.serve import make_server
+
+    if not repo.is_dir():
+        raise UsageError(f"no repository at {repo}", hint="publish a build first, or fix --repo")
+    server = make_server(repo, port, bind)
+    for name in list_channels(repo):
+        meta, targets = server.channel_urls(name)
+        ui.note(f"{name}: metadata {meta}  targets {targets}")
+    click.echo(server.url)
+    try:
+        server.httpd.serve_forever()
+    finally:
+        server.httpd.server_close()
+
+
+COMMANDS = [keys_group, publish_cmd, promote_cmd, channel_group, serve_cmd]
