@@ -57,13 +57,19 @@ def find_credentials(registry: str, env: Mapping[str, str] | None = None) -> Cre
         ) from None
     if not isinstance(config, dict):
         raise DistbuildError(f"{path}: a Docker config is a JSON object")
-    helper = (config.get("credHelpers") or {}).get(registry) or config.get("credsStore")
+    # Docker's precedence: a helper named for this registry, the file, the default store.
+    if helper := (config.get("credHelpers") or {}).get(registry):
+        return _from_helper(str(helper), registry)
     for key, entry in (config.get("auths") or {}).items():
         if _auth_key(key) != registry or not isinstance(entry, dict):
             continue
         if entry.get("auth"):
             try:
-                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+                user, sep, password = (
+                    base64.b64decode(entry["auth"], validate=True).decode().partition(":")
+                )
+                if not sep or not user:
+                    raise ValueError("no 'user:password'")
             except ValueError:
                 raise DistbuildError(
                     f"{path}: auths.{key}.auth is not base64 of 'user:password'",
@@ -72,8 +78,8 @@ def find_credentials(registry: str, env: Mapping[str, str] | None = None) -> Cre
             return Credentials(user, password, str(path))
         if entry.get("username") and entry.get("password") is not None:
             return Credentials(entry["username"], entry["password"], str(path))
-    if helper:
-        return _from_helper(str(helper), registry)
+    if config.get("credsStore"):
+        return _from_helper(str(config["credsStore"]), registry)
     return None
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import ipaddress
 import json
 import re
@@ -24,6 +25,7 @@ from typing import Any, BinaryIO, TypeVar
 
 import requests
 import tenacity
+import urllib3
 
 from distbuild import ui
 from distbuild.errors import DistbuildError, RegistryError, UsageError
@@ -105,26 +107,25 @@ def _explain(text: str) -> str:
 
 
 def is_loopback(registry: str) -> bool:
-    host = registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
-    host = host.strip("[]")
+    """Whether ``host[:port]`` is this machine, where plain HTTP is the norm."""
+    host = urllib.parse.urlsplit(f"//{registry}").hostname or ""
     if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
-        # A bare IPv6 address with a port was split wrongly above; try the whole.
-        try:
-            return ipaddress.ip_address(registry.strip("[]")).is_loopback
-        except ValueError:
-            return False
+        return False
 
 
 class _Transient(Exception):
     """A failure worth trying again: 5xx, 429, a dropped connection."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, retry_after: float | None = None, *, unreachable: bool = False
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.unreachable = unreachable  # no answer at all, rather than an error answer
 
 
 def _retry_after(resp: requests.Response) -> float | None:
@@ -183,7 +184,7 @@ class RegistryClient:
         self.actions = actions
         self.timeout = timeout
         self.retried = 0  # requests repeated after a transient failure
-        self.bytes_sent = 0  # blob bytes put on the wire, repeats included
+        self.bytes_sent = 0  # blob bytes handed to the wire, failed attempts included
         self._session = requests.Session()
         self._session.headers["User-Agent"] = USER_AGENT
         self._authorization: str | None = None
@@ -207,8 +208,8 @@ class RegistryClient:
         )
         return resp.status_code == 200
 
-    def upload_blob(self, path: Path, digest: str, size: int) -> None:
-        """Upload a blob from a file; monolithic when small, in chunks when large."""
+    def upload_blob(self, source: Path | bytes, digest: str, size: int) -> None:
+        """Upload a blob (a file or bytes); monolithic when small, in chunks when large."""
         first = True
 
         def attempt() -> None:
@@ -217,7 +218,7 @@ class RegistryClient:
             if not first and self.blob_exists(digest):
                 return
             first = False
-            self._upload_once(path, digest, size)
+            self._upload_once(source, digest, size)
 
         self._retrying(f"uploading blob {_short(digest)}", attempt)
 
@@ -226,7 +227,7 @@ class RegistryClient:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         url = f"{self.base}/v2/{self.repository}/manifests/{ref}"
         resp = self._retrying(
-            f"putting manifest {ref}",
+            f"putting manifest {_short(ref) if ref.startswith('sha256:') else ref}",
             lambda: self._send(
                 "PUT", url, data=data, headers={"Content-Type": media_type}, ok=(201,)
             ),
@@ -280,17 +281,19 @@ class RegistryClient:
 
     # -- uploads -------------------------------------------------------------
 
-    def _upload_once(self, path: Path, digest: str, size: int) -> None:
+    def _upload_once(self, source: Path | bytes, digest: str, size: int) -> None:
         start = f"{self.base}/v2/{self.repository}/blobs/uploads/"
         location = self._location(
             self._send("POST", start, headers={"Content-Length": "0"}, ok=(202,))
         )
         hasher = hashlib.sha256()
-        with path.open("rb") as f, ui.progress(f"{_short(digest)}", size) as bar:
+        opened = source.open("rb") if isinstance(source, Path) else io.BytesIO(source)
+        with opened as f, ui.progress(f"{_short(digest)}", size) as bar:
             if size <= self.chunk_size:
                 data = f.read()
                 hasher.update(data)
-                self._check(path, digest, size, hasher, len(data))
+                self._check(source, digest, size, hasher, len(data))
+                self.bytes_sent += len(data)
                 self._send(
                     "PUT",
                     _with_digest(location, digest),
@@ -298,13 +301,13 @@ class RegistryClient:
                     ok=(201,),
                     headers={"Content-Type": "application/octet-stream"},
                 )
-                self.bytes_sent += len(data)
                 bar.update(len(data))
                 return
             offset = 0
             for chunk in _chunks(f, self.chunk_size):
                 hasher.update(chunk)
                 end = offset + len(chunk) - 1
+                self.bytes_sent += len(chunk)
                 resp = self._send(
                     "PATCH",
                     location,
@@ -315,20 +318,22 @@ class RegistryClient:
                         "Content-Range": f"{offset}-{end}",
                     },
                 )
-                self.bytes_sent += len(chunk)
                 bar.update(len(chunk))
                 offset = end + 1
                 location = self._location(resp)
-            self._check(path, digest, size, hasher, offset)
+            self._check(source, digest, size, hasher, offset)
             self._send(
                 "PUT", _with_digest(location, digest), headers={"Content-Length": "0"}, ok=(201,)
             )
 
-    def _check(self, path: Path, digest: str, size: int, hasher: Any, read: int) -> None:
+    def _check(self, source: Path | bytes, digest: str, size: int, hasher: Any, read: int) -> None:
         if read != size or "sha256:" + hasher.hexdigest() != digest:
+            what = source if isinstance(source, Path) else "blob content"
             raise DistbuildError(
-                f"{path} does not match its digest {digest} (size {read}, expected {size})",
-                hint="the OCI layout is damaged; build the image again",
+                f"{what} does not match its digest {digest} (size {read}, expected {size})",
+                hint="the OCI layout is damaged; build the image again"
+                if isinstance(source, Path)
+                else None,
             )
 
     def _location(self, resp: requests.Response) -> str:
@@ -363,8 +368,15 @@ class RegistryClient:
         try:
             return retrying(fn)
         except _Transient as e:
+            times = f"{self.attempts} time{'s' if self.attempts > 1 else ''}"
+            if e.unreachable:
+                raise RegistryError(
+                    f"cannot reach {self.registry}: {what} failed {times}, last: {e}",
+                    hint=f"check that a registry answers at {self.base}; pushing again skips "
+                    "what is already there",
+                ) from None
             raise RegistryError(
-                f"{self.registry}: {what} failed {self.attempts} times, last: {e}",
+                f"{self.registry}: {what} failed {times}, last: {e}",
                 hint="the registry keeps failing; check that it is up and has room, then push "
                 "again (what is already there is skipped) or raise --retries",
             ) from None
@@ -391,9 +403,16 @@ class RegistryClient:
                     timeout=(10, self.timeout),
                     allow_redirects=method in ("GET", "HEAD"),
                 )
+            except requests.exceptions.SSLError as e:
+                raise RegistryError(
+                    f"TLS with {self.registry} failed: {_reason(e)}",
+                    hint="use --plain-http if the registry speaks plain HTTP, or point "
+                    "REQUESTS_CA_BUNDLE at the CA that signed its certificate",
+                ) from None
             except (requests.ConnectionError, requests.Timeout) as e:
                 raise _Transient(
-                    f"{method} {_path(url)}: connection failed ({_reason(e)})"
+                    f"{method} {_path(url)}: connection failed ({_reason(e)})",
+                    unreachable=_unreachable(e),
                 ) from None
             if resp.status_code == 401 and not authorized:
                 self._authorize(resp)
@@ -498,19 +517,36 @@ def _short(digest: str) -> str:
 
 
 def _path(url: str) -> str:
-    return urllib.parse.urlsplit(url).path
+    """A URL's path with digests shortened, for messages."""
+    path = urllib.parse.urlsplit(url).path
+    return re.sub(r"sha256:([0-9a-f]{12})[0-9a-f]{52}", r"sha256:\1…", path)
 
 
-def _reason(e: BaseException) -> str:
-    """The innermost cause of a requests/urllib3 error, e.g. "[Errno 104] Connection reset"."""
-    inner: BaseException = e
-    for _ in range(8):  # requests → urllib3 → OS error; bounded against odd chains
+def _causes(e: BaseException) -> list[BaseException]:
+    """A requests error and what it wraps: urllib3's error, then the OS error."""
+    chain = [e]
+    for _ in range(8):  # bounded against odd chains
+        inner = chain[-1]
         nested = getattr(inner, "reason", None)
         if not isinstance(nested, BaseException):
             nested = next((a for a in inner.args if isinstance(a, BaseException)), None)
         if nested is None:
             break
-        inner = nested
+        chain.append(nested)
+    return chain
+
+
+def _unreachable(e: BaseException) -> bool:
+    """No connection was made at all (refused, no route, connect timeout)."""
+    return any(
+        isinstance(c, urllib3.exceptions.NewConnectionError | requests.ConnectTimeout)
+        for c in _causes(e)
+    )
+
+
+def _reason(e: BaseException) -> str:
+    """The innermost cause of a requests/urllib3 error, e.g. "[Errno 104] Connection reset"."""
+    inner = _causes(e)[-1]
     text = str(inner)
     if "[Errno" in text:
         text = text[text.index("[Errno") :]

@@ -36,7 +36,8 @@ _HOP = {
 
 @dataclass
 class Fault:
-    """Break requests whose method is ``method`` and whose path matches ``path``.
+    """Break requests whose method is ``method`` and whose path matches ``path``
+    (and, when ``body`` is set, that do or do not carry a body).
 
     ``action`` is an HTTP status to answer with, or ``DROP`` to reset the
     connection halfway through the request body. The first ``after`` matching
@@ -48,11 +49,14 @@ class Fault:
     action: int | str
     times: int | None = 1
     after: int = 0
+    body: bool | None = None
     seen: int = 0
     fired: int = 0
 
-    def hit(self, method: str, path: str) -> bool:
+    def hit(self, method: str, path: str, length: int) -> bool:
         if method != self.method or not re.search(self.path, path):
+            return False
+        if self.body is not None and self.body != (length > 0):
             return False
         self.seen += 1
         if self.seen <= self.after or (self.times is not None and self.fired >= self.times):
@@ -105,9 +109,9 @@ class FaultProxy:
                 if (method is None or r.method == method) and re.search(path, r.path)
             ]
 
-    def _fault(self, method: str, path: str) -> Fault | None:
+    def _fault(self, method: str, path: str, length: int) -> Fault | None:
         with self._lock:
-            return next((f for f in self.faults if f.hit(method, path)), None)
+            return next((f for f in self.faults if f.hit(method, path, length)), None)
 
     def _record(self, entry: Logged) -> None:
         with self._lock:
@@ -126,7 +130,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             self.send_error(501, "the fault proxy does not take chunked request bodies")
             return
-        fault = self.owner._fault(self.command, self.path)
+        fault = self.owner._fault(self.command, self.path, length)
         if fault is not None and fault.action == DROP:
             got = len(self.rfile.read(length // 2)) if length else 0
             self.owner._record(Logged(self.command, self.path, DROP, got))

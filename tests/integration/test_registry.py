@@ -12,6 +12,7 @@ import base64
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -213,7 +214,8 @@ def test_push_survives_dropped_connections_and_5xx(
     repo = "distbuild/toolbox-flaky"
     faults = [
         Fault("PATCH", UPLOAD, DROP),  # reset halfway through a chunk
-        Fault("PUT", UPLOAD, DROP, after=1),  # … and through a monolithic upload
+        Fault("PUT", UPLOAD, DROP, body=True),  # … and through a monolithic upload
+        Fault("PUT", UPLOAD, 500, body=False),  # a chunked upload's closing PUT fails
         Fault("POST", UPLOAD, 500, times=2),
         Fault("HEAD", r"/blobs/sha256:", 503, times=2),
         Fault("PUT", r"/manifests/sha256:", 503),
@@ -222,8 +224,8 @@ def test_push_survives_dropped_connections_and_5xx(
     with FaultProxy(registry.address, faults) as proxy:
         result = pushed_json(push(toolbox_all, f"{proxy.address}/{repo}:1.0.0", env=registry.env()))
     # Every fault happened, and the push went on past each.
-    assert [f.fired for f in faults] == [1, 1, 2, 2, 1, 1]
-    assert result["retries"] >= 8
+    assert [f.fired for f in faults] == [1, 1, 1, 2, 2, 1, 1]
+    assert result["retries"] >= 9
     assert result["bytes_sent"] > result["bytes_uploaded"]  # the dropped uploads were redone
     # Big layers went in chunks, configs in one request.
     assert proxy.requests("PATCH", UPLOAD)
@@ -416,3 +418,28 @@ def test_bearer_token_auth(
     assert run_cli("push", tiny, ref) == 7
     assert f"error: authentication failed for {token_registry.address}" in capsys.readouterr().err
     assert token_registry.token_server.refused >= 1
+
+
+def test_unreachable_registry(
+    tiny: Path, no_credentials: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as s:  # a port nothing listens on: bound, never listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        rc = run_cli("push", tiny, f"127.0.0.1:{port}/distbuild/tiny:1.0.0", "--retries", "1")
+    err = capsys.readouterr().err
+    assert rc == 7
+    assert f"error: cannot reach 127.0.0.1:{port}" in err and "failed 2 times" in err
+    assert f"hint: check that a registry answers at http://127.0.0.1:{port}" in err
+
+
+def test_https_to_a_plain_http_registry(
+    registry: RegistryServer,
+    tiny: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    rc = run_cli("push", tiny, f"{registry.address}/distbuild/tiny:1.0.0", "--https")
+    err = capsys.readouterr().err
+    assert rc == 7
+    assert f"error: TLS with {registry.address} failed" in err
+    assert "hint: use --plain-http" in err
