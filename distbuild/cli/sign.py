@@ -8,8 +8,13 @@ from pathlib import Path
 import click
 
 from distbuild import ui
+
+# Imported for their publish hooks: bundles become targets next to the files
+# they sign, and every publish/promote renders the channel's page.
+from distbuild.channel import page as _page  # noqa: F401
 from distbuild.cli.common import print_json
 from distbuild.errors import UsageError
+from distbuild.sign import bundles as _bundles  # noqa: F401
 
 
 @click.command("verify")
