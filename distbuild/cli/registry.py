@@ -10,7 +10,7 @@ import click
 from distbuild import ui
 from distbuild.cli.common import print_json
 from distbuild.oci.push import push_build
-from distbuild.oci.registry import Reference
+from distbuild.oci.reference import Reference
 
 _SIZE = re.compile(r"^(\d+)\s*([KMG]?)(?:i?B)?$", re.IGNORECASE)
 

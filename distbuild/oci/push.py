@@ -18,11 +18,11 @@ from distbuild import ui
 from distbuild.errors import DistbuildError, UsageError
 from distbuild.oci.auth import find_credentials
 from distbuild.oci.layout import INDEX, MANIFEST, Layout
+from distbuild.oci.reference import Reference
 from distbuild.oci.registry import (
     DEFAULT_CHUNK,
     DOCKER_LIST,
     DOCKER_MANIFEST,
-    Reference,
     RegistryClient,
 )
 from distbuild.record import load_record

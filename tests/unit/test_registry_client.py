@@ -10,7 +10,8 @@ import pytest
 
 from distbuild.errors import DistbuildError, UsageError
 from distbuild.oci.auth import find_credentials, parse_challenge
-from distbuild.oci.registry import Reference, _with_digest, is_loopback
+from distbuild.oci.reference import Reference, is_loopback
+from distbuild.oci.registry import _with_digest
 
 DIGEST = "sha256:" + "ab" * 32
 
