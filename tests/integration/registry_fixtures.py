@@ -7,8 +7,10 @@ or none. ``consistency_problems`` reads the registry's storage directly and
 reports any manifest or tag that points at something the registry lacks.
 
 The session fixture ``registry`` (htpasswd auth) yields a started server;
-``registry.spawn(auth=...)`` starts more, stopped with it. Use it from a test
-module with ``from tests.integration.registry_fixtures import registry``.
+``registry.spawn(auth=...)`` starts more ("htpasswd", "token" or "none"),
+stopped with it. tests/integration/conftest.py imports the fixture, so any
+integration test can ask for ``registry``; ``registry.env()`` gives ``distbuild``
+its credentials and ``registry.creds()`` is skopeo's ``--creds``.
 """
 
 from __future__ import annotations
