@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -110,24 +110,30 @@ def publish(
     *,
     now: datetime | None = None,
     sources: Sequence[TargetSource] | None = None,
+    hooks: bool = True,
 ) -> Outcome:
-    """Publish a build directory into a channel, creating the channel if needed."""
+    """Publish a build directory into a channel, creating the channel if needed.
+
+    ``sources`` replaces the registered target sources; ``hooks=False`` skips
+    the release hooks (page, registry tags), e.g. for benchmarks.
+    """
     record, directory = load_record(build)
     new = collect_targets(record, directory, sources)
     for role in ("targets", "snapshot", "timestamp"):
         keys.signers(role)  # unlock now: a missing key must not leave a half-publish
     repo = ChannelRepo(repo_root, channel.name)
-    with repo.lock():
-        if not repo.exists():
-            init_channel(repo, keys, channel.expiry, now)
-        with Update(repo, keys, channel.expiry, now) as update:
-            targets = []
-            for t in new:
-                info = TargetFile(t.length, {"sha256": t.sha256}, t.path)
-                info.unrecognized_fields["custom"] = t.custom
-                targets.append((info, t.source))
-            outcome = _land(update, channel, record.image, record.version, targets, link=False)
-    if not outcome.unchanged:
+    targets = []
+    for t in new:
+        info = TargetFile(t.length, {"sha256": t.sha256}, t.path)
+        info.unrecognized_fields["custom"] = t.custom
+        targets.append((info, t.source))
+    with (
+        repo.lock(),
+        _created_if_missing(repo, channel, keys, now),
+        Update(repo, keys, channel.expiry, now) as update,
+    ):
+        outcome = _land(update, channel, record.image, record.version, targets, link=False)
+    if hooks and not outcome.unchanged:
         fire(
             ReleaseEvent(
                 "publish",
@@ -152,6 +158,7 @@ def promote(
     *,
     image: str | None = None,
     now: datetime | None = None,
+    hooks: bool = True,
 ) -> Outcome:
     """Re-sign the targets of ``version`` of ``source`` into ``dest``; files are linked."""
     if source.name == dest.name:
@@ -161,6 +168,8 @@ def promote(
     src_repo = ChannelRepo(repo_root, source.name)
     src_repo.require()
     dst_repo = ChannelRepo(repo_root, dest.name)
+    # Check before locking (which creates the destination's directory).
+    _find(read_index(Update(src_repo, keys, source.expiry, now)), source.name, version, image)
     with ExitStack() as stack:
         # Lock both, in name order, so two promotes in opposite directions cannot deadlock.
         for r in sorted((src_repo, dst_repo), key=lambda r: r.name):
@@ -173,11 +182,10 @@ def promote(
             if info is None:
                 raise DistbuildError(f"channel {source.name} lists {path} but has no target for it")
             targets.append((info, src_repo.target_file(path, sha256_of(info))))
-        if not dst_repo.exists():
-            init_channel(dst_repo, keys, dest.expiry, now)
+        stack.enter_context(_created_if_missing(dst_repo, dest, keys, now))
         with Update(dst_repo, keys, dest.expiry, now) as update:
             outcome = _land(update, dest, release.image, version, targets, link=True)
-    if not outcome.unchanged:
+    if hooks and not outcome.unchanged:
         fire(
             ReleaseEvent(
                 "promote",
@@ -190,6 +198,22 @@ def promote(
             )
         )
     return outcome
+
+
+@contextmanager
+def _created_if_missing(
+    repo: ChannelRepo, channel: Channel, keys: KeyStore, now: datetime | None
+) -> Iterator[None]:
+    """Create the channel if it does not exist; remove it again if the block fails."""
+    created = not repo.exists()
+    if created:
+        init_channel(repo, keys, channel.expiry, now)
+    try:
+        yield
+    except BaseException:
+        if created:
+            repo.discard()
+        raise
 
 
 def read_index(update: Update) -> ReleaseIndex:

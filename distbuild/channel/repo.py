@@ -27,6 +27,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -100,6 +101,11 @@ class ChannelRepo:
                 yield
             finally:
                 fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def discard(self) -> None:
+        """Remove the channel's metadata and targets (not its lock); under the lock."""
+        shutil.rmtree(self.metadata, ignore_errors=True)
+        shutil.rmtree(self.targets, ignore_errors=True)
 
     def read(self, role: str, version: int | None = None) -> Metadata[Any]:
         """Parse ``[<version>.]<role>.json`` from the metadata directory."""

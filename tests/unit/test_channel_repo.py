@@ -197,7 +197,12 @@ def test_refresh_resigns_only_near_expiry(
 
 def test_expired_timestamp_is_reported(tmp_path: Path, repo: Path, keys: KeyStore) -> None:
     publish(
-        repo, BETA, make_build(tmp_path / "b", "node", "1"), keys, now=utcnow() - timedelta(days=2)
+        repo,
+        BETA,
+        make_build(tmp_path / "b", "node", "1"),
+        keys,
+        now=utcnow() - timedelta(days=2),
+        hooks=False,
     )
     with pytest.raises(DistbuildError) as e:
         describe(ChannelRepo(repo, "beta"))
