@@ -78,10 +78,13 @@ def test_real_build_reaches_a_fresh_client(
     done = distbuild("publish", toolbox_all, "--channel", "beta", "--json", env=env)
     assert done.returncode == 0, done.stderr
     record = json.loads((toolbox_all / "build.json").read_text())
-    locks = {a["arch"]: a for a in record["artifacts"] if a["kind"] == "lock"}
-    assert sorted(json.loads(done.stdout)["targets"]) == sorted(
-        f"toolbox/1.0.0/{arch}/packages.lock.json" for arch in locks
-    )
+    files = {
+        f"toolbox/1.0.0/{a['arch']}/{Path(a['path']).name}": a
+        for a in record["artifacts"]
+        if a["arch"] != "all" and a["kind"] not in ("oci", "oci-index")
+    }
+    assert {a["kind"] for a in files.values()} >= {"lock"}
+    assert sorted(json.loads(done.stdout)["targets"]) == sorted(files)
     root = (Path(env["DISTBUILD_REPO"]) / "beta/metadata/root.json").read_bytes()
     updater = client(served, "beta", root, tmp_path / "client")
     info = updater.get_targetinfo(INDEX_TARGET)
@@ -89,20 +92,26 @@ def test_real_build_reaches_a_fresh_client(
     index = ReleaseIndex.from_json(
         Path(updater.download_target(info, str(tmp_path / "i"))).read_bytes()
     )
-    for arch, artifact in locks.items():
+    for arch in ("armv7", "arm64", "amd64"):
         release = index.latest("toolbox", arch)
         assert release is not None and release.version == "1.0.0"
-        (path,) = release.target_paths(arch)
-        target = updater.get_targetinfo(path)
-        assert target is not None and target.custom["kind"] == "lock"
-        data = Path(updater.download_target(target, str(tmp_path / arch))).read_bytes()
-        assert hashlib.sha256(data).hexdigest() == artifact["sha256"]
+        for path in release.target_paths(arch):
+            target = updater.get_targetinfo(path)
+            assert target is not None and target.custom["kind"] == files[path]["kind"]
+            data = Path(updater.download_target(target, str(tmp_path / "dl"))).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == files[path]["sha256"]
+    lock = files["toolbox/1.0.0/arm64/packages.lock.json"]
 
     shown = distbuild("channel", "show", "beta", "--arch", "arm64", "--json", env=env)
     assert shown.returncode == 0, shown.stderr
     (latest,) = json.loads(shown.stdout)["latest"]
     assert latest["version"] == "1.0.0" and latest["arch"] == "arm64"
-    assert latest["targets"][0]["sha256"] == locks["arm64"]["sha256"]
+    assert {
+        "path": "toolbox/1.0.0/arm64/packages.lock.json",
+        "kind": "lock",
+        "sha256": lock["sha256"],
+        "length": lock["size"],
+    } in latest["targets"]
 
     promoted = distbuild("promote", "beta", "stable", "--version", "1.0.0", env=env)
     assert promoted.returncode == 0, promoted.stderr
