@@ -2,9 +2,10 @@
 
 It shows what a subscriber of the channel gets — every release per image and
 arch with its date and each file's size and digest — and how to subscribe (the
-node's config, the TUF metadata URL, the trust anchor). The data is read back
-through a real TUF client (:func:`distbuild.channel.view.open_updater`), so the
-page never shows a release that a node would refuse.
+node's config, the TUF metadata URL, the trust anchor). It is rendered from
+the channel's signed metadata as the publisher just wrote it (one consistent
+snapshot), with the release index checked against its hash; nodes verify
+everything through TUF themselves.
 
 The page is not a TUF target: it is a convenience next to ``metadata/`` and
 ``targets/``, written atomically after every publish and promote.
@@ -12,19 +13,18 @@ The page is not a TUF target: it is a convenience next to ``metadata/`` and
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import json
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import jinja2
-from tuf.api import exceptions
 
 from distbuild.channel.hooks import ReleaseEvent, after_release
 from distbuild.channel.releases import INDEX_TARGET, ReleaseIndex, iso
 from distbuild.channel.repo import ChannelRepo
-from distbuild.channel.view import open_updater
+from distbuild.channel.tufapi import TargetFile
 from distbuild.errors import DistbuildError
 from distbuild.rootfs.lock import write_atomic
 
@@ -84,6 +84,51 @@ class PageData:
     arches: tuple[str, ...] = field(default=())
 
 
+class _Signed:
+    """One consistent state of a channel, read from its metadata files as written.
+
+    timestamp → its snapshot → targets → the hash bins, by the versions each
+    names (consistent snapshots: a concurrent publish writes new files and
+    leaves these alone). Signatures are not checked again: the publisher reads
+    what it has just signed; nodes check everything through TUF.
+    """
+
+    def __init__(self, repo: ChannelRepo) -> None:
+        self.repo = repo
+        self.timestamp = repo.read("timestamp").signed
+        self.snapshot = repo.read("snapshot", self.timestamp.snapshot_meta.version).signed
+        self.targets = repo.read("targets", self._version("targets")).signed
+        delegations = self.targets.delegations
+        self.bins = delegations.succinct_roles if delegations is not None else None
+        self._roles: dict[str, Any] = {"targets": self.targets}
+
+    def _version(self, role: str) -> int:
+        meta = self.snapshot.meta.get(f"{role}.json")
+        if meta is None:
+            raise DistbuildError(f"channel {self.repo.name}: the snapshot does not list {role}")
+        return int(meta.version)
+
+    def target(self, path: str) -> TargetFile | None:
+        role = self.bins.get_role_for_target(path) if self.bins is not None else "targets"
+        if role not in self._roles:
+            self._roles[role] = self.repo.read(role, self._version(role)).signed
+        found: TargetFile | None = self._roles[role].targets.get(path)
+        return found
+
+    def target_bytes(self, path: str) -> bytes | None:
+        info = self.target(path)
+        if info is None:
+            return None
+        sha = info.hashes["sha256"]
+        data = self.repo.target_file(path, sha).read_bytes()
+        if hashlib.sha256(data).hexdigest() != sha or len(data) != info.length:
+            raise DistbuildError(
+                f"channel {self.repo.name}: target {path} does not match its metadata",
+                hint="the repository is damaged; restore it from a backup",
+            )
+        return data
+
+
 def collect(
     repo: ChannelRepo,
     description: str = "",
@@ -92,74 +137,56 @@ def collect(
     registry_tag: str | None = None,
     shown: int = SHOWN,
 ) -> PageData:
-    """Read the channel through a fresh TUF client into what the page shows."""
-    with tempfile.TemporaryDirectory(prefix="distbuild-page-") as tmp:
-        updater = open_updater(repo, Path(tmp))
-        try:
-            updater.refresh()
-            info = updater.get_targetinfo(INDEX_TARGET)
-            index = (
-                ReleaseIndex.from_json(Path(updater.download_target(info)).read_bytes())
-                if info is not None
-                else ReleaseIndex(repo.name)
-            )
-            images = []
-            for image in index.images():
-                releases = index.of(image)
-                by_arch: dict[str, list[ReleaseRow]] = {}
-                for release in releases[:shown]:
-                    for arch in release.arches:
-                        files = []
-                        for path in release.target_paths(arch):
-                            t = updater.get_targetinfo(path)
-                            if t is None:
-                                raise exceptions.RepositoryError(f"{path} is listed but not signed")
-                            sha = t.hashes["sha256"]
-                            directory, _, base = path.rpartition("/")
-                            files.append(
-                                FileRow(
-                                    base,
-                                    str(t.custom.get("kind", "")),
-                                    t.length,
-                                    sha,
-                                    f"targets/{directory}/{sha}.{base}",
-                                )
-                            )
-                        files.sort(key=lambda f: (_kind_rank(f.kind), f.name))
-                        by_arch.setdefault(arch, []).append(
-                            ReleaseRow(release.version, iso(release.published), tuple(files))
+    """Read the channel's current signed state into what the page shows."""
+    repo.require()
+    state = _Signed(repo)
+    raw = state.target_bytes(INDEX_TARGET)
+    index = ReleaseIndex.from_json(raw) if raw is not None else ReleaseIndex(repo.name)
+    images = []
+    for image in index.images():
+        releases = index.of(image)
+        by_arch: dict[str, list[ReleaseRow]] = {}
+        for release in releases[:shown]:
+            for arch in release.arches:
+                files = []
+                for path in release.target_paths(arch):
+                    t = state.target(path)
+                    if t is None:
+                        raise DistbuildError(
+                            f"channel {repo.name}: {path} is in releases.json but not signed",
+                            hint="the repository is damaged; restore it from a backup",
                         )
-                images.append(
-                    ImageSection(
-                        image,
-                        tuple(ArchSection(a, tuple(rows)) for a, rows in _arch_order(by_arch)),
-                        len(releases),
-                        min(len(releases), shown),
+                    sha = t.hashes["sha256"]
+                    directory, _, base = path.rpartition("/")
+                    files.append(
+                        FileRow(
+                            base,
+                            str(t.custom.get("kind", "")),
+                            t.length,
+                            sha,
+                            f"targets/{directory}/{sha}.{base}",
+                        )
                     )
+                files.sort(key=lambda f: (_kind_rank(f.kind), f.name))
+                by_arch.setdefault(arch, []).append(
+                    ReleaseRow(release.version, iso(release.published), tuple(files))
                 )
-            meta = Path(tmp) / "metadata"
-            root_version = int(json.loads((meta / "root.json").read_bytes())["signed"]["version"])
-            timestamp_version = int(
-                json.loads((meta / "timestamp.json").read_bytes())["signed"]["version"]
+        images.append(
+            ImageSection(
+                image,
+                tuple(ArchSection(a, tuple(rows)) for a, rows in _arch_order(by_arch)),
+                len(releases),
+                min(len(releases), shown),
             )
-        except exceptions.ExpiredMetadataError as e:
-            raise DistbuildError(
-                f"channel {repo.name}: {e}",
-                hint=f"re-sign it: distbuild channel refresh --channel {repo.name}",
-            ) from None
-        except (exceptions.RepositoryError, exceptions.DownloadError) as e:
-            raise DistbuildError(
-                f"channel {repo.name} fails TUF verification: {e}",
-                hint="restore the channel from a backup, or republish into a new one",
-            ) from None
+        )
     anchor = hashlib.sha256((repo.metadata / "1.root.json").read_bytes()).hexdigest()
     arches = sorted({a.arch for i in images for a in i.arches}, key=_arch_key)
     return PageData(
         channel=repo.name,
         description=description,
-        root_version=root_version,
+        root_version=int(repo.root().signed.version),
         root_sha256=anchor,
-        timestamp_version=timestamp_version,
+        timestamp_version=int(state.timestamp.version),
         images=tuple(images),
         registry=registry,
         registry_tag=registry_tag,
@@ -191,6 +218,7 @@ def human_size(n: int) -> str:
     return f"{n} B"
 
 
+@functools.cache
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
