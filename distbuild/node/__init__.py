@@ -1,0 +1,1 @@
+"""The on-node updater ``distbuild-update`` (imports no build code; DESIGN.md §6)."""

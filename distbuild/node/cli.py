@@ -1,0 +1,167 @@
+"""``distbuild-update``: the on-node updater's command line.
+
+argparse, not click: the node's Python carries only what the updater needs
+(DESIGN.md §6), and click is a build-side dependency. Like the build CLI, only
+this module prints ``error: …`` / ``hint: …`` and chooses exit codes; every
+action is also logged to the state directory's ``update.log``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from distbuild import __version__
+from distbuild.errors import DistbuildError
+from distbuild.node import logfile
+from distbuild.node.config import Config, NodePaths, load_config
+from distbuild.node.updater import NodeUpdater, Outcome
+
+log = logging.getLogger("distbuild.node")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="distbuild-update",
+        description="Keep this node on its channel's newest release (A/B slots, TUF-verified).",
+    )
+    p.add_argument("--version", action="version", version=f"distbuild-update {__version__}")
+    p.add_argument("--config", type=Path, help="config file (default: /etc/distbuild/update.yaml)")
+    p.add_argument(
+        "--root",
+        type=Path,
+        default=Path(os.environ.get("DISTBUILD_UPDATE_ROOT", "/")),
+        help="resolve the node's paths under this directory (tests, image builds)",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    c = sub.add_parser("check", help="refresh the channel and say what would be installed")
+    c.add_argument("--allow-downgrade", action="store_true")
+    c.add_argument("--json", action="store_true")
+
+    a = sub.add_parser("apply", help="install the newest release into the other slot")
+    a.add_argument("--allow-downgrade", action="store_true", help="install an older release")
+    a.add_argument("--no-reboot", action="store_true", help="install but do not reboot")
+    a.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("status", help="slots, versions, last check and result, rollbacks")
+    s.add_argument("--json", action="store_true")
+
+    sub.add_parser("mark-good", help="run the health check and bless the booted slot")
+    sub.add_parser("rollback", help="boot the other (good) slot next and reboot per policy")
+
+    r = sub.add_parser("run", help="the daemon: poll, apply, reboot per policy")
+    r.add_argument("--once", action="store_true", help="one round, then exit")
+    return p
+
+
+def _print(outcome: Outcome, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(outcome.__dict__, indent=2, sort_keys=True))
+    else:
+        print(outcome.message)
+
+
+def _status_text(s: dict[str, Any]) -> str:
+    lines = [
+        f"image:      {s['image']} ({s['arch']}{', board ' + s['board'] if s['board'] else ''})",
+        f"channel:    {s['channel']} at {s['channel_url']}",
+        f"booted:     slot {s['booted']['slot'] or '?'}, version {s['booted']['version']}",
+        f"other:      slot {s['other']['slot'] or '?'}, version {s['other']['version'] or '-'}",
+    ]
+    for name, st in sorted(s["slots"].items()):
+        if isinstance(st, dict):
+            flags = "good" if st["good"] else f"{st['tries_left']} tries left"
+            if not st["bootable"]:
+                flags = "not bootable"
+            lines.append(f"slot {name}:     {st['version'] or '-'} ({flags})")
+        else:
+            lines.append(f"slots:      {st}")
+    lines.append(f"boot order: {' '.join(s['boot_order']) or '-'}")
+    lines.append(f"last check: {s['last_check'] or 'never'}")
+    r = s["last_result"]
+    if r:
+        lines.append(
+            f"last result: {'ok' if r['ok'] else 'FAILED'} {r['action']} at {r['at']}: "
+            f"{r['message']}"
+        )
+    if s["pending"]:
+        p = s["pending"]
+        lines.append(f"pending:    {p['version']} in slot {p['slot']} (from {p['from_version']})")
+    if s["download"]:
+        d = s["download"]
+        lines.append(f"download:   {d['target']} {d['offset']}/{d['length']} bytes")
+    for rb in s["rolled_back"]:
+        lines.append(
+            f"rolled back: {rb['version']} (slot {rb['slot']}, {rb['at']}): {rb['reason']}"
+        )
+    return "\n".join(lines)
+
+
+def _load(args: argparse.Namespace) -> tuple[Config, NodePaths]:
+    paths = NodePaths(args.root)
+    config = load_config(args.config or paths.config)
+    return config, paths
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    config, paths = _load(args)
+    logfile.to_stderr(args.quiet)
+    if args.command == "run":
+        from distbuild.node.daemon import run_loop
+
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+
+        def make() -> NodeUpdater:
+            cfg, pth = _load(args)
+            return NodeUpdater(cfg, pth)
+
+        return run_loop(make, once=args.once, stop=stop)
+    updater = NodeUpdater(config, paths)
+    if args.command == "status":
+        status = updater.status()
+        print(json.dumps(status, indent=2, sort_keys=True) if args.json else _status_text(status))
+        return 0
+    if args.command == "check":
+        outcome, _ = updater.check(args.allow_downgrade)
+        _print(outcome, args.json)
+        return 0 if outcome.ok else 1
+    if args.command == "apply":
+        outcome = updater.apply(args.allow_downgrade, reboot=not args.no_reboot)
+        _print(outcome, args.json)
+        return 0 if outcome.ok else 1
+    if args.command == "mark-good":
+        _print(updater.mark_good(), False)
+        return 0
+    if args.command == "rollback":
+        _print(updater.rollback(), False)
+        return 0
+    raise AssertionError(args.command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``distbuild-update``."""
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except DistbuildError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        if e.hint:
+            print(f"hint: {e.hint}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

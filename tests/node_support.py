@@ -1,0 +1,342 @@
+"""Helpers for the node updater tests: root releases, a node tree, a boot simulator.
+
+* :func:`make_root_build` writes a build directory as ``distbuild image`` does
+  for the ``root`` output (root image, kernel, initramfs, boot.json), which the
+  project's own ``publish`` turns into a real TUF channel.
+* :class:`Node` is a node's file system under a temporary root: release file,
+  config, trust anchor, kernel command line, a U-Boot boot partition (the
+  real :mod:`distbuild.bootctl.uboot` backend on a directory) and two files
+  standing in for the root-a/root-b block devices.
+* :meth:`Node.boot` does what the U-Boot boot script does on a reset (walk
+  ``BOOT_ORDER``, take the first slot with tries left, count the try) and then
+  what the booted root shows: ``distbuild.slot=`` and its release file.
+* :class:`FaultServer` serves a channel directory like ``distbuild serve`` but
+  can cut a body short, trickle it, or stall, for one path pattern.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from distbuild.bootctl.base import DirFiles, SlotBoot, open_bootctl
+from distbuild.bootctl.uboot import (
+    ORDER_VAR,
+    TRIES_VAR,
+    UBootControl,
+    good_var,
+    left_var,
+)
+from distbuild.channel.keys import KeyStore
+from distbuild.channel.publish import publish
+from distbuild.channel.serve import RepoHandler, Traffic
+from distbuild.node.config import NodePaths, load_config
+from distbuild.node.updater import NodeUpdater
+from tests.channel_support import channel, make_keys
+
+SLOT_SIZE = 8 << 20
+
+
+def payload(version: str, arch: str, size: int) -> bytes:
+    """Deterministic, incompressible-looking bytes for a root image."""
+    out = bytearray()
+    seed = f"{version}/{arch}".encode()
+    counter = 0
+    while len(out) < size:
+        out += hashlib.sha256(seed + counter.to_bytes(8, "big")).digest()
+        counter += 1
+    return bytes(out[:size])
+
+
+def make_root_build(
+    out: Path,
+    version: str,
+    arch: str = "armv7",
+    image: str = "node",
+    size: int = 1 << 20,
+    boot_version: str | None = None,
+) -> Path:
+    """A build directory with the ``root`` output of one arch; returns its directory."""
+    directory = out / image / version
+    files = {
+        "root.img": payload(version, arch, size),
+        "vmlinuz": f"kernel {version} {arch}\n".encode() * 64,
+        "initrd.img": f"initrd {version} {arch}\n".encode() * 64,
+        "boot.json": json.dumps(
+            {
+                "version": boot_version or version,
+                "cmdline": f"console=ttyAMA0 distbuild.version={version} "
+                f"distbuild.verity={'0' * 64} rootwait panic=5",
+                "fs": "erofs",
+            }
+        ).encode(),
+    }
+    artifacts = []
+    for name, data in files.items():
+        path = directory / arch / "root" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        artifacts.append(
+            {
+                "arch": arch,
+                "kind": "root",
+                "path": str(path.relative_to(directory)),
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "size": len(data),
+            }
+        )
+    record = {"image": image, "version": version, "source_date_epoch": 0, "artifacts": artifacts}
+    (directory / "build.json").write_text(json.dumps(record, indent=2))
+    return directory
+
+
+@dataclass
+class Channel:
+    """A channel directory with its keys; ``publish`` adds a root release."""
+
+    repo: Path
+    keys: KeyStore
+    builds: Path
+    name: str = "stable"
+
+    def publish(self, version: str, now: datetime | None = None, **kw: Any) -> Path:
+        build = make_root_build(self.builds, version, **kw)
+        publish(self.repo, channel(self.name), build, self.keys, now=now)
+        return build
+
+    @property
+    def root_json(self) -> bytes:
+        return (self.repo / self.name / "metadata" / "1.root.json").read_bytes()
+
+    def target_file(self, path: str) -> Path:
+        """The file on the server holding target ``path`` (``<dir>/<sha256>.<name>``)."""
+        directory, _, name = path.rpartition("/")
+        hits = sorted((self.repo / self.name / "targets" / directory).glob(f"*.{name}"))
+        assert len(hits) == 1, hits
+        return hits[0]
+
+
+def make_channel(tmp: Path, name: str = "stable") -> Channel:
+    return Channel(tmp / "repo", make_keys(tmp / "keys"), tmp / "builds", name)
+
+
+@dataclass
+class Node:
+    """A node's file system under ``root`` (see the module docstring)."""
+
+    root: Path
+    arch: str = "armv7"
+    image: str = "node"
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def paths(self) -> NodePaths:
+        return NodePaths(self.root)
+
+    @property
+    def boot_dir(self) -> Path:
+        return self.root / "boot"
+
+    def device(self, slot: str) -> Path:
+        return self.root / "dev" / f"slot-{slot}"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "var/lib/distbuild-update"
+
+    @property
+    def reboot_marker(self) -> Path:
+        return self.root / "rebooted"
+
+    def setup(self, channel_url: str, root_json: bytes, version: str = "v1", **config: Any) -> None:
+        """A node running ``version`` from slot A (good); slot B empty."""
+        (self.root / "usr/share/distbuild").mkdir(parents=True)
+        (self.root / "usr/share/distbuild/root.json").write_bytes(root_json)
+        (self.root / "etc").mkdir(parents=True, exist_ok=True)
+        (self.root / "etc/machine-id").write_text("0123456789abcdef0123456789abcdef\n")
+        for slot in ("a", "b"):
+            dev = self.device(slot)
+            dev.parent.mkdir(parents=True, exist_ok=True)
+            with dev.open("wb") as f:
+                f.truncate(SLOT_SIZE)
+        self.boot_dir.mkdir(parents=True)
+        bc = self.bootctl()
+        bc.install("a", SlotBoot(version, b"kernel v1", b"initrd v1", "console=ttyAMA0"))
+        bc.set_next("a", 3)
+        bc.mark_good("a")
+        self.config = {
+            "channel_url": channel_url,
+            "channel": "stable",
+            "boot_dir": "/boot",
+            "slot_a": "/dev/slot-a",
+            "slot_b": "/dev/slot-b",
+            "reboot": "immediate",
+            "reboot_command": ["touch", str(self.reboot_marker)],
+            "retry_wait": 0.05,
+            "retry_wait_max": 0.2,
+            "read_timeout": 5,
+            **config,
+        }
+        self.write_config()
+        self._show("a", version)
+
+    def write_config(self) -> None:
+        lines = [f"{k}: {json.dumps(v)}" for k, v in self.config.items()]
+        path = self.root / "etc/distbuild/update.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("# written by the test\n" + "\n".join(lines) + "\n")
+
+    def bootctl(self) -> UBootControl:
+        bc = open_bootctl("u-boot", DirFiles(self.boot_dir), self.cmdline())
+        assert isinstance(bc, UBootControl)
+        return bc
+
+    def cmdline(self) -> str:
+        try:
+            return (self.root / "proc/cmdline").read_text()
+        except FileNotFoundError:
+            return ""
+
+    def _show(self, slot: str, version: str) -> None:
+        (self.root / "proc").mkdir(exist_ok=True)
+        (self.root / "proc/cmdline").write_text(f"console=ttyAMA0 distbuild.slot={slot} panic=5\n")
+        (self.root / "etc/distbuild").mkdir(parents=True, exist_ok=True)
+        (self.root / "etc/distbuild/release").write_text(
+            f"ARCH={self.arch}\nIMAGE={self.image}\nVERSION={version}\n"
+        )
+
+    def boot(self) -> tuple[str, str]:
+        """A reset: what the U-Boot script picks (counting the try), then that root runs."""
+        bc = self.bootctl()
+        state = bc.counters()
+        slot = None
+        for _ in range(2):
+            for word in state[ORDER_VAR].split():
+                s = word.lower()
+                if int(state[left_var(s)]) > 0:
+                    state[left_var(s)] = str(int(state[left_var(s)]) - 1)
+                    slot = s
+                    break
+            if slot is not None:
+                break
+            good = [s for s in ("a", "b") if state[good_var(s)] == "1"] or ["a", "b"]
+            for s in good:
+                state[left_var(s)] = state[TRIES_VAR]
+        assert slot is not None, "no slot would boot"
+        bc._write(state)
+        version = bc.entry(slot)["distbuild_version"]
+        self.reboot_marker.unlink(missing_ok=True)
+        self._show(slot, version)
+        return slot, version
+
+    def updater(self) -> NodeUpdater:
+        return NodeUpdater(load_config(self.paths.config), self.paths)
+
+    def status(self) -> dict[str, Any]:
+        return self.updater().status()
+
+    def log(self) -> str:
+        path = self.state_dir / "update.log"
+        return path.read_text() if path.exists() else ""
+
+    def untouched(self, slot: str) -> bool:
+        """Whether a slot device still holds only zeros (nothing was written)."""
+        with self.device(slot).open("rb") as f:
+            while chunk := f.read(1 << 20):
+                if chunk.count(0) != len(chunk):
+                    return False
+        return True
+
+
+# --- a server that misbehaves on purpose ------------------------------------------
+
+
+@dataclass
+class Misbehave:
+    """For requests whose path matches ``path``: ``cut`` the body after that many
+    bytes (first ``times`` requests), send at ``rate`` bytes/s, or ``stall`` after
+    ``cut`` bytes for that many seconds."""
+
+    path: str = r"root\.img$"
+    cut: int | None = None
+    times: int = 1
+    rate: float | None = None
+    stall: float | None = None
+    hits: int = 0
+
+
+class _FaultHandler(RepoHandler):
+    fault: Misbehave | None = None
+
+    def copyfile(self, source: Any, outputfile: Any) -> None:
+        fault = self.fault
+        if fault is None or not re.search(fault.path, self.path):
+            super().copyfile(source, outputfile)
+            return
+        fault.hits += 1
+        limit = self._remaining
+        self._remaining = None
+        sent = 0
+        block = 16 * 1024
+        started = time.monotonic()
+        while limit is None or sent < limit:
+            size = block if limit is None else min(block, limit - sent)
+            chunk = source.read(size)
+            if not chunk:
+                break
+            if (
+                fault.cut is not None
+                and fault.hits <= fault.times
+                and sent + len(chunk) > fault.cut
+            ):
+                chunk = chunk[: fault.cut - sent]
+                outputfile.write(chunk)
+                if fault.stall:
+                    time.sleep(fault.stall)
+                self.close_connection = True
+                return
+            outputfile.write(chunk)
+            sent += len(chunk)
+            if fault.rate:
+                ahead = sent / fault.rate - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+
+
+@dataclass
+class FaultServer:
+    url: str
+    traffic: Traffic
+    fault: Misbehave | None
+
+    def sent(self, pattern: str = r"root\.img$") -> int:
+        """Bytes sent (headers included) for requests whose path matches ``pattern``."""
+        return sum(t.sent for t in self.traffic.requests if re.search(pattern, t.path))
+
+
+@contextmanager
+def fault_server(directory: Path, fault: Misbehave | None = None) -> Iterator[FaultServer]:
+    traffic = Traffic()
+    handler = type("Handler", (_FaultHandler,), {"traffic": traffic, "fault": fault})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(directory)))
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    host, port = httpd.server_address[:2]
+    try:
+        yield FaultServer(f"http://{host!s}:{port}", traffic, fault)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
