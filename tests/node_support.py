@@ -36,6 +36,7 @@ from distbuild.bootctl.uboot import (
     TRIES_VAR,
     UBootControl,
     good_var,
+    initial_state,
     left_var,
 )
 from distbuild.channel.keys import KeyStore
@@ -172,6 +173,7 @@ class Node:
                 f.truncate(SLOT_SIZE)
         self.boot_dir.mkdir(parents=True)
         bc = self.bootctl()
+        bc._write(initial_state(3))  # what the disk build's loader_files writes
         bc.install("a", SlotBoot(version, b"kernel v1", b"initrd v1", "console=ttyAMA0"))
         bc.set_next("a", 3)
         bc.mark_good("a")

@@ -295,6 +295,11 @@ class _tuf_errors:
                 f"channel {ch} fails TUF verification: {type(value).__name__}: {value}",
                 hint="the channel or the server is compromised or damaged",
             ) from None
+        if isinstance(value, exceptions.DownloadLengthMismatchError):
+            raise Refused(
+                f"channel {ch}: the server sent more metadata than allowed ({value}); refused",
+                hint="the server or something between it and the node is misbehaving",
+            ) from None
         if isinstance(value, exceptions.DownloadError):
             cause = value.__cause__ or value.__context__
             text = str(cause) if isinstance(cause, TransferError) else str(value)

@@ -104,7 +104,8 @@ def test_a_release_that_fails_to_boot_is_rolled_back_and_never_retried(
     assert "v3" in node.log() and "rolled back" in node.log()
 
     outcome, candidate = node.updater().check()
-    assert candidate is None
+    assert candidate is None and outcome.message == "up to date (v2)"
+    assert "v3 failed here before; not trying it again" in node.log()
     assert not node.bootctl().states()["a"].bootable
     before = hashlib.sha256(slot_bytes(node, "a", SIZE)).hexdigest()
     node.updater().apply()
