@@ -391,3 +391,8 @@ def _swap_into_place(staging: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(staging, final)
+
+
+# The root and disk outputs register themselves into OUTPUT_BUILDERS; imported
+# last because they build on the names above.
+import distbuild.disk.outputs  # noqa: E402

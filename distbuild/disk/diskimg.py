@@ -1,0 +1,190 @@
+"""The ``disk`` output: a raw, sparse GPT image for first install, plus its bmap.
+
+Partitions (GPT labels): the boot chain's ``esp``/``boot``, ``root-a``
+(the root payload), ``root-b`` (empty), ``data`` (empty ext4). Sizes come
+from the recipe's ``disk:``. Every partition is made as a file (FAT with
+mtools, ext4 with ``mkfs.ext4``, nothing mounted) and copied in without
+writing zero blocks, so the image stays sparse. Slot A's boot files and
+state are written by the same boot control code a node runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from distbuild import ui
+from distbuild.bootctl.base import ImageFiles, open_bootctl
+from distbuild.build import ArchBuild
+from distbuild.disk import trees
+from distbuild.disk.bootchain import BootChain, get_chain
+from distbuild.disk.rootimg import RootPayload
+from distbuild.errors import DistbuildError
+from distbuild.model.recipe import Recipe
+from distbuild.run import run, which
+
+MIB = 1 << 20
+SECTOR = 512
+CHUNK = MIB
+
+
+@dataclass(frozen=True)
+class Partition:
+    number: int
+    label: str
+    type_code: str  # sgdisk's short codes
+    start: int  # bytes
+    size: int  # bytes
+
+
+def layout(recipe: Recipe, chain: BootChain) -> tuple[list[Partition], int]:
+    """The partitions and the image size: 1 MiB aligned, 1 MiB spare at the end for the backup GPT."""
+    sizes = [
+        (chain.partition_label, chain.partition_type, recipe.esp_mib),
+        ("root-a", "8300", recipe.root_mib),
+        ("root-b", "8300", recipe.root_mib),
+        ("data", "8300", recipe.data_mib),
+    ]
+    parts, start = [], MIB
+    for n, (label, code, mib) in enumerate(sizes, 1):
+        parts.append(Partition(n, label, code, start, mib * MIB))
+        start += mib * MIB
+    return parts, start + MIB
+
+
+def _guid(*parts: str) -> str:
+    """A GUID derived from names, so the same build gives the same disk."""
+    return str(uuid.UUID(bytes=hashlib.sha256("/".join(parts).encode()).digest()[:16], version=4))
+
+
+def check_fits(recipe: Recipe, payload: RootPayload) -> None:
+    size = payload.image.stat().st_size
+    if size > recipe.root_mib * MIB:
+        need = -(-size // MIB)
+        raise DistbuildError(
+            f"the {payload.arch} root image ({need} MiB with its hash tree) is larger than "
+            f"its slot ({recipe.root_mib} MiB)",
+            hint=f"raise disk.root_mib to at least {need} in {recipe.path.name}, "
+            "or make the image smaller",
+        )
+
+
+def build_disk(ctx: ArchBuild, payload: RootPayload, out: Path) -> Path:
+    """Write ``out`` (the raw disk image) and ``out.bmap``."""
+    recipe = ctx.recipe
+    chain = get_chain(recipe.boot_chain)
+    check_fits(recipe, payload)
+    parts, total = layout(recipe, chain)
+    work = ctx.workdir / f"disk-{ctx.arch.name}"
+    work.mkdir(parents=True, exist_ok=True)
+    seed = (ctx.image.name, ctx.version, ctx.arch.name)
+
+    ui.note(f"{ctx.arch.name}: writing the disk image ({total // MIB} MiB, sparse)")
+    boot = work / "boot.img"
+    _fat(boot, parts[0].size, _guid(*seed, "fat")[:8])
+    files = ImageFiles(boot)
+    tools = trees.boot_tools(ctx, chain.packages)
+    for path, content in sorted(chain.loader_files(recipe, tools).items()):
+        files.write(path, content.read_bytes() if isinstance(content, Path) else content)
+    bootctl = open_bootctl(recipe.boot_chain, files, "")
+    bootctl.install("a", payload.boot())
+    bootctl.set_next("a", recipe.boot_tries)
+    bootctl.mark_good("a")
+
+    data = work / "data.img"
+    _ext4(data, parts[3].size, _guid(*seed, "data"), ctx.epoch)
+
+    with out.open("wb") as f:
+        f.truncate(total)
+    argv: list[str] = [which("sgdisk", "gdisk"), "--clear", f"--disk-guid={_guid(*seed, 'disk')}"]
+    for p in parts:
+        first, last = p.start // SECTOR, (p.start + p.size) // SECTOR - 1
+        argv += [
+            f"--new={p.number}:{first}:{last}",
+            f"--typecode={p.number}:{p.type_code}",
+            f"--change-name={p.number}:{p.label}",
+            f"--partition-guid={p.number}:{_guid(*seed, p.label)}",
+        ]
+    run([*argv, out], capture=True)
+    copy_sparse(boot, out, parts[0].start)
+    copy_sparse(payload.image, out, parts[1].start)
+    copy_sparse(data, out, parts[3].start)
+    bmap = out.with_name(out.name + ".bmap")
+    run([which("bmaptool", "bmap-tools"), "create", "-o", bmap, out], capture=True)
+    return out
+
+
+def _fat(path: Path, size: int, volume_id: str) -> None:
+    with path.open("wb") as f:
+        f.truncate(size)
+    fat = "32" if size >= 64 * MIB else "16"
+    run(
+        [
+            which("mkfs.vfat", "dosfstools"),
+            "-F",
+            fat,
+            "-n",
+            "ESP",
+            "-i",
+            volume_id,
+            "--invariant",
+            path,
+        ],
+        capture=True,
+    )
+
+
+def _ext4(path: Path, size: int, fs_uuid: str, epoch: int) -> None:
+    with path.open("wb") as f:
+        f.truncate(size)
+    run(
+        [
+            which("mkfs.ext4", "e2fsprogs"),
+            "-F",
+            "-q",
+            "-L",
+            "data",
+            "-U",
+            fs_uuid,
+            "-E",
+            f"hash_seed={fs_uuid},root_owner=0:0",
+            path,
+        ],
+        env={"E2FSPROGS_FAKE_TIME": str(epoch)},
+    )
+
+
+def copy_sparse(src: Path, dest: Path, offset: int) -> None:
+    """Copy ``src`` into ``dest`` at ``offset``, skipping zero blocks (dest is all zeros there)."""
+    zero = bytes(CHUNK)
+    with src.open("rb") as s, dest.open("r+b") as d:
+        pos = offset
+        while chunk := s.read(CHUNK):
+            if chunk != zero[: len(chunk)]:
+                d.seek(pos)
+                d.write(chunk)
+            pos += len(chunk)
+
+
+def partition_offsets(disk: Path) -> dict[str, tuple[int, int]]:
+    """GPT label -> (byte offset, byte size), read from the primary GPT."""
+    with disk.open("rb") as f:
+        f.seek(SECTOR)
+        header = f.read(92)
+        if header[:8] != b"EFI PART":
+            raise DistbuildError(f"{disk} has no GPT", hint="is it a distbuild disk image?")
+        entries_lba, count, entry_size = struct.unpack_from("<QII", header, 72)
+        f.seek(entries_lba * SECTOR)
+        table = f.read(count * entry_size)
+    found: dict[str, tuple[int, int]] = {}
+    for i in range(count):
+        e = table[i * entry_size : (i + 1) * entry_size]
+        if e[:16] == bytes(16):
+            continue
+        first, last = struct.unpack_from("<QQ", e, 32)
+        name = e[56:128].decode("utf-16-le").rstrip("\0")
+        found[name] = (first * SECTOR, (last - first + 1) * SECTOR)
+    return found

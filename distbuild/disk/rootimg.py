@@ -1,0 +1,284 @@
+"""The ``root`` output: the A/B update payload of one arch.
+
+- ``root.img``: the rootfs as a compressed read-only file system (squashfs
+  with zstd by default; erofs with lz4hc as an alternative, see README), the
+  dm-verity hash tree appended after its last data block (no superblock), so
+  one partition holds both.
+- ``linux`` and ``initrd``: the locked kernel and the initramfs of
+  :mod:`distbuild.disk.initramfs`.
+- ``boot.json``: version, root hash, salt, block count, and the kernel
+  command line (without ``distbuild.slot=``, which boot control adds).
+
+The root tree is the image's rootfs (hard-linked, not copied) plus the
+trimmed kernel modules and the boot control code the health check runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import distbuild
+from distbuild import ui
+from distbuild.bootctl.base import SlotBoot
+from distbuild.build import ArchBuild
+from distbuild.disk import trees
+from distbuild.disk.bootchain import get_chain
+from distbuild.disk.initramfs import INIT_MODULES, build_initramfs
+from distbuild.disk.modules import ModuleIndex
+from distbuild.errors import DistbuildError
+from distbuild.run import run, which
+
+BLOCK = 4096
+FILESYSTEMS = ("squashfs", "erofs")
+DEFAULT_FS = "squashfs"
+# Modules the running node loads on demand besides the initramfs ones: the
+# code pages of the FAT boot partition, and what containerd's default
+# snapshotter and bridge networking ask for.
+RUNTIME_MODULES = ("nls_cp437", "nls_ascii", "nls_utf8", "bridge", "veth", "br_netfilter")
+# The part of distbuild the node runs from the root image (pure modules only).
+NODE_PYTHON = ("__init__.py", "errors.py", "bootctl")
+PYTHON_DIR = "usr/lib/python3/dist-packages/distbuild"
+
+
+@dataclass(frozen=True)
+class Verity:
+    roothash: str
+    salt: str
+    data_blocks: int
+
+    @property
+    def hash_offset(self) -> int:
+        return self.data_blocks * BLOCK
+
+
+@dataclass(frozen=True)
+class RootPayload:
+    """One arch's root output, in a work directory."""
+
+    version: str
+    arch: str
+    fs: str
+    image: Path
+    kernel: Path
+    initrd: Path
+    verity: Verity
+    cmdline: str
+    tree_bytes: int  # the unpacked root tree, for size comparisons
+
+    def boot(self) -> SlotBoot:
+        return SlotBoot(
+            self.version, self.kernel.read_bytes(), self.initrd.read_bytes(), self.cmdline
+        )
+
+    def meta(self) -> dict[str, object]:
+        return {
+            "version": self.version,
+            "arch": self.arch,
+            "fs": self.fs,
+            "root": self.image.name,
+            "kernel": self.kernel.name,
+            "initrd": self.initrd.name,
+            "cmdline": self.cmdline,
+            "verity": {**asdict(self.verity), "hash_offset": self.verity.hash_offset},
+            "tree_bytes": self.tree_bytes,
+        }
+
+
+def root_fs() -> str:
+    fs = os.environ.get("DISTBUILD_ROOT_FS", DEFAULT_FS)
+    if fs not in FILESYSTEMS:
+        raise DistbuildError(
+            f"DISTBUILD_ROOT_FS={fs!r} is not a root file system distbuild can build",
+            hint=f"use one of: {', '.join(FILESYSTEMS)}",
+        )
+    return fs
+
+
+_BUILT: dict[Path, RootPayload] = {}
+
+
+def root_payload(ctx: ArchBuild) -> RootPayload:
+    """The arch's root payload, built once per build (root and disk share it)."""
+    out = ctx.workdir / f"root-{ctx.arch.name}"
+    if out not in _BUILT:
+        _BUILT[out] = _build(ctx, out)
+    return _BUILT[out]
+
+
+def _build(ctx: ArchBuild, out: Path) -> RootPayload:
+    recipe = ctx.recipe
+    kernel = trees.kernel_tree(ctx)
+    chain = get_chain(recipe.boot_chain)
+    tools = trees.boot_tools(ctx, chain.packages)
+    index = ModuleIndex.load(kernel.modules)
+    where = str(recipe.path)
+    init_modules = index.load_order([*recipe.kernel_modules, *INIT_MODULES], where=where)
+    node_modules = index.load_order(
+        [*recipe.kernel_modules, *INIT_MODULES, *RUNTIME_MODULES], where=where
+    )
+    fs = root_fs()
+
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    tree = ctx.workdir / f"root-tree-{ctx.arch.name}"
+    if tree.exists():
+        shutil.rmtree(tree)
+    rootfs = ctx.rootfs()
+    ui.note(f"{ctx.arch.name}: assembling the root tree ({len(node_modules)} kernel modules)")
+    # Hard links: the rootfs stays as the OCI layer saw it; the tree only
+    # gains files.
+    run(["cp", "-al", rootfs, tree])
+    try:
+        index.copy(node_modules, tree / "usr/lib/modules" / kernel.version)
+        trees.depmod(tree, kernel.version)
+        _install_python(tree)
+        tree_bytes = _tree_bytes(tree)
+        image = out / "root.img"
+        ui.note(f"{ctx.arch.name}: writing the {fs} root image")
+        make_fs(fs, tree, image, ctx.epoch)
+    finally:
+        shutil.rmtree(tree, ignore_errors=True)
+    verity = add_verity(image)
+    kernel_out = out / "linux"
+    shutil.copyfile(kernel.image, kernel_out)
+    initrd = out / "initrd"
+    initrd.write_bytes(
+        build_initramfs(recipe, tools, kernel.version, kernel.modules, init_modules, fs, ctx.epoch)
+    )
+    cmdline = " ".join(
+        [
+            f"console={recipe.console}",
+            f"distbuild.version={ctx.version}",
+            f"distbuild.verity={verity.roothash}",
+            f"distbuild.verity_salt={verity.salt}",
+            f"distbuild.verity_blocks={verity.data_blocks}",
+            "rootwait",
+            "panic=5",
+            "loglevel=4",
+        ]
+    )
+    payload = RootPayload(
+        ctx.version, ctx.arch.name, fs, image, kernel_out, initrd, verity, cmdline, tree_bytes
+    )
+    (out / "boot.json").write_text(json.dumps(payload.meta(), indent=2, sort_keys=True) + "\n")
+    return payload
+
+
+def _install_python(tree: Path) -> None:
+    src = Path(distbuild.__file__).parent
+    dest = tree / PYTHON_DIR
+    for name in NODE_PYTHON:
+        if (src / name).is_dir():
+            for f in sorted((src / name).glob("*.py")):
+                (dest / name).mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(f, dest / name / f.name)
+        else:
+            dest.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src / name, dest / name)
+
+
+def _tree_bytes(tree: Path) -> int:
+    total = 0
+    for dirpath, _, filenames in os.walk(tree):
+        for name in filenames:
+            total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total
+
+
+def make_fs(fs: str, tree: Path, image: Path, epoch: int) -> None:
+    """A read-only compressed file system of ``tree``, reproducibly."""
+    if fs == "squashfs":
+        run(
+            [
+                which("mksquashfs", "squashfs-tools"),
+                tree,
+                image,
+                "-noappend",
+                "-comp",
+                "zstd",
+                "-Xcompression-level",
+                "6",
+                "-b",
+                "256K",
+                "-mkfs-time",
+                str(epoch),
+                "-all-time",
+                str(epoch),
+                "-reproducible",
+                "-quiet",
+                "-no-progress",
+            ]
+        )
+    else:
+        run(
+            [
+                which("mkfs.erofs", "erofs-utils"),
+                "-zlz4hc,12",
+                "-C65536",
+                f"-T{epoch}",
+                "-U",
+                "00000000-0000-0000-0000-000000000000",
+                "--quiet",
+                image,
+                tree,
+            ]
+        )
+    size = image.stat().st_size
+    if size % BLOCK:
+        with image.open("ab") as f:
+            f.write(b"\0" * (BLOCK - size % BLOCK))
+
+
+def add_verity(image: Path) -> Verity:
+    """Append a dm-verity hash tree to ``image``; the salt is derived from its bytes."""
+    h = hashlib.sha256()
+    with image.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    salt = h.hexdigest()
+    blocks = image.stat().st_size // BLOCK
+    out = run(
+        [
+            which("veritysetup", "cryptsetup-bin"),
+            "format",
+            image,
+            image,
+            f"--hash-offset={blocks * BLOCK}",
+            f"--data-blocks={blocks}",
+            "--no-superblock",
+            f"--salt={salt}",
+            "--hash=sha256",
+            "--data-block-size=4096",
+            "--hash-block-size=4096",
+        ],
+        capture=True,
+    )
+    for line in out.stdout.decode().splitlines():
+        if line.startswith("Root hash:"):
+            return Verity(line.split(":", 1)[1].strip(), salt, blocks)
+    raise DistbuildError("veritysetup printed no root hash")
+
+
+def verify(image: Path, verity: Verity) -> bool:
+    """Whether every data block of ``image`` matches its hash tree (no root needed)."""
+    proc = run(
+        [
+            which("veritysetup", "cryptsetup-bin"),
+            "verify",
+            image,
+            image,
+            verity.roothash,
+            f"--hash-offset={verity.hash_offset}",
+            f"--data-blocks={verity.data_blocks}",
+            "--no-superblock",
+            f"--salt={verity.salt}",
+        ],
+        check=False,
+    )
+    return proc.returncode == 0

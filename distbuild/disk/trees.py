@@ -1,0 +1,158 @@
+"""Locked package trees for the boot side: the kernel, the initramfs tools.
+
+Both are unpacked the way the rootfs is (no target code runs) into the cache,
+keyed by the exact .deb files, and reused by later builds of the same lock.
+
+- The kernel comes from the image's own lock (``kernel: true``); the rootfs
+  drops /boot and /lib/modules, and the root output takes the kernel and a
+  trimmed module set from this tree instead.
+- The initramfs tools (busybox-static, dmsetup) and the boot chain's loader
+  packages are locked separately in ``images/<image>-boot.<arch>.lock.json``:
+  they never enter the root filesystem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from distbuild import ui
+from distbuild.build import ArchBuild
+from distbuild.errors import DistbuildError, LockError
+from distbuild.rootfs import apt, extract
+from distbuild.rootfs.fetch import DebCache
+from distbuild.rootfs.lock import Lock, LockedPackage, lock_path, read_lock, write_lock
+from distbuild.rootfs.sources import sources_for
+from distbuild.run import run, which
+
+INITRAMFS_PACKAGES = ("busybox-static", "dmsetup")
+
+
+def unpack(
+    ctx: ArchBuild,
+    label: str,
+    packages: list[LockedPackage],
+    finish: Callable[[Path], None] | None = None,
+) -> Path:
+    """A merged-/usr tree with ``packages`` unpacked (then ``finish``ed), cached by their hashes."""
+    digest = hashlib.sha256(
+        "\n".join(sorted(f"{p.name} {p.sha256}" for p in packages)).encode()
+    ).hexdigest()[:32]
+    final = ctx.options.cache / "trees" / f"{label}-{ctx.arch.name}-{digest}"
+    if final.is_dir():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        cache = DebCache(ctx.options.cache)
+        cache.ensure(packages)
+        sub = Lock(ctx.lock.image, ctx.arch.name, ctx.lock.suite, (), tuple(packages))
+        extract.populate(tmp, sub, cache, ctx.arch.debian)
+        if finish is not None:
+            finish(tmp)
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            # Another build unpacked the same packages first.
+            if not final.is_dir():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+@dataclass(frozen=True)
+class KernelTree:
+    """An unpacked kernel package: the image, its modules, their index."""
+
+    root: Path
+    version: str  # the kernel release, e.g. 6.1.0-56-amd64
+
+    @property
+    def modules(self) -> Path:
+        return self.root / "usr/lib/modules" / self.version
+
+    @property
+    def image(self) -> Path:
+        return self.root / "boot" / f"vmlinuz-{self.version}"
+
+
+def kernel_tree(ctx: ArchBuild) -> KernelTree:
+    """The image's locked kernel package, unpacked, with a modules.dep from the host's depmod."""
+    if not ctx.image.kernel:
+        raise DistbuildError(
+            f"image {ctx.image.name} has no kernel, so it cannot have a root or disk output",
+            hint=f"set 'kernel: true' in {ctx.image.path.name}, or build only 'oci' for it",
+        )
+    pkgs = [
+        p
+        for p in ctx.lock.packages
+        if p.name.startswith("linux-image-") and p.name != ctx.recipe.kernel_package
+    ]
+    if not pkgs:
+        raise LockError(
+            f"the lock of {ctx.image.name} for {ctx.arch.name} has no linux-image package",
+            hint=f"run 'distbuild lock --image {ctx.image.name} --arch {ctx.arch.name}'",
+        )
+    root = unpack(ctx, "kernel", pkgs, lambda tmp: depmod(tmp, _release(tmp)))
+    tree = KernelTree(root, _release(root))
+    if not tree.image.is_file():
+        raise DistbuildError(f"kernel image {tree.image.name} missing from {pkgs[0].name}")
+    return tree
+
+
+def _release(root: Path) -> str:
+    releases = sorted(p.name for p in (root / "usr/lib/modules").iterdir() if p.is_dir())
+    if len(releases) != 1:
+        raise DistbuildError(f"expected one kernel in {root}, found {releases or 'none'}")
+    return releases[0]
+
+
+def depmod(root: Path, release: str) -> None:
+    """Index the modules of a target tree with the host's depmod (it only reads ELF files)."""
+    # depmod -b looks in <base>/lib/modules; the tree is merged-/usr.
+    if not (root / "lib").exists():
+        (root / "lib").symlink_to("usr/lib")
+    run(
+        [which("depmod", "kmod"), "-b", root, release],
+        hint="depmod comes with kmod: apt-get install kmod",
+    )
+
+
+def boot_lock(ctx: ArchBuild, extra: tuple[str, ...]) -> Lock:
+    """The lock of the initramfs tools and the boot chain's packages for this arch."""
+    name = f"{ctx.image.name}-boot"
+    wanted = sorted({*INITRAMFS_PACKAGES, *extra})
+    path = lock_path(ctx.options.project, name, ctx.arch.name)
+    if path.exists() and not ctx.options.update_lock:
+        lock = read_lock(path)
+        if sorted(lock.requested) == wanted and lock.suite == ctx.recipe.suite:
+            return lock
+    sources = sources_for(
+        ctx.recipe.suite, ctx.recipe.components, ctx.options.mirror or ctx.recipe.mirror
+    )
+    lock = apt.resolve_lock(
+        ctx.options.cache,
+        name,
+        ctx.arch.name,
+        ctx.arch.debian,
+        ctx.recipe.suite,
+        sources,
+        wanted,
+    )
+    write_lock(path, lock)
+    ui.note(f"{ctx.arch.name}: locked {len(lock.packages)} boot packages in {path}")
+    return lock
+
+
+def boot_tools(ctx: ArchBuild, extra: tuple[str, ...]) -> Path:
+    """The initramfs tools and boot loader packages, unpacked for the target arch."""
+    lock = boot_lock(ctx, extra)
+    return unpack(ctx, "boot", list(lock.packages))
