@@ -7,20 +7,84 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from tuf.api.exceptions import UnsignedMetadataError
+
 from distbuild.channel.keys import KeyStore
-from distbuild.channel.model import Channel
+from distbuild.channel.model import Channel, Expiry
 from distbuild.channel.repo import (
     ChannelRepo,
     Update,
+    build_root,
     init_channel,
     list_channels,
-    refresh,
-    rotate_root,
     utcnow,
+    write_root,
 )
+from distbuild.channel.tufapi import Root
 from distbuild.errors import DistbuildError
 
 ROOT_WARNING = timedelta(days=30)
+
+
+def refresh(update: Update, margin: timedelta | None = None, force: bool = False) -> list[str]:
+    """Re-sign the roles that expire within ``margin`` (default: half their lifetime).
+
+    Returns the roles re-signed; a changed targets role implies snapshot and
+    timestamp, a changed snapshot implies timestamp. Nothing is written when
+    nothing is close to expiry, so it is safe to run from cron every hour.
+    """
+    touched = []
+    for role in [*update.roles(), "snapshot", "timestamp"]:
+        lifetime = update.expiry.of(role)
+        window = min(margin, lifetime) if margin is not None else lifetime / 2
+        if force or update.expires(role) - update.now <= window:
+            update.touch(role)
+            touched.append(role)
+    update.commit()
+    return touched
+
+
+def rotate_root(
+    repo: ChannelRepo, keys: KeyStore, expiry: Expiry, now: datetime | None = None
+) -> int:
+    """Write root version N+1 listing the key directory's keys; return N+1.
+
+    It is signed by the old root's keys (enough of them to meet its threshold,
+    so clients that trust version N accept it) and by the new root keys. The
+    keys of the other roles must be those the channel uses already.
+    """
+    now = now or utcnow()
+    old = repo.root()
+    new = build_root(keys, now + expiry.root, old.signed.version + 1)
+    for role in ("targets", "snapshot", "timestamp"):
+        if _role_keys(old.signed, role) != _role_keys(new.signed, role):
+            raise DistbuildError(
+                f"channel {repo.name} uses other {role} keys than {keys.path}",
+                hint="rotate-root replaces root keys only; use the key directory "
+                "the channel was created with",
+            )
+    wanted = set(old.signed.roles["root"].keyids) | set(new.signed.roles["root"].keyids)
+    for keyid in sorted(wanted):
+        signer = keys.signer_for(keyid)
+        if signer is not None:
+            new.sign(signer, append=True)
+    payload = new.signed_bytes
+    try:
+        old.signed.verify_delegate("root", payload, new.signatures)
+    except UnsignedMetadataError:
+        raise DistbuildError(
+            f"channel {repo.name}: not enough of its current root keys are in {keys.path} "
+            f"(threshold {old.signed.roles['root'].threshold})",
+            hint="bring the retired root keys back into the key directory and retry",
+        ) from None
+    new.signed.verify_delegate("root", payload, new.signatures)
+    write_root(repo, new)
+    return new.signed.version
+
+
+def _role_keys(root: Root, role: str) -> tuple[int, frozenset[str]]:
+    r = root.roles[role]
+    return r.threshold, frozenset(r.keyids)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@
 ``<image>/<version>/<arch>/<file>`` of one channel; ``promote`` re-signs the
 targets of a release of one channel into another, copying (hard-linking) the
 files by hash, never rebuilding. Both keep at most ``keep`` releases per
-image: older ones are unlisted and their files in *this* channel deleted.
+image: older ones are unlisted and their files in *this* channel deleted
+(after a grace period, for readers mid-poll).
 Each channel has its own files (linked where the filesystem allows), so a
 release pruned here stays whole in every channel it was promoted to.
 """
@@ -12,12 +13,13 @@ release pruned here stays whole in every channel it was promoted to.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from distbuild.channel.history import History
 from distbuild.channel.hooks import (
     TARGET_SOURCES,
     NewTarget,
@@ -31,6 +33,7 @@ from distbuild.channel.model import Channel
 from distbuild.channel.releases import (
     INDEX_KIND,
     INDEX_TARGET,
+    WINDOW,
     Release,
     ReleaseIndex,
     version_key,
@@ -43,8 +46,6 @@ from distbuild.record import BuildRecord, load_record
 # OCI content goes to registries; "all" artifacts (the OCI index) have no arch.
 SKIP_KINDS = frozenset({"oci", "oci-index"})
 SKIP_ARCHES = frozenset({"all"})
-# Old release indexes kept for readers that fetched the previous snapshot.
-INDEX_HISTORY = 3
 
 
 @dataclass(frozen=True)
@@ -169,13 +170,15 @@ def promote(
     src_repo.require()
     dst_repo = ChannelRepo(repo_root, dest.name)
     # Check before locking (which creates the destination's directory).
-    _find(read_index(Update(src_repo, keys, source.expiry, now)), source.name, version, image)
+    history = History(src_repo.path)
+    index = read_index(Update(src_repo, keys, source.expiry, now))
+    _find(index, history, source.name, version, image)
     with ExitStack() as stack:
         # Lock both, in name order, so two promotes in opposite directions cannot deadlock.
         for r in sorted((src_repo, dst_repo), key=lambda r: r.name):
             stack.enter_context(r.lock())
         reader = Update(src_repo, keys, source.expiry, now)
-        release = _find(read_index(reader), source.name, version, image)
+        release = _find(read_index(reader), history, source.name, version, image)
         targets = []
         for path in release.target_paths():
             info = reader.get(path)
@@ -230,10 +233,12 @@ def read_index(update: Update) -> ReleaseIndex:
     return ReleaseIndex.from_json(data)
 
 
-def _find(index: ReleaseIndex, channel: str, version: str, image: str | None) -> Release:
+def _find(
+    index: ReleaseIndex, history: History, channel: str, version: str, image: str | None
+) -> Release:
     matches = [
         r for r in index.releases if r.version == version and (image is None or r.image == image)
-    ]
+    ] or history.find(image, version)
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:
@@ -258,20 +263,24 @@ def _land(
     link: bool,
 ) -> Outcome:
     """Add one release's targets, update the index, apply retention, commit."""
-    index = read_index(update)
     paths = tuple(t.path for t, _ in targets)
-    existing = index.find(image, version)
-    if existing is not None:
-        if _same(update, existing, targets):
+    index = read_index(update)
+    present = [update.get(path) for path in paths]
+    if any(present) or index.find(image, version) is not None:
+        if all(
+            have is not None and sha256_of(have) == sha256_of(want)
+            for have, (want, _) in zip(present, targets, strict=True)
+        ):
             return Outcome(channel.name, image, version, paths, (), unchanged=True)
         raise DistbuildError(
             f"channel {channel.name} already has {image} {version} with other content",
             hint="a release is immutable: build again with a new --version",
         )
-    kept = index.of(image)
-    if channel.keep and len(kept) >= channel.keep:
-        oldest_kept = kept[channel.keep - 1]
-        if version_key(version) < version_key(oldest_kept.version):
+    history = History(update.repo.path)
+    if channel.keep and index.total(image) >= channel.keep:
+        listed = index.of(image)
+        oldest = listed[channel.keep - 1 :] or history.oldest(image) or listed[-1:]
+        if oldest and version_key(version) < version_key(oldest[0].version):
             raise DistbuildError(
                 f"{image} {version} is older than the {channel.keep} releases "
                 f"channel {channel.name} keeps; it would be dropped at once",
@@ -284,43 +293,28 @@ def _land(
         update.add(info, source, link=link)
     release = Release(image, version, int(update.now.timestamp()), channel.waves, files)
     index = index.with_release(release)
-    pruned = _retain(update, index.of(image), channel.keep)
-    index = index.without(pruned)
+    # The index lists the newest WINDOW; older releases move to the history.
+    overflow = index.of(image)[WINDOW:]
+    index = index.without(overflow, held=True)
+    pruned: list[Release] = []
+    excess = index.total(image) - channel.keep if channel.keep else 0
+    if excess > 0:
+        # Beyond keep: dropped, oldest first, and their targets removed from this channel.
+        listed = index.of(image)
+        pruned = history.oldest(image, excess)
+        pruned += overflow[::-1][: excess - len(pruned)]
+        pruned += listed[::-1][: excess - len(pruned)]
+        overflow = [r for r in overflow if r not in pruned]
+        for old in pruned:
+            for path in old.target_paths():
+                update.remove(path)
+        index = index.without(pruned)
+    previous = update.get(INDEX_TARGET)
     current = update.add_bytes(INDEX_TARGET, index.to_json(), {"kind": INDEX_KIND})
+    if previous is not None and sha256_of(previous) != sha256_of(current):
+        update.retire(update.repo.target_file(INDEX_TARGET, sha256_of(previous)))
     update.commit()
-    _prune_indexes(update.repo, sha256_of(current))
+    # After the commit: a crash here leaves a release unlisted and unpruned, never lost.
+    history.push(overflow)
+    history.drop(pruned)
     return Outcome(channel.name, image, version, paths, tuple(r.version for r in pruned))
-
-
-def _same(update: Update, release: Release, targets: Iterable[tuple[TargetFile, Path]]) -> bool:
-    want = {t.path: sha256_of(t) for t, _ in targets}
-    if set(want) != set(release.target_paths()):
-        return False
-    for path, sha in want.items():
-        have = update.get(path)
-        if have is None or sha256_of(have) != sha:
-            return False
-    return True
-
-
-def _retain(update: Update, releases: list[Release], keep: int) -> list[Release]:
-    """Unlist the releases of one image beyond the newest ``keep`` (0: keep all)."""
-    if not keep or len(releases) <= keep:
-        return []
-    drop = releases[keep:]
-    for release in drop:
-        for path in release.target_paths():
-            update.remove(path)
-    return drop
-
-
-def _prune_indexes(repo: ChannelRepo, current: str) -> None:
-    """Delete release indexes but the newest few (readers mid-poll may still want them)."""
-    keep = repo.target_file(INDEX_TARGET, current)
-    old = sorted(
-        (p for p in repo.targets.glob(f"*.{INDEX_TARGET}") if p != keep),
-        key=lambda p: p.stat().st_mtime_ns,
-        reverse=True,
-    )
-    for path in old[INDEX_HISTORY - 1 :]:
-        path.unlink(missing_ok=True)

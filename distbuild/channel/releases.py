@@ -24,6 +24,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from distbuild.errors import DistbuildError
 
@@ -31,6 +32,8 @@ INDEX_TARGET = "releases.json"
 INDEX_KIND = "releases"
 INDEX_FORMAT = 1
 MAX_SEED = 2048
+# Releases per image listed by a channel that keeps everything (keep: 0).
+WINDOW = 20
 
 
 @dataclass(frozen=True)
@@ -82,29 +85,51 @@ class Release:
         """Whether a node with ``seed`` may install this release at ``now``."""
         return self.opens_at(seed) <= now
 
+    @classmethod
+    def from_dict(cls, r: dict[str, Any]) -> Release:
+        """The inverse of :meth:`to_dict`; raises KeyError/TypeError/ValueError if malformed."""
+        return cls(
+            image=str(r["image"]),
+            version=str(r["version"]),
+            published=parse_iso(r["published"]),
+            waves=tuple(Wave(int(w["after"]), int(w["max_seed"])) for w in r["waves"]),
+            files={str(a): {str(f): str(k) for f, k in fs.items()} for a, fs in r["files"].items()},
+        )
+
     def to_dict(self) -> dict[str, object]:
         return {
             "image": self.image,
             "version": self.version,
             "published": iso(self.published),
             "waves": [{"after": w.after, "max_seed": w.max_seed} for w in self.waves],
-            "files": {a: dict(sorted(fs.items())) for a, fs in sorted(self.files.items())},
+            "files": {a: dict(fs) for a, fs in self.files.items()},  # to_json sorts keys
         }
 
 
 @dataclass(frozen=True)
 class ReleaseIndex:
-    """All releases of a channel, newest version first within each image."""
+    """The releases a channel lists, newest version first within each image.
+
+    A channel with ``keep: N`` lists the N releases it keeps; one that keeps
+    everything lists only the newest :data:`WINDOW` per image (older ones stay
+    signed targets, fetchable by name), so the index a node downloads stays
+    small however long the history. ``totals`` counts every release held.
+    """
 
     channel: str
     releases: tuple[Release, ...] = ()
+    totals: Mapping[str, int] = field(default_factory=dict)
 
     def images(self) -> list[str]:
-        return sorted({r.image for r in self.releases})
+        return sorted({r.image for r in self.releases} | set(self.totals))
 
     def of(self, image: str) -> list[Release]:
-        """The releases of ``image``, newest version first."""
+        """The listed releases of ``image``, newest version first."""
         return [r for r in self.releases if r.image == image]
+
+    def total(self, image: str) -> int:
+        """How many releases of ``image`` the channel holds (listed or not)."""
+        return max(self.totals.get(image, 0), len(self.of(image)))
 
     def find(self, image: str, version: str) -> Release | None:
         for r in self.releases:
@@ -125,23 +150,41 @@ class ReleaseIndex:
         return None
 
     def with_release(self, release: Release) -> ReleaseIndex:
-        """A copy holding ``release`` (replacing one of the same image and version)."""
+        """A copy that lists ``release`` (a new one: counted in the image's total)."""
+        known = self.find(release.image, release.version) is not None
         rest = [
             r for r in self.releases if (r.image, r.version) != (release.image, release.version)
         ]
-        return ReleaseIndex(self.channel, _sorted([*rest, release]))
+        totals = dict(self.totals)
+        totals[release.image] = self.total(release.image) + (0 if known else 1)
+        # Insert in place (the list is sorted already): a new release is usually
+        # the newest, so this compares one version, not the whole history.
+        key = version_key(release.version)
+        at = len(rest)
+        for i, r in enumerate(rest):
+            if r.image > release.image or (
+                r.image == release.image and version_key(r.version) < key
+            ):
+                at = i
+                break
+        return ReleaseIndex(self.channel, (*rest[:at], release, *rest[at:]), totals)
 
-    def without(self, drop: Iterable[Release]) -> ReleaseIndex:
+    def without(self, drop: Iterable[Release], *, held: bool = False) -> ReleaseIndex:
+        """A copy that no longer lists ``drop``; ``held`` if the channel still has them."""
         gone = {(r.image, r.version) for r in drop}
-        return ReleaseIndex(
-            self.channel, tuple(r for r in self.releases if (r.image, r.version) not in gone)
-        )
+        totals = dict(self.totals)
+        if not held:
+            for image, _ in gone:
+                totals[image] = self.total(image) - 1
+        kept = tuple(r for r in self.releases if (r.image, r.version) not in gone)
+        return ReleaseIndex(self.channel, kept, totals)
 
     def to_json(self) -> bytes:
         data = {
             "format": INDEX_FORMAT,
             "channel": self.channel,
             "releases": [r.to_dict() for r in self.releases],
+            "totals": {image: self.total(image) for image in self.images()},
         }
         return (json.dumps(data, sort_keys=True, separators=(",", ":")) + "\n").encode()
 
@@ -152,20 +195,9 @@ class ReleaseIndex:
             raw = json.loads(data)
             if raw.get("format") != INDEX_FORMAT:
                 raise ValueError(f"unsupported format {raw.get('format')!r}")
-            releases = [
-                Release(
-                    image=str(r["image"]),
-                    version=str(r["version"]),
-                    published=parse_iso(r["published"]),
-                    waves=tuple(Wave(int(w["after"]), int(w["max_seed"])) for w in r["waves"]),
-                    files={
-                        str(a): {str(f): str(k) for f, k in fs.items()}
-                        for a, fs in r["files"].items()
-                    },
-                )
-                for r in raw["releases"]
-            ]
-            return cls(str(raw["channel"]), _sorted(releases))
+            releases = [Release.from_dict(r) for r in raw["releases"]]
+            totals = {str(k): int(v) for k, v in raw.get("totals", {}).items()}
+            return cls(str(raw["channel"]), _sorted(releases), totals)
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise DistbuildError(
                 f"unreadable release index ({e})",
@@ -204,22 +236,11 @@ def parse_iso(text: str) -> int:
 
 
 def _sorted(releases: Iterable[Release]) -> tuple[Release, ...]:
-    return tuple(
-        sorted(releases, key=lambda r: (r.image, _Desc(version_key(r.version)), r.version))
-    )
-
-
-class _Desc:
-    """Sort wrapper that reverses the order of a key."""
-
-    def __init__(self, key: tuple[tuple[int, int | str], ...]) -> None:
-        self.key = key
-
-    def __lt__(self, other: _Desc) -> bool:
-        return other.key < self.key
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Desc) and other.key == self.key
-
-    def __hash__(self) -> int:
-        return hash(self.key)
+    """By image, then newest version first."""
+    by_image: dict[str, list[Release]] = {}
+    for r in releases:
+        by_image.setdefault(r.image, []).append(r)
+    out: list[Release] = []
+    for image in sorted(by_image):
+        out.extend(sorted(by_image[image], key=lambda r: version_key(r.version), reverse=True))
+    return tuple(out)

@@ -35,7 +35,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from tuf.api.exceptions import UnsignedMetadataError
 from tuf.api.serialization.json import JSONSerializer
 
 from distbuild.channel.keys import KeyStore
@@ -58,6 +57,9 @@ from distbuild.rootfs.lock import write_atomic
 
 BIN_PREFIX = "bin"
 BIN_BITS = 8  # 256 bins: a few targets each even with thousands of releases
+# How long superseded metadata and dropped target files stay for readers mid-poll.
+GRACE = timedelta(hours=1)
+JOURNAL = ".retired"
 _JSON = JSONSerializer(compact=True)
 
 
@@ -321,12 +323,12 @@ class Update:
         self._dirty.add(role)
 
     def remove(self, path: str) -> TargetFile | None:
-        """Unlist ``path``; its file is deleted after the commit."""
+        """Unlist ``path``; its file is deleted a grace period after the commit."""
         role = self.role_of(path)
         target = self.load(role).signed.targets.pop(path, None)
         if target is not None:
             self._dirty.add(role)
-            self._delete.append(self.repo.target_file(path, sha256_of(target)))
+            self.retire(self.repo.target_file(path, sha256_of(target)))
         return target
 
     def touch(self, role: str) -> None:
@@ -344,14 +346,17 @@ class Update:
         return bool(self._dirty or self._snapshot_dirty or self._timestamp_dirty)
 
     def commit(self) -> None:
-        """Write changed targets roles, then snapshot, then timestamp; delete dropped files."""
+        """Write changed targets roles, then snapshot, then timestamp; retire what they replaced."""
         if not self.changed:
             return
+        superseded = []
         if self._dirty or self._snapshot_dirty:
             targets_signers = self.keys.signers("targets") if self._dirty else []
             meta = self.snapshot.signed.meta
+            superseded.append(self.repo.metadata / f"{self.snapshot.signed.version}.snapshot.json")
             for role in sorted(self._dirty):
                 md = self._roles[role]
+                superseded.append(self.repo.metadata / f"{md.signed.version}.{role}.json")
                 md.signed.version += 1
                 md.signed.expires = self.now + self.expiry.of(role)
                 meta[f"{role}.json"] = _write_signed(self.repo, role, md, targets_signers)
@@ -366,10 +371,52 @@ class Update:
         self._dirty.clear()
         self._created.clear()
         self._snapshot_dirty = self._timestamp_dirty = False
-        for path in self._delete:
-            path.unlink(missing_ok=True)
-            _prune_empty_dirs(path.parent, self.repo.targets)
+        self._collect(superseded)
         self._delete.clear()
+
+    def retire(self, path: Path) -> None:
+        """Delete ``path`` (a file this update made unreferenced) after the grace period."""
+        self._delete.append(path)
+
+    def _collect(self, superseded: list[Path]) -> None:
+        """Delete files retired more than GRACE ago and no longer referenced; log new ones.
+
+        Readers that fetched the previous timestamp may still be walking the
+        metadata it leads to, so nothing is deleted at once: the journal
+        ``.retired`` remembers when each file left the current state.
+        """
+        journal = self.repo.path / JOURNAL
+        now = int(self.now.timestamp())
+        due: list[str] = []
+        waiting: list[str] = []
+        if journal.is_file():
+            for line in journal.read_text().splitlines():
+                stamp, _, rel = line.partition(" ")
+                if rel and stamp.isdigit():
+                    (due if now - int(stamp) >= GRACE.total_seconds() else waiting).append(line)
+        for line in due:
+            path = self.repo.path / line.partition(" ")[2]
+            if not self._referenced(path):
+                path.unlink(missing_ok=True)
+                _prune_empty_dirs(path.parent, self.repo.targets)
+        fresh = [f"{now} {p.relative_to(self.repo.path)}" for p in [*superseded, *self._delete]]
+        if due or fresh:
+            write_atomic(journal, "".join(f"{x}\n" for x in [*waiting, *fresh]).encode())
+
+    def _referenced(self, path: Path) -> bool:
+        """Whether the current state names ``path`` (it may have been re-added)."""
+        if path.is_relative_to(self.repo.targets):
+            rel = path.relative_to(self.repo.targets)
+            sha, _, base = rel.name.partition(".")
+            name = str(rel.with_name(base))
+            target = self.get(name)
+            return target is not None and sha256_of(target) == sha
+        version, _, rest = path.name.partition(".")
+        role = rest.removesuffix(".json")
+        if role == "snapshot":
+            return int(version) == self.snapshot.signed.version
+        meta = self.snapshot.signed.meta.get(rest)
+        return meta is not None and meta.version == int(version)
 
     # expiry
 
@@ -383,70 +430,6 @@ class Update:
         if role == "snapshot":
             return self.snapshot.signed.expires
         return self.load(role).signed.expires
-
-
-def refresh(update: Update, margin: timedelta | None = None, force: bool = False) -> list[str]:
-    """Re-sign the roles that expire within ``margin`` (default: half their lifetime).
-
-    Returns the roles re-signed; a changed targets role implies snapshot and
-    timestamp, a changed snapshot implies timestamp. Nothing is written when
-    nothing is close to expiry, so it is safe to run from cron every hour.
-    """
-    touched = []
-    for role in [*update.roles(), "snapshot", "timestamp"]:
-        lifetime = update.expiry.of(role)
-        window = min(margin, lifetime) if margin is not None else lifetime / 2
-        if force or update.expires(role) - update.now <= window:
-            update.touch(role)
-            touched.append(role)
-    update.commit()
-    return touched
-
-
-# -- root rotation ---------------------------------------------------------------
-
-
-def rotate_root(
-    repo: ChannelRepo, keys: KeyStore, expiry: Expiry, now: datetime | None = None
-) -> int:
-    """Write root version N+1 listing the key directory's keys; return N+1.
-
-    It is signed by the old root's keys (enough of them to meet its threshold,
-    so clients that trust version N accept it) and by the new root keys. The
-    keys of the other roles must be those the channel uses already.
-    """
-    now = now or utcnow()
-    old = repo.root()
-    new = build_root(keys, now + expiry.root, old.signed.version + 1)
-    for role in ("targets", "snapshot", "timestamp"):
-        if _role_keys(old.signed, role) != _role_keys(new.signed, role):
-            raise DistbuildError(
-                f"channel {repo.name} uses other {role} keys than {keys.path}",
-                hint="rotate-root replaces root keys only; use the key directory "
-                "the channel was created with",
-            )
-    wanted = set(old.signed.roles["root"].keyids) | set(new.signed.roles["root"].keyids)
-    for keyid in sorted(wanted):
-        signer = keys.signer_for(keyid)
-        if signer is not None:
-            new.sign(signer, append=True)
-    payload = new.signed_bytes
-    try:
-        old.signed.verify_delegate("root", payload, new.signatures)
-    except UnsignedMetadataError:
-        raise DistbuildError(
-            f"channel {repo.name}: not enough of its current root keys are in {keys.path} "
-            f"(threshold {old.signed.roles['root'].threshold})",
-            hint="bring the retired root keys back into the key directory and retry",
-        ) from None
-    new.signed.verify_delegate("root", payload, new.signatures)
-    write_root(repo, new)
-    return new.signed.version
-
-
-def _role_keys(root: Root, role: str) -> tuple[int, frozenset[str]]:
-    r = root.roles[role]
-    return r.threshold, frozenset(r.keyids)
 
 
 # -- target files ------------------------------------------------------------------

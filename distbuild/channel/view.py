@@ -71,7 +71,8 @@ class ChannelView:
     root_version: int
     timestamp_version: int
     expires: dict[str, str]  # role -> ISO time
-    releases: dict[str, list[str]]  # image -> versions, newest first
+    releases: dict[str, list[str]]  # image -> listed versions, newest first
+    totals: dict[str, int]  # image -> releases held (listed or not)
     latest: tuple[LatestView, ...]
 
     def to_dict(self) -> dict[str, object]:
@@ -160,5 +161,6 @@ def describe(repo: ChannelRepo, arch: str | None = None) -> ChannelView:
         timestamp_version=int(signed["timestamp"]["version"]),
         expires={role: str(s["expires"]) for role, s in signed.items()},
         releases={image: [r.version for r in index.of(image)] for image in index.images()},
+        totals={image: index.total(image) for image in index.images()},
         latest=tuple(latest),
     )

@@ -246,7 +246,9 @@ def _print_view(view: ChannelView) -> None:
         for t in item.targets:
             click.echo(f"  {t.kind:<8} {t.path}  sha256:{t.sha256}  {t.length} bytes")
     for image, versions in view.releases.items():
-        click.echo(f"\n{image}: {len(versions)} release(s): {', '.join(versions)}")
+        total = view.totals.get(image, len(versions))
+        more = f" (listed: newest {len(versions)})" if total > len(versions) else ""
+        click.echo(f"\n{image}: {total} release(s){more}: {', '.join(versions)}")
 
 
 @channel_group.command("refresh")

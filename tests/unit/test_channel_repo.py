@@ -17,8 +17,8 @@ import pytest
 from distbuild.channel.admin import refresh_channel, rotate_roots
 from distbuild.channel.keys import KeyStore
 from distbuild.channel.publish import promote, publish
-from distbuild.channel.releases import INDEX_TARGET, ReleaseIndex
-from distbuild.channel.repo import ChannelRepo, utcnow
+from distbuild.channel.releases import INDEX_TARGET, WINDOW, ReleaseIndex
+from distbuild.channel.repo import GRACE, ChannelRepo, utcnow
 from distbuild.channel.serve import Server, serving
 from distbuild.channel.view import describe
 from distbuild.errors import DistbuildError
@@ -115,13 +115,22 @@ def test_retention_keeps_newest_and_deletes_files(
     publish(repo, edge, make_build(tmp_path / "b", "node", "2"), keys)
     outcome = publish(repo, edge, make_build(tmp_path / "b", "node", "3"), keys)
     assert outcome.pruned == ("1",)
-    assert not (repo / "edge/targets/node/1").exists()
     updater = client(server, "edge", root_of(repo, "edge"), tmp_path / "client")
     assert [r.version for r in fetch_index(updater, tmp_path).of("node")] == ["3", "2"]
     assert all(updater.get_targetinfo(p) is None for p in old.targets)
+    # files stay a grace period for readers mid-poll, and go with a later commit
+    assert (repo / "edge/targets/node/1").is_dir()
+    superseded = repo / "edge/metadata/2.snapshot.json"
+    assert superseded.is_file()
+    later = utcnow() + GRACE + timedelta(minutes=1)
+    publish(repo, edge, make_build(tmp_path / "b", "node", "4"), keys, now=later)
+    assert not (repo / "edge/targets/node/1").exists() and not superseded.exists()
+    assert (repo / "edge/targets/node/3").is_dir()
+    fresh = client(server, "edge", root_of(repo, "edge"), tmp_path / "client2")
+    assert [r.version for r in fetch_index(fresh, tmp_path).of("node")] == ["4", "3"]
     # an older version than the channel keeps would be dropped at once: refused
     with pytest.raises(DistbuildError, match="older than the 2 releases"):
-        publish(repo, edge, make_build(tmp_path / "b", "node", "0"), keys)
+        publish(repo, edge, make_build(tmp_path / "b", "node", "0"), keys, now=later)
 
 
 def test_promote_resigns_same_hashes_and_survives_source_retention(
@@ -136,8 +145,11 @@ def test_promote_resigns_same_hashes_and_survives_source_retention(
         b, s = beta_client.get_targetinfo(path), stable_client.get_targetinfo(path)
         assert b is not None and s is not None
         assert s.hashes == b.hashes and s.length == b.length and s.custom == b.custom
-    # beta moves on and drops release 1; stable still serves it, byte for byte
+    # beta moves on and drops release 1 (files too, after the grace period);
+    # stable still serves it, byte for byte
     publish(repo, beta, make_build(tmp_path / "b", "node", "2"), keys)
+    later = utcnow() + GRACE + timedelta(minutes=1)
+    publish(repo, beta, make_build(tmp_path / "b", "node", "3"), keys, now=later)
     assert not (repo / "beta/targets/node/1").exists()
     fresh = client(server, "stable", root_of(repo, "stable"), tmp_path / "c3")
     for path in outcome.targets:
@@ -243,3 +255,48 @@ def test_rotation_without_old_root_keys_is_refused(
     with pytest.raises(DistbuildError, match="not enough of its current root keys"):
         rotate_roots(repo, {"beta": BETA}, fresh)
     assert tree(repo) == before
+
+
+def test_keep_all_lists_newest_window_and_keeps_older_targets(
+    tmp_path: Path, repo: Path, keys: KeyStore, server: Server
+) -> None:
+    forever = channel("forever", keep=0)
+    first = None
+    for i in range(WINDOW + 2):
+        outcome = publish(
+            repo, forever, make_build(tmp_path / "b", "node", f"1.{i}", ("amd64",)), keys
+        )
+        first = first or outcome
+    assert first is not None
+    updater = client(server, "forever", root_of(repo, "forever"), tmp_path / "client")
+    index = fetch_index(updater, tmp_path)
+    listed = [r.version for r in index.of("node")]
+    assert len(listed) == WINDOW and listed[0] == f"1.{WINDOW + 1}"
+    assert index.total("node") == WINDOW + 2
+    for path in first.targets:  # unlisted, but still signed and served
+        info = updater.get_targetinfo(path)
+        assert info is not None
+        updater.download_target(info, str(tmp_path / "old"))
+
+
+def test_keep_beyond_the_window_prunes_from_the_history(
+    tmp_path: Path, repo: Path, keys: KeyStore, server: Server
+) -> None:
+    deep = channel("deep", keep=WINDOW + 3)
+    first = None
+    for i in range(WINDOW + 5):
+        build = make_build(tmp_path / "b", "node", f"1.{i:02}", ("arm64",))
+        outcome = publish(repo, deep, build, keys)
+        first = first or outcome
+    assert outcome.pruned == ("1.01",)
+    assert first is not None
+    updater = client(server, "deep", root_of(repo, "deep"), tmp_path / "client")
+    index = fetch_index(updater, tmp_path)
+    assert len(index.of("node")) == WINDOW and index.total("node") == WINDOW + 3
+    assert all(updater.get_targetinfo(p) is None for p in first.targets)  # pruned
+    kept = make_build(tmp_path / "b", "node", "1.02", ("arm64",))
+    assert updater.get_targetinfo("node/1.02/arm64/root.img") is not None  # held, unlisted
+    assert publish(repo, deep, kept, keys).unchanged
+    # a held but unlisted release can still be promoted
+    promoted = promote(repo, deep, channel("stable"), "1.02", keys)
+    assert promoted.targets == ("node/1.02/arm64/packages.lock.json", "node/1.02/arm64/root.img")
