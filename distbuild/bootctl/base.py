@@ -79,7 +79,7 @@ class BootFiles(Protocol):
         ...
 
     def rename(self, src: str, dst: str) -> None:
-        """Rename a file; ``dst`` must not exist."""
+        """Rename a file, replacing ``dst`` if it exists."""
         ...
 
     def list(self, directory: str) -> list[str]:
@@ -197,6 +197,9 @@ class ImageFiles:
     def rename(self, src: str, dst: str) -> None:
         src_dir, _, _ = src.rpartition("/")
         dst_dir, _, dst_name = dst.rpartition("/")
+        if self.read(dst) is not None:
+            # mtools will not rename over a file (a leftover of an interrupted rename).
+            self._mtools("mdel", f"::/{dst}")
         if src_dir == dst_dir:
             self._mtools("mren", f"::/{src}", dst_name)
         else:

@@ -114,6 +114,10 @@ def parse_entry(name: str) -> Entry | None:
     return None
 
 
+def _preferred(e: Entry) -> tuple[bool, bool, str]:
+    return (e.enabled, not e.bad, e.name)
+
+
 @register
 class SystemdBoot(BootControl):
     """A/B boot control for UEFI machines booting systemd-boot."""
@@ -121,14 +125,16 @@ class SystemdBoot(BootControl):
     chain = "systemd-boot"
 
     def entries(self) -> dict[str, Entry]:
-        """Each slot's entry; an enabled one wins over a leftover disabled copy."""
+        """Each slot's entry. With copies left by an interrupted rename, an
+        enabled one wins over a disabled one, and among enabled ones the copy
+        systemd-boot would boot first."""
         found: dict[str, Entry] = {}
         for name in self.files.list(ENTRIES):
             entry = parse_entry(name)
             if entry is None:
                 continue
             have = found.get(entry.slot)
-            if have is None or (entry.enabled and not have.enabled):
+            if have is None or _preferred(entry) > _preferred(have):
                 found[entry.slot] = entry
         return found
 
@@ -138,6 +144,13 @@ class SystemdBoot(BootControl):
     def _rename(self, entry: Entry, name: str) -> None:
         if entry.name != name:
             self.files.rename(self._path(entry.name), self._path(name))
+
+    def _drop_leftovers(self, slot: str, keep: str) -> None:
+        """Remove other entries of ``slot``: copies an interrupted rename left behind."""
+        for name in self.files.list(ENTRIES):
+            e = parse_entry(name)
+            if e is not None and e.slot == slot and name != keep:
+                self.files.remove(self._path(name))
 
     def version(self, slot: str) -> str | None:
         entry = self.entries().get(slot)
@@ -227,6 +240,7 @@ class SystemdBoot(BootControl):
         # bootable, so a power cut in between boots the old slot.
         self._demote(entries.get(other(slot)))
         self._rename(entries[slot], entry_name(slot, 1, tries))
+        self._drop_leftovers(slot, entry_name(slot, 1, tries))
 
     def mark_good(self, slot: str) -> None:
         check_slot(slot)
@@ -240,8 +254,11 @@ class SystemdBoot(BootControl):
         # Bless first, then demote the other: in between, both rank 1 and a
         # bad other entry still sorts last.
         self._rename(e, entry_name(slot, 1))
+        self._drop_leftovers(slot, entry_name(slot, 1))
         self._demote(entries.get(other(slot)))
 
     def _demote(self, e: Entry | None) -> None:
-        if e is not None and e.enabled and e.rank != 0:
-            self._rename(e, entry_name(e.slot, 0, e.left, e.done if e.left is not None else None))
+        if e is not None and e.enabled:
+            name = entry_name(e.slot, 0, e.left, e.done if e.left is not None else None)
+            self._rename(e, name)
+            self._drop_leftovers(e.slot, name)

@@ -72,11 +72,25 @@ def check_fits(recipe: Recipe, payload: RootPayload) -> None:
         )
 
 
+def check_boot_fits(recipe: Recipe, payload: RootPayload) -> None:
+    """The boot partition must hold both slots' kernel and initramfs, or updates fail."""
+    per_slot = payload.kernel.stat().st_size + payload.initrd.stat().st_size
+    # FAT overhead and the boot loader: a few MiB; leave room for a bigger next kernel.
+    need = -(-(2 * per_slot * 5 // 4 + 4 * MIB) // MIB)
+    if need > recipe.esp_mib:
+        raise DistbuildError(
+            f"the {recipe.boot_chain} boot partition ({recipe.esp_mib} MiB) cannot hold two "
+            f"slots' kernel and initramfs ({per_slot / MIB:.0f} MiB each, with room to grow)",
+            hint=f"raise disk.esp_mib to at least {need} in {recipe.path.name}",
+        )
+
+
 def build_disk(ctx: ArchBuild, payload: RootPayload, out: Path) -> Path:
     """Write ``out`` (the raw disk image) and ``out.bmap``."""
     recipe = ctx.recipe
     chain = get_chain(recipe.boot_chain)
     check_fits(recipe, payload)
+    check_boot_fits(recipe, payload)
     parts, total = layout(recipe, chain)
     work = ctx.workdir / f"disk-{ctx.arch.name}"
     work.mkdir(parents=True, exist_ok=True)

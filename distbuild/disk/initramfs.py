@@ -49,6 +49,7 @@ for word in $(cat /proc/cmdline); do
         distbuild.verity=*) ROOTHASH=${word#*=} ;;
         distbuild.verity_salt=*) SALT=${word#*=} ;;
         distbuild.verity_blocks=*) BLOCKS=${word#*=} ;;
+        init=*) INIT=${word#*=} ;;
     esac
 done
 case "$SLOT" in a|b) ;; *) die "no distbuild.slot=a|b on the kernel command line" ;; esac
@@ -96,7 +97,7 @@ fi
 for d in dev proc sys; do
     mount --move "/$d" "/newroot/$d"
 done
-exec switch_root /newroot /sbin/init
+exec switch_root /newroot "${INIT:-/sbin/init}"
 """
 
 

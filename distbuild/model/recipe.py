@@ -33,7 +33,12 @@ RECIPE_SPEC = {
     "console": Field(str, required=True, doc="the serial console device, e.g. ttyAMA0"),
     "boot": Field(
         {
-            "chain": Field(str, required=True, choices=BOOT_CHAINS),
+            "chain": Field(
+                str,
+                required=True,
+                choices=BOOT_CHAINS,
+                doc="systemd-boot (UEFI: amd64, arm64) or u-boot (armv7)",
+            ),
             "tries": Field(int, default=3),
         },
         required=True,

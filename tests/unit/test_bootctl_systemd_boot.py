@@ -238,3 +238,23 @@ def test_same_code_on_a_fat_image(fat_image: Path, tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert bc.boot_order() == ["a", "b"]
+
+
+def test_leftover_copies_of_an_interrupted_rename_are_cleaned(tmp_path: Path) -> None:
+    bc = fresh(DirFiles(tmp_path))
+    bc.install("b", V2)
+    entries = tmp_path / "loader/entries"
+    # A rename cut after the new name was written: both names exist.
+    shutil.copy(entries / "distbuild-b.conf.off", entries / "distbuild-1-b+3.conf")
+    shutil.copy(entries / "distbuild-1-a.conf", entries / "distbuild-0-a.conf")
+    assert bc.boot_order()[0] == "b"
+    bc.mark_good("b")
+    assert sorted(p.name for p in entries.iterdir()) == [
+        "distbuild-0-a.conf",
+        "distbuild-1-b.conf",
+    ]
+    bc.mark_good("a")
+    assert sorted(p.name for p in entries.iterdir()) == [
+        "distbuild-0-b.conf",
+        "distbuild-1-a.conf",
+    ]
