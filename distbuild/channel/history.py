@@ -5,14 +5,15 @@ releases per image: all a node needs, and small to download however long the
 history. A channel that keeps more has the older ones in
 ``<channel>/.history``, one JSON line per release, oldest first, which only
 the publisher reads (for retention and promotion; it is not signed and not
-needed by readers). Releases leave the index at the new end of this file and
-retention drops them from the old end, so a publish appends a line and at
-most drops one: its cost does not grow with the history.
+needed by readers). Releases leave the index at the new end of this file (an
+append) and retention drops them from the old end, so a publish parses a
+line or two, not the history.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from distbuild.channel.releases import Release, version_key
@@ -29,7 +30,17 @@ class History:
         self.path = channel_dir / HISTORY
 
     def _lines(self) -> list[str]:
-        return self.path.read_text().splitlines() if self.path.is_file() else []
+        if not self.path.is_file():
+            return []
+        text = self.path.read_text()
+        # A crash mid-append leaves a line without its newline: not a release.
+        return text[: text.rfind("\n") + 1].splitlines()
+
+    def _append(self, lines: list[str]) -> None:
+        with open(self.path, "a") as f:
+            f.write("".join(f"{line}\n" for line in lines))
+            f.flush()
+            os.fsync(f.fileno())
 
     def _write(self, lines: list[str]) -> None:
         write_atomic(self.path, "".join(f"{line}\n" for line in lines).encode())
@@ -64,16 +75,18 @@ class History:
         if not fresh:
             return
         ordered = sorted(fresh, key=lambda r: version_key(r.version))
-        if all(_after(lines, r) for r in ordered):
-            lines += [_dump(r) for r in ordered]  # the usual case: append
-        else:  # an old version published late: sort it in
+        torn = self.path.is_file() and not self.path.read_bytes().endswith(b"\n")
+        if not torn and all(_after(lines, r) for r in ordered):
+            self._append([_dump(r) for r in ordered])  # the usual case
+        else:  # an old version published late (or a torn last line): rewrite
             every = [_parse(line) for line in lines] + ordered
             every.sort(key=lambda r: version_key(r.version))
-            lines = [_dump(r) for r in every]
-        self._write(lines)
+            self._write([_dump(r) for r in every])
 
     def drop(self, releases: list[Release]) -> None:
         """Forget releases (retention); they are among the oldest, so this stops early."""
+        if not releases:
+            return
         gone = {(r.image, r.version) for r in releases}
         lines = self._lines()
         kept: list[str] = []

@@ -387,21 +387,31 @@ class Update:
         """
         journal = self.repo.path / JOURNAL
         now = int(self.now.timestamp())
-        due: list[str] = []
-        waiting: list[str] = []
-        if journal.is_file():
-            for line in journal.read_text().splitlines():
-                stamp, _, rel = line.partition(" ")
-                if rel and stamp.isdigit():
-                    (due if now - int(stamp) >= GRACE.total_seconds() else waiting).append(line)
-        for line in due:
-            path = self.repo.path / line.partition(" ")[2]
-            if not self._referenced(path):
+        deadline = now - int(GRACE.total_seconds())
+        text = journal.read_text() if journal.is_file() else ""
+        text = text[: text.rfind("\n") + 1]  # a torn last line (crash) is dropped
+        # Lines are in time order: the due ones come first, so stop at the first that is not.
+        start = 0
+        while start < len(text):
+            end = text.index("\n", start) + 1
+            stamp, _, rel = text[start:end].strip().partition(" ")
+            if stamp.isdigit() and int(stamp) > deadline:
+                break
+            path = self.repo.path / rel
+            if rel and not self._referenced(path):
                 path.unlink(missing_ok=True)
                 _prune_empty_dirs(path.parent, self.repo.targets)
-        fresh = [f"{now} {p.relative_to(self.repo.path)}" for p in [*superseded, *self._delete]]
-        if due or fresh:
-            write_atomic(journal, "".join(f"{x}\n" for x in [*waiting, *fresh]).encode())
+            start = end
+        fresh = "".join(
+            f"{now} {p.relative_to(self.repo.path)}\n" for p in [*superseded, *self._delete]
+        )
+        if start or not journal.is_file() or journal.stat().st_size != len(text):
+            write_atomic(journal, (text[start:] + fresh).encode())
+        elif fresh:
+            with open(journal, "a") as f:  # the common case: nothing due yet
+                f.write(fresh)
+                f.flush()
+                os.fsync(f.fileno())
 
     def _referenced(self, path: Path) -> bool:
         """Whether the current state names ``path`` (it may have been re-added)."""
