@@ -127,7 +127,7 @@ def describe(repo: ChannelRepo, arch: str | None = None) -> ChannelView:
                             TargetView(path, t.custom.get("kind", ""), t.hashes["sha256"], t.length)
                         )
                     rollout = tuple(
-                        (w.max_seed * 100 // MAX_SEED, iso(release.published + w.after))
+                        (round(w.max_seed * 100 / MAX_SEED), iso(release.published + w.after))
                         for w in release.waves
                     ) or ((100, iso(release.published)),)
                     latest.append(
