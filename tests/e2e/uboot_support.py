@@ -1,9 +1,4 @@
-"""Helpers for the U-Boot boot tests: a qemu console reader and a minimal armv7 slot.
-
-The minimal slot is the recipe's Debian kernel with a one-file initramfs
-(busybox-static) that prints the booted line and powers off, or fails, as
-told. It exercises U-Boot and the boot script with nothing else in the way.
-"""
+"""Helpers for the U-Boot boot tests: a qemu console reader, GPT offsets, initramfs overlays."""
 
 from __future__ import annotations
 
@@ -11,26 +6,16 @@ import gzip
 import io
 import os
 import select
-import shutil
 import struct
 import subprocess
-import tarfile
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distbuild.arch import get_arch
-from distbuild.bootctl.base import ImageFiles
 from distbuild.disk.bootchain import get_chain
-from distbuild.model.recipe import Recipe, load_recipe
-from distbuild.rootfs.apt import resolve_lock
-from distbuild.rootfs.deb import open_tar
-from distbuild.rootfs.fetch import DebCache
-from distbuild.rootfs.sources import sources_for
-from distbuild.run import popen, run
-
-BOOT_OFFSET = 1 << 20
+from distbuild.model.recipe import Recipe
+from distbuild.run import popen
 
 
 @dataclass
@@ -98,60 +83,13 @@ def start_qemu(recipe: Recipe, disk: Path, workdir: Path) -> Console:
     return Console(proc, workdir / "console.log")
 
 
-# --- a minimal armv7 slot -----------------------------------------------------------
+# --- disk and initramfs helpers ------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class MiniSlot:
-    kernel: bytes
-    busybox: bytes
-
-
-def fetch_mini_slot(project: Path, cache: Path, workdir: Path) -> tuple[Recipe, MiniSlot]:
-    """The armv7 recipe's kernel and busybox-static, through the project's package code."""
-    recipe = load_recipe(project, get_arch("armv7"))
-    sources = sources_for(recipe.suite, recipe.components, recipe.mirror)
-    lock = resolve_lock(
-        cache, "uboot-test", "armv7", "armhf", recipe.suite, sources,
-        [recipe.kernel_package, "busybox-static"],
-    )  # fmt: skip
-    wanted = [
-        p for p in lock.packages if p.name.startswith("linux-image-") or p.name == "busybox-static"
-    ]
-    debs = DebCache(cache)
-    debs.ensure(wanted)
-    kernel = busybox = None
-    for pkg in wanted:
-        with open_tar(debs.verified(pkg), "data") as tar:
-            for ti in tar:
-                name = ti.name.removeprefix("./")
-                if ti.isfile() and name.startswith("boot/vmlinuz-"):
-                    kernel = _read(tar, ti)
-                elif ti.isfile() and name in ("bin/busybox", "usr/bin/busybox"):
-                    busybox = _read(tar, ti)
-    assert kernel and busybox, "kernel or busybox-static not found in their packages"
-    return recipe, MiniSlot(kernel, busybox)
-
-
-def _read(tar: tarfile.TarFile, ti: tarfile.TarInfo) -> bytes:
-    f = tar.extractfile(ti)
-    assert f is not None
-    return f.read()
-
-
-def mini_initrd(busybox: bytes, *, fail: bool) -> bytes:
-    """A newc initramfs whose /init prints the booted line, then powers off (or dies)."""
-    init = (
-        "#!/bin/busybox sh\n"
-        "/bin/busybox mount -t proc proc /proc\n"
-        "for w in $(/bin/busybox cat /proc/cmdline); do case $w in\n"
-        "  distbuild.slot=*) slot=${w#*=} ;; distbuild.version=*) version=${w#*=} ;;\n"
-        "esac; done\n"
-        'echo "distbuild-os: booted slot=$slot version=$version arch=armv7"\n'
-    )
-    init += "exit 1\n" if fail else "/bin/busybox poweroff -f\n"
-    files = {"bin/busybox": (busybox, 0o755), "init": (init.encode(), 0o755)}
-    return gzip.compress(_newc(["bin", "proc"], files), mtime=0)
+def initrd_overlay(files: dict[str, tuple[bytes, int]]) -> bytes:
+    """A gzipped cpio to append to an initramfs: the kernel unpacks archives in
+    order, so these files replace the ones before them."""
+    return gzip.compress(_newc([], files), mtime=0)
 
 
 def _newc(dirs: list[str], files: dict[str, tuple[bytes, int]]) -> bytes:
@@ -173,27 +111,6 @@ def _newc(dirs: list[str], files: dict[str, tuple[bytes, int]]) -> bytes:
         entry(name, 0o100000 | mode, data)
     entry("TRAILER!!!", 0, b"")
     return out.getvalue()
-
-
-def blank_uboot_disk(recipe: Recipe, path: Path) -> ImageFiles:
-    """A GPT disk with just the U-Boot boot partition, laid out by the chain itself."""
-    chain = get_chain("u-boot")
-    mib = 32
-    run(["truncate", "-s", f"{mib + 2}M", path])
-    run([
-        "sgdisk", f"-n1:{BOOT_OFFSET // 512}:+{mib}M", f"-t1:{chain.partition_type}",
-        f"-c1:{chain.partition_label}", path,
-    ])  # fmt: skip
-    fat = path.with_suffix(".fat")
-    run(["mkfs.vfat", "-n", "BOOT", "-C", fat, str(mib * 1024)])
-    with path.open("r+b") as disk, fat.open("rb") as src:
-        disk.seek(BOOT_OFFSET)
-        shutil.copyfileobj(src, disk)
-    fat.unlink()
-    files = ImageFiles(path, BOOT_OFFSET)
-    for name, data in chain.loader_files(recipe, path.parent).items():
-        files.write(name, data if isinstance(data, bytes) else data.read_bytes())
-    return files
 
 
 def gpt_partitions(disk: Path) -> dict[str, tuple[int, int]]:
