@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from distbuild.arch import get_arch
 from distbuild.bootctl.base import BootControl, DirFiles, ImageFiles, SlotBoot, open_bootctl
 from distbuild.bootctl.uboot import (
     ENV_BACKUP,
@@ -24,6 +25,8 @@ from distbuild.bootctl.uboot import (
 from distbuild.disk.bootchain import get_chain
 from distbuild.disk.chain_uboot import boot_script, script_image
 from distbuild.errors import DistbuildError
+from distbuild.model.recipe import Recipe, load_recipe
+from tests.conftest import REPO
 
 # What U-Boot 2023.01 (Debian's u-boot-qemu, qemu_arm) wrote to a FAT file for
 # `setenv BOOT_ORDER "B A"; setenv BOOT_A_LEFT 3; setenv BOOT_B_LEFT 2;
@@ -151,18 +154,14 @@ FILES: dict[str, Callable[[Path], DirFiles | ImageFiles]] = {
 def fresh(request: pytest.FixtureRequest, tmp_path: Path) -> BootControl:
     """A boot partition as the disk build leaves it before any slot is installed."""
     files = FILES[request.param](tmp_path)
-    for path, data in get_chain("u-boot").loader_files(_recipe_stub(), tmp_path).items():
+    for path, data in get_chain("u-boot").loader_files(_recipe(), tmp_path).items():
         assert isinstance(data, bytes)
         files.write(path, data)
     return open_bootctl("u-boot", files, cmdline="console=ttyAMA0 distbuild.slot=a")
 
 
-class _RecipeStub:
-    boot_tries = 3
-
-
-def _recipe_stub() -> _RecipeStub:
-    return _RecipeStub()  # loader_files only reads boot_tries
+def _recipe(project: Path = REPO) -> Recipe:
+    return load_recipe(project, get_arch("armv7"))
 
 
 def _boot(version: str) -> SlotBoot:
@@ -260,3 +259,32 @@ def test_bad_requests(fresh: BootControl) -> None:
 def test_crc_is_zlib_crc32_little_endian() -> None:
     blob = pack_env({"K": "v"})
     assert blob[:4] == zlib.crc32(blob[4:]).to_bytes(4, "little")
+
+
+def test_chain_files_and_qemu_args(tmp_path: Path) -> None:
+    recipe = _recipe()
+    chain = get_chain("u-boot")
+    files = chain.loader_files(recipe, tmp_path)
+    assert set(files) == {"boot.scr", ENV_FILE, ENV_BACKUP}
+    script = files["boot.scr"]
+    assert isinstance(script, bytes) and script[:4] == bytes.fromhex("27051956")
+    assert f"setenv BOOT_TRIES {recipe.boot_tries}".encode() in script
+    env = files[ENV_FILE]
+    assert isinstance(env, bytes) and unpack_env(env) == initial_state(recipe.boot_tries)
+    args = chain.qemu_args(recipe, tmp_path / "disk.qcow2", tmp_path)
+    firmware = dict(recipe.firmware)["u-boot"]
+    assert args[args.index("-bios") + 1] == firmware
+    assert "format=qcow2" in args[args.index("-drive") + 1]
+    assert args[args.index("-M") + 1] == "virt,highmem=off"
+
+
+def test_missing_uboot_firmware_is_a_clear_error(tmp_path: Path) -> None:
+    shutil.copytree(REPO / "recipes", tmp_path / "recipes")
+    path = tmp_path / "recipes" / "armv7.yaml"
+    path.write_text(
+        path.read_text().replace("/usr/lib/u-boot/qemu_arm/u-boot.bin", "/nonexistent/u-boot.bin")
+    )
+    with pytest.raises(DistbuildError) as err:
+        get_chain("u-boot").firmware(_recipe(tmp_path))
+    assert "/nonexistent/u-boot.bin" in err.value.message
+    assert err.value.hint and "u-boot-qemu" in err.value.hint
