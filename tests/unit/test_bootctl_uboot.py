@@ -36,8 +36,12 @@ UBOOT_EXPORT_CRC = 0xA22E9B8B
 UBOOT_EXPORT_DATA = b"BOOT_A_LEFT=3\0BOOT_B_LEFT=2\0BOOT_ORDER=B A\0\0"
 
 needs_ubtools = pytest.mark.skipif(
-    shutil.which("mkenvimage") is None or shutil.which("fw_printenv") is None,
-    reason="u-boot-tools / libubootenv-tool not installed (apt-get install u-boot-tools)",
+    shutil.which("mkenvimage") is None or shutil.which("mkimage") is None,
+    reason="u-boot-tools not installed (apt-get install u-boot-tools)",
+)
+needs_libubootenv = pytest.mark.skipif(
+    shutil.which("fw_printenv") is None or shutil.which("fw_setenv") is None,
+    reason="libubootenv-tool not installed (apt-get install libubootenv-tool)",
 )
 
 
@@ -62,7 +66,7 @@ def test_pack_env_equals_mkenvimage(tmp_path: Path) -> None:
     assert unpack_env(out.read_bytes()) == values
 
 
-@needs_ubtools
+@needs_libubootenv
 def test_fw_printenv_and_fw_setenv_share_the_format(tmp_path: Path) -> None:
     env = tmp_path / "distbuild.env"
     env.write_bytes(pack_env(initial_state(3)))
