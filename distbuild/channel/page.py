@@ -175,7 +175,8 @@ def collect(
             ImageSection(
                 image,
                 tuple(ArchSection(a, tuple(rows)) for a, rows in _arch_order(by_arch)),
-                len(releases),
+                # releases.json lists only the newest releases; total counts them all.
+                index.total(image),
                 min(len(releases), shown),
             )
         )
