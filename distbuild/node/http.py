@@ -42,6 +42,10 @@ class HttpStatusError(TransferError):
         self.status = status
 
 
+class TooSlow(TransferError):
+    """The server sent less than the throughput floor (a trickle, or a stall)."""
+
+
 @dataclass(frozen=True)
 class Limits:
     """When to give up on a server: silent for ``read_timeout`` seconds, or slower
@@ -68,7 +72,7 @@ class RateGuard:
             return
         rate = self.count / elapsed
         if rate < self.limits.min_rate:
-            raise TransferError(
+            raise TooSlow(
                 f"{self.url}: server too slow ({rate:.0f} B/s over {elapsed:.0f} s, "
                 f"floor {self.limits.min_rate} B/s); cut off"
             )
@@ -133,7 +137,7 @@ class Http:
                 try:
                     chunk = body.response.read1(min(CHUNK, left))
                 except TimeoutError:
-                    raise TransferError(
+                    raise TooSlow(
                         f"{body.url}: no data for {self.limits.read_timeout:.0f} s; cut off"
                     ) from None
                 except (OSError, http.client.HTTPException) as e:

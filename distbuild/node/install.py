@@ -35,7 +35,7 @@ from tenacity import (
 
 from distbuild.errors import DistbuildError
 from distbuild.node.channel import Refused, Target
-from distbuild.node.http import CHUNK, Http, TransferError
+from distbuild.node.http import CHUNK, Http, TooSlow, TransferError
 from distbuild.node.state import Progress, StateStore
 
 log = logging.getLogger("distbuild.node")
@@ -114,7 +114,7 @@ class PayloadWriter:
         self._synced = 0
         self.resumed_from = 0
         self._failures = 0  # failed attempts since the last one that made progress
-        self._failed_at = -1
+        self._failed_at = 0
 
     def check_fits(self) -> None:
         """Refuse a payload larger than the slot, before anything is written."""
@@ -254,13 +254,18 @@ class PayloadWriter:
             )
 
     def _stop(self, state: RetryCallState) -> bool:
-        # Give up after N failures in a row without progress; an attempt that
-        # moved the offset (a flaky but working link) starts the count again.
-        if self.offset > self._failed_at:
+        # Give up after N failures without real progress. An attempt that got
+        # at least a checkpoint further (a flaky but working link) starts the
+        # count again; a server cut off for being too slow never does, or a
+        # trickle would be retried forever.
+        error = state.outcome.exception() if state.outcome is not None else None
+        if self.offset - self._failed_at >= self.interval and not isinstance(error, TooSlow):
             self._failures = 0
-            self._failed_at = self.offset
+        self._failed_at = max(self._failed_at, self.offset)
         self._failures += 1
-        return self._failures >= max(1, self.retry.attempts)
+        return self._failures >= max(1, self.retry.attempts) or state.attempt_number >= 10 * max(
+            1, self.retry.attempts
+        )
 
     def _log_retry(self, state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome is not None else None
