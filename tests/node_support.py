@@ -290,7 +290,7 @@ class _FaultHandler(RepoHandler):
         limit = self._remaining
         self._remaining = None
         sent = 0
-        block = 16 * 1024
+        block = 16 * 1024 if not fault.rate else max(256, min(16 * 1024, int(fault.rate / 20)))
         started = time.monotonic()
         while limit is None or sent < limit:
             size = block if limit is None else min(block, limit - sent)

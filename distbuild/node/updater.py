@@ -199,6 +199,9 @@ class NodeUpdater:
         if candidate is None:
             return outcome
         state = self.store.load()
+        if state.pending is not None and state.pending.version == candidate.version:
+            msg = f"{candidate.version} is installed in slot {state.pending.slot}; waiting for a reboot"
+            return Outcome("apply", True, msg, candidate.version)
         try:
             self._install(candidate, state)
         except DistbuildError as e:

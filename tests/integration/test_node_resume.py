@@ -106,7 +106,7 @@ def test_a_trickling_server_is_cut_off(tmp_path: Path, chan: Channel) -> None:
 def test_a_silent_server_is_cut_off_and_the_next_attempt_resumes(
     tmp_path: Path, chan: Channel
 ) -> None:
-    fault = Misbehave(cut=256 * 1024, stall=4)
+    fault = Misbehave(cut=256 * 1024, stall=2)
     with fault_server(chan.repo, fault) as server:
         node = Node(tmp_path / "node")
         node.setup(server.url, chan.root_json, "v1", read_timeout=1)
