@@ -70,28 +70,32 @@ def make_root_build(
 ) -> Path:
     """A build directory with the ``root`` output of one arch; returns its directory."""
     directory = out / image / version
+    # The layout and kinds of the build's root output (distbuild/disk/outputs.py).
     files = {
-        "root.img": payload(version, arch, size),
-        "vmlinuz": f"kernel {version} {arch}\n".encode() * 64,
-        "initrd.img": f"initrd {version} {arch}\n".encode() * 64,
-        "boot.json": json.dumps(
-            {
-                "version": boot_version or version,
-                "cmdline": f"console=ttyAMA0 distbuild.version={version} "
-                f"distbuild.verity={'0' * 64} rootwait panic=5",
-                "fs": "erofs",
-            }
-        ).encode(),
+        "root.img": ("root", payload(version, arch, size)),
+        "linux": ("kernel", f"kernel {version} {arch}\n".encode() * 64),
+        "initrd": ("initrd", f"initrd {version} {arch}\n".encode() * 64),
+        "boot.json": (
+            "boot",
+            json.dumps(
+                {
+                    "version": boot_version or version,
+                    "cmdline": f"console=ttyAMA0 distbuild.version={version} "
+                    f"distbuild.verity={'0' * 64} rootwait panic=5",
+                    "fs": "erofs",
+                }
+            ).encode(),
+        ),
     }
     artifacts = []
-    for name, data in files.items():
+    for name, (kind, data) in files.items():
         path = directory / arch / "root" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         artifacts.append(
             {
                 "arch": arch,
-                "kind": "root",
+                "kind": kind,
                 "path": str(path.relative_to(directory)),
                 "sha256": hashlib.sha256(data).hexdigest(),
                 "size": len(data),

@@ -27,18 +27,18 @@ from distbuild.channel.releases import INDEX_TARGET, Release, ReleaseIndex, vers
 from distbuild.errors import DistbuildError
 from distbuild.node.http import Http, HttpStatusError, TransferError
 
-# Roles of a root release's files, found by name (or by kind) in the release index.
+# Roles of a root release's files: the artifact kinds of the build's ``root``
+# output (distbuild/disk/outputs.py), with file names as a fallback.
 ROOT_IMAGE = "root"
 KERNEL = "kernel"
 INITRD = "initrd"
 BOOT = "boot"
 _NAMES = {
     ROOT_IMAGE: ("root.img",),
-    KERNEL: ("vmlinuz", "zImage", "Image", "kernel"),
-    INITRD: ("initrd.img", "initramfs.img", "initrd"),
+    KERNEL: ("linux", "vmlinuz", "zImage", "Image"),
+    INITRD: ("initrd", "initrd.img", "initramfs.img"),
     BOOT: ("boot.json",),
 }
-_KINDS = {KERNEL: ("kernel",), INITRD: ("initrd", "initramfs"), BOOT: ("boot", "boot-entry")}
 
 # Largest metadata ngclient may fetch through us; it enforces its own limits too.
 _METADATA_LIMIT = 1 << 40
@@ -143,19 +143,21 @@ def select(
 
 
 def file_roles(release: Release, arch: str) -> dict[str, str]:
-    """role -> file name of a root release for ``arch`` (missing roles left out)."""
+    """role -> file name of a root release for ``arch`` (missing roles left out).
+
+    A role is the one file of that artifact kind; failing that, a known name.
+    """
     files = release.files.get(arch, {})
     out: dict[str, str] = {}
     for role, names in _NAMES.items():
+        of_kind = sorted(name for name, kind in files.items() if kind == role)
+        if len(of_kind) == 1:
+            out[role] = of_kind[0]
+            continue
         for name in names:
             if name in files:
                 out[role] = name
                 break
-        else:
-            for name, kind in sorted(files.items()):
-                if kind in _KINDS.get(role, ()):
-                    out[role] = name
-                    break
     return out
 
 

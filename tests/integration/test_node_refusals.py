@@ -133,7 +133,7 @@ def test_tampered_payload(node: Node, chan: Channel) -> None:
 
 def test_tampered_kernel(node: Node, chan: Channel) -> None:
     chan.publish("v2", size=SIZE)
-    served = chan.target_file("node/v2/armv7/vmlinuz")
+    served = chan.target_file("node/v2/armv7/linux")
     data = served.read_bytes()
     served.unlink()
     served.write_bytes(data.replace(b"kernel", b"KERNEL"))
