@@ -1,0 +1,174 @@
+"""Put the node updater (``distbuild-update``) into a root tree.
+
+One call from the image build, after the packages are unpacked::
+
+    install_updater(root, channel_url=..., channel="stable", root_json=path)
+
+It copies the updater's own modules and the shared pure modules it imports
+(DESIGN.md §6) into the image's Python path, vendors the pure-Python
+libraries Debian does not ship in versions the updater works with into a
+private directory (tuf and securesystemslib are not in bookworm at usable
+versions, and tuf needs urllib3 2, where bookworm has 1.26; tenacity too, to
+avoid python3-pbr), copied from this build host's installed distributions,
+whose versions the test suite ran against. It writes the
+``/usr/bin/distbuild-update`` launcher (which puts the private directory first
+on ``sys.path``) and, when given, the config and the channel's trust anchor.
+Target-arch binaries come from Debian packages in the image definition, not
+from here: ``python3`` (the standard library) and, optionally,
+``python3-cryptography`` (fast signature checks; securesystemslib falls back to
+its pure-Python Ed25519 without it).
+
+Nothing here runs target code, so every arch is built the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path, PurePosixPath
+
+import distbuild
+from distbuild.errors import DistbuildError
+
+PYTHON_DIR = "usr/lib/python3/dist-packages"
+"""On Debian's ``sys.path`` for every python3.x, so ``python3 -m distbuild.bootctl`` works too."""
+
+VENDOR_DIR = "usr/lib/distbuild-update/vendor"
+"""Private, so the vendored urllib3 2 does not collide with Debian's python3-urllib3."""
+
+LAUNCHER = "usr/bin/distbuild-update"
+CONFIG = "etc/distbuild/update.yaml"
+TRUST_ANCHOR = "usr/share/distbuild/root.json"
+
+# distbuild modules the node imports (tests/unit/test_node_imports.py checks this
+# list against the real import closure of distbuild/node).
+NODE_MODULES = (
+    "__init__.py",
+    "errors.py",
+    "arch.py",
+    "run.py",
+    "ui.py",
+    "bootctl/*.py",
+    "channel/releases.py",
+    "node/*.py",
+)
+
+VENDORED = ("tuf", "securesystemslib", "tenacity", "urllib3")
+"""Pure-Python distributions copied from the build host (top-level package = name)."""
+
+_LAUNCHER_TEXT = """#!/usr/bin/python3
+# distbuild-update: the on-node updater (installed by distbuild/rootfs/updater.py)
+import sys
+
+sys.path.insert(0, "/{vendor}")
+
+from distbuild.node.cli import main
+
+sys.exit(main())
+"""
+
+
+def node_files() -> list[Path]:
+    """The distbuild source files the node needs, relative to the package's parent."""
+    pkg = Path(distbuild.__file__).parent
+    files: set[Path] = set()
+    for pattern in NODE_MODULES:
+        found = sorted(pkg.glob(pattern))
+        if not found:
+            raise DistbuildError(f"the updater's module {pattern} is missing from {pkg}")
+        files.update(p.relative_to(pkg.parent) for p in found)
+    return sorted(files)
+
+
+def vendored_files(name: str) -> list[tuple[Path, PurePosixPath]]:
+    """(source, path under the Python dir) of an installed pure-Python distribution."""
+    try:
+        dist = metadata.distribution(name)
+    except metadata.PackageNotFoundError:
+        raise DistbuildError(
+            f"the node updater vendors {name}, which is not installed on this build host",
+            hint=f"pip install {name} (it is a dependency of distbuild)",
+        ) from None
+    out: list[tuple[Path, PurePosixPath]] = []
+    for f in dist.files or []:
+        rel = PurePosixPath(str(f))
+        if rel.parts[0] != name or "__pycache__" in rel.parts:
+            continue
+        if rel.suffix in (".so", ".pyd"):
+            raise DistbuildError(f"{name} is not pure Python ({rel}); it cannot be vendored")
+        out.append((Path(str(dist.locate_file(f))), rel))
+    if not out:
+        raise DistbuildError(f"installed {name} lists no files of package {name}/")
+    return out
+
+
+def install_updater(
+    root: Path,
+    *,
+    channel_url: str | None = None,
+    channel: str = "stable",
+    root_json: Path | bytes | None = None,
+    config: Mapping[str, object] | None = None,
+    python_dir: str = PYTHON_DIR,
+    vendor_dir: str = VENDOR_DIR,
+) -> list[str]:
+    """Install ``distbuild-update`` into the tree ``root``; returns the paths written.
+
+    ``channel_url``/``channel``/``config`` make ``/etc/distbuild/update.yaml``
+    (not written when none is given, so an image can ship its own in
+    ``files:``); ``root_json`` is the channel's root metadata, the node's
+    trust anchor.
+    """
+    written: list[str] = []
+    pydir = root / python_dir
+    src_root = Path(distbuild.__file__).parent.parent
+    for rel in node_files():
+        _copy(src_root / rel, pydir / rel)
+        written.append(str(PurePosixPath(python_dir) / rel.as_posix()))
+    for name in VENDORED:
+        for src, vrel in vendored_files(name):
+            _copy(src, root / vendor_dir / vrel)
+            written.append(str(PurePosixPath(vendor_dir) / vrel))
+    launcher = root / LAUNCHER
+    launcher.parent.mkdir(parents=True, exist_ok=True)
+    launcher.write_text(_LAUNCHER_TEXT.format(vendor=vendor_dir.strip("/")))
+    launcher.chmod(0o755)
+    written.append(LAUNCHER)
+    if channel_url is not None or config:
+        values: dict[str, object] = {"channel": channel}
+        if channel_url is not None:
+            values["channel_url"] = channel_url
+        values.update(config or {})
+        if "channel_url" not in values:
+            raise DistbuildError("the updater config needs channel_url")
+        path = root / CONFIG
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # JSON-quoted values are valid in the updater's YAML subset.
+        lines = [f"{k}: {json.dumps(v)}" for k, v in values.items()]
+        header = "# distbuild-update configuration (see distbuild/node/config.py)\n"
+        path.write_text(header + "\n".join(lines) + "\n")
+        written.append(CONFIG)
+    if root_json is not None:
+        data = root_json if isinstance(root_json, bytes) else root_json.read_bytes()
+        try:
+            signed = json.loads(data)["signed"]
+            if signed["_type"] != "root":
+                raise ValueError(signed["_type"])
+        except (ValueError, KeyError, TypeError):
+            raise DistbuildError(
+                "the trust anchor is not TUF root metadata",
+                hint="pass the channel's metadata/1.root.json (or its current root.json)",
+            ) from None
+        anchor = root / TRUST_ANCHOR
+        anchor.parent.mkdir(parents=True, exist_ok=True)
+        anchor.write_bytes(data)
+        written.append(TRUST_ANCHOR)
+    return written
+
+
+def _copy(src: Path, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dest)
+    dest.chmod(0o644)
