@@ -164,7 +164,14 @@ class Node:
     def reboot_marker(self) -> Path:
         return self.root / "rebooted"
 
-    def setup(self, channel_url: str, root_json: bytes, version: str = "v1", **config: Any) -> None:
+    def setup(
+        self,
+        channel_url: str,
+        root_json: bytes,
+        version: str = "v1",
+        slot_size: int = SLOT_SIZE,
+        **config: Any,
+    ) -> None:
         """A node running ``version`` from slot A (good); slot B empty."""
         (self.root / "usr/share/distbuild").mkdir(parents=True)
         (self.root / "usr/share/distbuild/root.json").write_bytes(root_json)
@@ -174,7 +181,7 @@ class Node:
             dev = self.device(slot)
             dev.parent.mkdir(parents=True, exist_ok=True)
             with dev.open("wb") as f:
-                f.truncate(SLOT_SIZE)
+                f.truncate(slot_size)
         self.boot_dir.mkdir(parents=True)
         bc = self.bootctl()
         bc._write(initial_state(3))  # what the disk build's loader_files writes

@@ -1,0 +1,218 @@
+#!/usr/bin/env python3
+"""Update benchmark: distbuild-update's apply against curl | tee >(sha256sum) | dd.
+
+On the host, against a slot-sized file and a loopback HTTP server (the
+project's static channel server, in its own process so it does not share the
+updater's interpreter). It measures
+
+- throughput: the payload's bytes over the wall time of ``distbuild-update
+  apply --no-reboot`` (TUF refresh, boot files, streaming with hashing and
+  periodic syncs, the final sync and the read-back check included), as a ratio
+  to ``curl URL | tee >(sha256sum) | dd of=SLOT conv=notrunc`` of the same
+  payload from the same server (median of --runs each);
+- peak RSS of the updater process while applying (ru_maxrss from wait4);
+- bytes the server sent for the payload when the updater is killed (SIGKILL,
+  a power cut) at 50% and run again (resume with Range), over the payload size.
+
+Targets (issue 5): ratio >= 0.9, peak RSS <= 40 MiB, bytes <= 1.05x.
+Run: ``python benchmarks/update.py [--size-mib 512] [--runs 3]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from distbuild.channel.publish import publish  # noqa: E402
+from tests.channel_support import channel, make_keys  # noqa: E402
+from tests.node_support import Node  # noqa: E402
+
+PAYLOAD = "node/v2/armv7/root.img"
+
+
+def serve(directory: str, log: str) -> None:
+    """The server process: distbuild's static server, logging each answered request."""
+    from distbuild.channel.serve import make_server
+
+    server = make_server(Path(directory))
+    traffic = server.traffic
+    real_end = traffic.end
+
+    def end(transfer):  # type: ignore[no-untyped-def]
+        real_end(transfer)
+        if transfer is not None:
+            with open(log, "a") as f:
+                f.write(json.dumps([transfer.path, transfer.status, transfer.sent]) + "\n")
+
+    traffic.end = end  # type: ignore[method-assign]
+    print(server.url, flush=True)
+    server.httpd.serve_forever()
+
+
+def sent(log: Path, suffix: str = "root.img") -> int:
+    if not log.exists():
+        return 0
+    return sum(s for p, _, s in map(json.loads, log.read_text().splitlines()) if p.endswith(suffix))
+
+
+def make_build(out: Path, version: str, size: int) -> Path:
+    """A build with a root output whose root image is ``size`` random bytes."""
+    directory = out / "node" / version
+    d = directory / "armv7" / "root"
+    d.mkdir(parents=True)
+    artifacts = []
+    digest = hashlib.sha256()
+    with (d / "root.img").open("wb") as f:
+        left = size
+        while left:
+            chunk = os.urandom(min(left, 8 << 20))
+            f.write(chunk)
+            digest.update(chunk)
+            left -= len(chunk)
+    files = {
+        "root.img": ("root", None),
+        "linux": ("kernel", b"kernel\n" * 1024),
+        "initrd": ("initrd", b"initrd\n" * 1024),
+        "boot.json": ("boot", json.dumps({"version": version, "cmdline": "console=ttyAMA0"}).encode()),
+    }
+    for name, (kind, data) in files.items():
+        if data is not None:
+            (d / name).write_bytes(data)
+        sha = digest.hexdigest() if data is None else hashlib.sha256(data).hexdigest()
+        artifacts.append(
+            {
+                "arch": "armv7",
+                "kind": kind,
+                "path": f"armv7/root/{name}",
+                "sha256": sha,
+                "size": (d / name).stat().st_size,
+            }
+        )
+    record = {"image": "node", "version": version, "source_date_epoch": 0, "artifacts": artifacts}
+    (directory / "build.json").write_text(json.dumps(record))
+    return directory
+
+
+def reset_node(node: Node, url: str, root_json: bytes, slot_size: int) -> None:
+    import shutil
+
+    if node.root.exists():
+        shutil.rmtree(node.root)
+    node.setup(url, root_json, "v1", slot_size=slot_size, reboot="never")
+
+
+def apply(node: Node) -> tuple[float, float, subprocess.Popen[bytes]]:
+    """Run apply; (seconds, peak RSS in MiB)."""
+    cmd = [sys.executable, "-m", "distbuild.node.cli", "-q", "--root", str(node.root), "apply", "--no-reboot"]
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.monotonic() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"apply failed with exit code {proc.returncode}")
+    return elapsed, usage.ru_maxrss / 1024, proc
+
+
+def baseline(url: str, slot: Path) -> float:
+    script = (
+        'curl -sf "$1" | tee >(sha256sum > "$2.sha") | dd of="$2" bs=1M conv=notrunc status=none'
+    )
+    start = time.monotonic()
+    subprocess.run(["bash", "-c", script, "bash", url, str(slot)], check=True)
+    return time.monotonic() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size-mib", type=int, default=512)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--dir", type=Path, default=None, help="work directory (default: a temp dir)")
+    args = ap.parse_args()
+    size = args.size_mib << 20
+    slot_size = size + (64 << 20)
+    with tempfile.TemporaryDirectory(prefix="distbuild-bench-update-", dir=args.dir) as tmp:
+        work = Path(tmp)
+        keys = make_keys(work / "keys")
+        repo = work / "repo"
+        for version, n in (("v1", 1 << 20), ("v2", size)):
+            publish(repo, channel("stable"), make_build(work / "builds", version, n), keys)
+        root_json = (repo / "stable/metadata/1.root.json").read_bytes()
+        log = work / "traffic.log"
+        server = subprocess.Popen(
+            [sys.executable, __file__, "--serve", str(repo), str(log)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert server.stdout is not None
+            url = server.stdout.readline().strip()
+            node = Node(work / "node")
+            reset_node(node, url, root_json, slot_size)
+            payload_file = next((repo / "stable/targets/node/v2/armv7").glob("*.root.img"))
+            payload_url = f"{url}/stable/targets/node/v2/armv7/{payload_file.name}"
+
+            base_times, ours, rss = [], [], []
+            for _ in range(args.runs):
+                base_times.append(baseline(payload_url, node.device("b")))
+                reset_node(node, url, root_json, slot_size)
+                seconds, peak, _ = apply(node)
+                ours.append(seconds)
+                rss.append(peak)
+            mib = size / (1 << 20)
+            t_base, t_ours = statistics.median(base_times), statistics.median(ours)
+
+            # A power cut at 50%, then the resumed apply.
+            reset_node(node, url, root_json, slot_size)
+            log.unlink(missing_ok=True)
+            cmd = [sys.executable, "-m", "distbuild.node.cli", "-q", "--root", str(node.root), "apply", "--no-reboot"]
+            proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL)
+            progress = node.state_dir / "progress.json"
+            offset = 0
+            while proc.poll() is None and offset < size // 2:
+                try:
+                    offset = json.loads(progress.read_text())["offset"]
+                except (OSError, ValueError):
+                    pass
+                time.sleep(0.005)
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            before = sent(log)
+            apply(node)
+            total = sent(log)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait()
+
+    ratio = t_base / t_ours
+    print("| measure | distbuild-update | baseline | target |")
+    print("|---|---|---|---|")
+    print(
+        f"| apply {args.size_mib} MiB (median of {args.runs}) | {t_ours:.2f} s "
+        f"({mib / t_ours:.0f} MiB/s) | {t_base:.2f} s ({mib / t_base:.0f} MiB/s) | |"
+    )
+    print(f"| throughput ratio | {ratio:.2f} | 1.00 | >= 0.9 |")
+    print(f"| peak RSS while applying | {max(rss):.1f} MiB | | <= 40 MiB |")
+    print(
+        f"| bytes fetched, killed at {offset / size:.0%} then resumed | {total / size:.3f}x "
+        f"({before / size:.2f}x before the cut) | | <= 1.05x |"
+    )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--serve":
+        serve(sys.argv[2], sys.argv[3])
+    else:
+        main()
