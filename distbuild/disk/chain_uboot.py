@@ -1,4 +1,4 @@
-"""The U-Boot A/B boot script (``boot.scr``) and its legacy uImage wrapper.
+"""The U-Boot boot chain (armv7): the A/B boot script, its uImage wrapper, qemu's arguments.
 
 The script is RAUC's U-Boot integration, kept on the FAT boot partition
 instead of in U-Boot's own environment (so it works on any U-Boot with
@@ -13,8 +13,13 @@ tries left, the slots that once passed their health check get their tries
 back (all slots, if none did) and the board resets.
 
 It relies only on distro boot's variables (``devtype``, ``devnum``,
-``distro_bootpart``, ``kernel_addr_r``, ``ramdisk_addr_r``), so the same file
-works on qemu's virt machine and on a Banana Pi.
+``distro_bootpart``, ``kernel_addr_r``, ``ramdisk_addr_r``) and on commands
+every stock U-Boot build has (``load``, ``fatwrite``, ``env import/export``,
+``setexpr``, ``bootz``), not on a bootcount driver, so the same logic carries
+over to a board such as a Banana Pi. The device tree is the slot's
+``dtbs/${fdtfile}`` when the board names one and the slot ships it (nothing
+installs board DTBs yet), else the one U-Boot runs with (on qemu: the
+machine's own). Tested on qemu's virt machine only.
 """
 
 from __future__ import annotations
