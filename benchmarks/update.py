@@ -113,17 +113,45 @@ def reset_node(node: Node, url: str, root_json: bytes, slot_size: int) -> None:
     node.setup(url, root_json, "v1", slot_size=slot_size, reboot="never")
 
 
-def apply(node: Node) -> tuple[float, float, subprocess.Popen[bytes]]:
-    """Run apply; (seconds, peak RSS in MiB)."""
-    cmd = [sys.executable, "-m", "distbuild.node.cli", "-q", "--root", str(node.root), "apply", "--no-reboot"]
+def updater_cmd(image: Path | None, node: Node) -> list[str]:
+    """``distbuild-update -q --root NODE apply --no-reboot``: from the development
+    environment, or (``image``) as the node image has it: a bare interpreter
+    (-I -S: no site-packages) with only install_updater's files."""
+    args = ["-q", "--root", str(node.root), "apply", "--no-reboot"]
+    if image is None:
+        return [sys.executable, "-m", "distbuild.node.cli", *args]
+    from distbuild.rootfs.updater import PYTHON_DIR, VENDOR_DIR
+
+    code = (
+        f"import sys; sys.path[:0] = [{str(image / VENDOR_DIR)!r}, {str(image / PYTHON_DIR)!r}]; "
+        "from distbuild.node.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    return [sys.executable, "-I", "-S", "-c", code, *args]
+
+
+def apply(cmd: list[str]) -> tuple[float, float, subprocess.Popen[bytes]]:
+    """Run apply; (seconds, peak RSS in MiB).
+
+    The peak is the child's own VmHWM, sampled until it exits: ru_maxrss from
+    wait4 would also count the benchmark process it was forked from (Linux
+    carries the pre-exec high-water mark over into the child's rusage).
+    """
     start = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
+    peak = 0
+    status = Path(f"/proc/{proc.pid}/status")
+    while proc.poll() is None:
+        try:
+            for line in status.read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]))
+        except (OSError, ValueError, IndexError):
+            pass
+        time.sleep(0.002)
     elapsed = time.monotonic() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"apply failed with exit code {proc.returncode}")
-    return elapsed, usage.ru_maxrss / 1024, proc
+    return elapsed, peak / 1024, proc
 
 
 def baseline(url: str, slot: Path) -> float:
@@ -140,6 +168,11 @@ def main() -> None:
     ap.add_argument("--size-mib", type=int, default=512)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--dir", type=Path, default=None, help="work directory (default: a temp dir)")
+    ap.add_argument(
+        "--dev",
+        action="store_true",
+        help="run the updater from the development venv instead of as installed in an image",
+    )
     args = ap.parse_args()
     size = args.size_mib << 20
     slot_size = size + (64 << 20)
@@ -161,6 +194,13 @@ def main() -> None:
             url = server.stdout.readline().strip()
             node = Node(work / "node")
             reset_node(node, url, root_json, slot_size)
+            image = None
+            if not args.dev:
+                from distbuild.rootfs.updater import install_updater
+
+                image = work / "image"
+                install_updater(image)
+            cmd = updater_cmd(image, node)
             payload_file = next((repo / "stable/targets/node/v2/armv7").glob("*.root.img"))
             payload_url = f"{url}/stable/targets/node/v2/armv7/{payload_file.name}"
 
@@ -168,7 +208,7 @@ def main() -> None:
             for _ in range(args.runs):
                 base_times.append(baseline(payload_url, node.device("b")))
                 reset_node(node, url, root_json, slot_size)
-                seconds, peak, _ = apply(node)
+                seconds, peak, _ = apply(cmd)
                 ours.append(seconds)
                 rss.append(peak)
             mib = size / (1 << 20)
@@ -177,7 +217,6 @@ def main() -> None:
             # A power cut at 50%, then the resumed apply.
             reset_node(node, url, root_json, slot_size)
             log.unlink(missing_ok=True)
-            cmd = [sys.executable, "-m", "distbuild.node.cli", "-q", "--root", str(node.root), "apply", "--no-reboot"]
             proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL)
             progress = node.state_dir / "progress.json"
             offset = 0
@@ -190,13 +229,15 @@ def main() -> None:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
             before = sent(log)
-            apply(node)
+            apply(cmd)
             total = sent(log)
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait()
 
     ratio = t_base / t_ours
+    how = "development venv" if args.dev else "as installed in the image (bare python -I -S)"
+    print(f"updater run {how}; python {sys.version.split()[0]}")
     print("| measure | distbuild-update | baseline | target |")
     print("|---|---|---|---|")
     print(
