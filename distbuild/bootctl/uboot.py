@@ -265,9 +265,11 @@ class UBootControl(BootControl):
         )
         entry = pack_text_env({BOOTARGS_VAR: cmdline, VERSION_VAR: boot.version})
         self.mark_unbootable(slot)
+        # The entry goes first and comes back last: a slot whose files are
+        # half-written has none, so neither the script nor states() take it.
+        self.files.remove(bootargs_path(slot))
         self.files.write(f"{slot}/{KERNEL}", boot.kernel)
         self.files.write(f"{slot}/{INITRD}", boot.initrd)
-        # The entry last: a slot whose files are half-written has no entry.
         self.files.write(bootargs_path(slot), entry)
 
     def set_next(self, slot: str, tries: int = DEFAULT_TRIES) -> None:

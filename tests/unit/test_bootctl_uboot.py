@@ -209,6 +209,58 @@ def test_first_install_update_and_bless(fresh: BootControl) -> None:
     assert fresh.states()["b"].good and fresh.boot_order() == ["b", "a"]
 
 
+class _CutAfter:
+    """BootFiles that lose power after ``n`` more writes: later writes raise."""
+
+    def __init__(self, files: DirFiles, n: int) -> None:
+        self.inner, self.left = files, n
+
+    def read(self, path: str) -> bytes | None:
+        return self.inner.read(path)
+
+    def write(self, path: str, data: bytes) -> None:
+        if self.left == 0:
+            raise OSError("power cut")
+        self.left -= 1
+        self.inner.write(path, data)
+
+    def rename(self, src: str, dst: str) -> None:
+        self.inner.rename(src, dst)
+
+    def list(self, directory: str) -> list[str]:
+        return self.inner.list(directory)
+
+    def remove(self, path: str) -> None:
+        self.inner.remove(path)
+
+
+@pytest.mark.parametrize("cut_after", range(5))
+def test_reinstall_cut_at_any_write_never_leaves_a_bootable_half_slot(
+    tmp_path: Path, cut_after: int
+) -> None:
+    files = _dir_files(tmp_path)
+    ctl = open_bootctl("u-boot", files, cmdline="")
+    ctl.install("a", _boot("1.0"))
+    ctl.set_next("a", 3)
+    ctl.mark_good("a")
+    ctl.install("b", _boot("1.5"))
+    ctl.set_next("b", 3)
+    ctl.mark_good("b")
+    # Rewriting B: env (2 copies), kernel, initrd, entry = 5 writes; cut after each.
+    with pytest.raises(OSError):
+        open_bootctl("u-boot", _CutAfter(files, cut_after), cmdline="").install(  # type: ignore[arg-type]
+            "b", _boot("2.0")
+        )
+    after = open_bootctl("u-boot", files, cmdline="")
+    b = after.states()["b"]
+    if cut_after == 0:  # not even the primary env copy was written: B is still the old, good B
+        assert b.bootable and b.version == "1.5"
+    else:  # unbootable from the first env write on; no entry once its files change
+        assert not b.bootable
+        assert b.version == ("1.5" if cut_after == 1 else None)
+    assert after.states()["a"].good and "a" in after.boot_order()
+
+
 def test_both_copies_written_and_either_survives_a_power_cut(fresh: BootControl) -> None:
     files = fresh.files
     fresh.install("a", _boot("1.0"))
