@@ -21,6 +21,7 @@ Run: ``python benchmarks/update.py [--size-mib 512] [--runs 3]``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -85,7 +86,10 @@ def make_build(out: Path, version: str, size: int) -> Path:
         "root.img": ("root", None),
         "linux": ("kernel", b"kernel\n" * 1024),
         "initrd": ("initrd", b"initrd\n" * 1024),
-        "boot.json": ("boot", json.dumps({"version": version, "cmdline": "console=ttyAMA0"}).encode()),
+        "boot.json": (
+            "boot",
+            json.dumps({"version": version, "cmdline": "console=ttyAMA0"}).encode(),
+        ),
     }
     for name, (kind, data) in files.items():
         if data is not None:
@@ -221,10 +225,8 @@ def main() -> None:
             progress = node.state_dir / "progress.json"
             offset = 0
             while proc.poll() is None and offset < size // 2:
-                try:
+                with contextlib.suppress(OSError, ValueError):
                     offset = json.loads(progress.read_text())["offset"]
-                except (OSError, ValueError):
-                    pass
                 time.sleep(0.005)
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()

@@ -143,6 +143,7 @@ class Node:
     root: Path
     arch: str = "armv7"
     image: str = "node"
+    chain: str = "u-boot"
     config: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -184,7 +185,8 @@ class Node:
                 f.truncate(slot_size)
         self.boot_dir.mkdir(parents=True)
         bc = self.bootctl()
-        bc._write(initial_state(3))  # what the disk build's loader_files writes
+        if isinstance(bc, UBootControl):
+            bc._write(initial_state(3))  # what the disk build's loader_files writes
         bc.install("a", SlotBoot(version, b"kernel v1", b"initrd v1", "console=ttyAMA0"))
         bc.set_next("a", 3)
         bc.mark_good("a")
@@ -192,6 +194,7 @@ class Node:
             "channel_url": channel_url,
             "channel": "stable",
             "boot_dir": "/boot",
+            "boot_chain": self.chain,
             "slot_a": "/dev/slot-a",
             "slot_b": "/dev/slot-b",
             "reboot": "immediate",
@@ -210,10 +213,13 @@ class Node:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("# written by the test\n" + "\n".join(lines) + "\n")
 
-    def bootctl(self) -> UBootControl:
-        bc = open_bootctl("u-boot", DirFiles(self.boot_dir), self.cmdline())
-        assert isinstance(bc, UBootControl)
-        return bc
+    def bootctl(self) -> Any:
+        """The real backend of the node's boot chain on its boot partition directory."""
+        return open_bootctl(self.chain, DirFiles(self.boot_dir), self.cmdline())
+
+    def show(self, slot: str, version: str) -> None:
+        """What a root that came up from ``slot`` shows (for chains without a simulator)."""
+        self._show(slot, version)
 
     def cmdline(self) -> str:
         try:

@@ -144,3 +144,20 @@ def test_a_bad_config_is_an_error_with_its_line(node: Node) -> None:
 
 def test_refused_is_an_error_class_with_its_own_exit_code() -> None:
     assert Refused("x").exit_code not in (0, 1, 2)
+
+
+def test_update_with_the_systemd_boot_backend(tmp_path: Path, chan: Channel, served: str) -> None:
+    # The UEFI chain's real backend (boot counting in entry names) on a directory.
+    node = Node(tmp_path / "uefi", arch="amd64", chain="systemd-boot")
+    node.setup(served, chan.root_json, "v1")
+    chan.publish("v2", arch="amd64", size=SIZE)
+    assert node.updater().apply().rebooting
+    assert slot_bytes(node, "b", SIZE) == payload("v2", "amd64", SIZE)
+    bc = node.bootctl()
+    assert bc.boot_order()[0] == "b"
+    b = bc.states()["b"]
+    assert (b.version, b.tries_left, b.good) == ("v2", 3, False)
+    node.show("b", "v2")
+    assert "updated from v1 to v2" in node.updater().mark_good().message
+    assert node.bootctl().states()["b"].good
+    assert node.status()["slots"]["a"]["good"], "the old slot stays as the fallback"
