@@ -161,9 +161,12 @@ class ImageFiles:
     and by ``distbuild disk`` on images; never on a node.
     """
 
-    def __init__(self, image: Path, offset: int = 0) -> None:
+    def __init__(self, image: Path, offset: int = 0, epoch: int | None = None) -> None:
+        """``epoch``: the time stamped on files and directories (SOURCE_DATE_EPOCH),
+        so a build writes the same bytes every time; default: now."""
         self.image = image
         self.offset = offset
+        self.epoch = epoch
 
     @property
     def _drive(self) -> str:
@@ -173,11 +176,14 @@ class ImageFiles:
         # Imported here so the node (which never edits images) does not need run.py.
         from distbuild.run import run
 
+        env = {"MTOOLS_SKIP_CHECK": "1", "MTOOLS_NO_VFAT": "0"}
+        if self.epoch is not None:
+            env["SOURCE_DATE_EPOCH"] = str(self.epoch)
         return run(
             [argv[0], "-i", self._drive, *argv[1:]],
             capture=True,
             check=check,
-            env={"MTOOLS_SKIP_CHECK": "1", "MTOOLS_NO_VFAT": "0"},
+            env=env,
             hint="is the image a disk built by distbuild? (mtools: apt-get install mtools)",
         )
 

@@ -99,7 +99,7 @@ def build_disk(ctx: ArchBuild, payload: RootPayload, out: Path) -> Path:
     ui.note(f"{ctx.arch.name}: writing the disk image ({total // MIB} MiB, sparse)")
     boot = work / "boot.img"
     _fat(boot, parts[0].size, _guid(*seed, "fat")[:8])
-    files = ImageFiles(boot)
+    files = ImageFiles(boot, epoch=ctx.epoch)
     tools = trees.boot_tools(ctx, chain.packages)
     for path, content in sorted(chain.loader_files(recipe, tools).items()):
         files.write(path, content.read_bytes() if isinstance(content, Path) else content)

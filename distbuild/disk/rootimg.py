@@ -19,10 +19,10 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import distbuild
 from distbuild import ui
 from distbuild.bootctl.base import SlotBoot
 from distbuild.build import ArchBuild
@@ -31,6 +31,7 @@ from distbuild.disk.bootchain import get_chain
 from distbuild.disk.initramfs import INIT_MODULES, build_initramfs
 from distbuild.disk.modules import ModuleIndex
 from distbuild.errors import DistbuildError
+from distbuild.rootfs.updater import install_updater
 from distbuild.run import run, which
 
 BLOCK = 4096
@@ -40,9 +41,6 @@ DEFAULT_FS = "squashfs"
 # code pages of the FAT boot partition, and what containerd's default
 # snapshotter and bridge networking ask for.
 RUNTIME_MODULES = ("nls_cp437", "nls_ascii", "nls_utf8", "bridge", "veth", "br_netfilter")
-# The part of distbuild the node runs from the root image (pure modules only).
-NODE_PYTHON = ("__init__.py", "errors.py", "bootctl")
-PYTHON_DIR = "usr/lib/python3/dist-packages/distbuild"
 
 
 @dataclass(frozen=True)
@@ -137,7 +135,9 @@ def _build(ctx: ArchBuild, out: Path) -> RootPayload:
     try:
         index.copy(node_modules, tree / "usr/lib/modules" / kernel.version)
         trees.depmod(tree, kernel.version)
-        _install_python(tree)
+        # The updater and the boot control code the health check runs.
+        install_updater(tree)
+        compile_python(tree)
         tree_bytes = _tree_bytes(tree)
         image = out / "root.img"
         ui.note(f"{ctx.arch.name}: writing the {fs} root image")
@@ -170,17 +170,43 @@ def _build(ctx: ArchBuild, out: Path) -> RootPayload:
     return payload
 
 
-def _install_python(tree: Path) -> None:
-    src = Path(distbuild.__file__).parent
-    dest = tree / PYTHON_DIR
-    for name in NODE_PYTHON:
-        if (src / name).is_dir():
-            for f in sorted((src / name).glob("*.py")):
-                (dest / name).mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(f, dest / name / f.name)
-        else:
-            dest.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src / name, dest / name)
+def compile_python(tree: Path) -> None:
+    """Byte-compile the image's Python, as Debian's py3compile would on install.
+
+    Maintainer scripts never run, so without this every boot compiles the
+    standard library from source: seconds under emulation, on every boot,
+    and nowhere to cache it on a read-only root. Bytecode depends on the
+    Python version only, so the host's interpreter compiles it when its
+    version is the image's; ``unchecked-hash`` pycs hold no timestamps.
+    """
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    dirs = [tree / "usr/lib" / version, tree / "usr/lib/python3/dist-packages"]
+    if not dirs[0].is_dir():
+        ui.note(f"not byte-compiling the image's Python: it is not {version} like this host's")
+        return
+    proc = run(
+        [
+            sys.executable,
+            "-m",
+            "compileall",
+            "-q",
+            "-j",
+            "0",
+            "--invalidation-mode",
+            "unchecked-hash",
+            "-s",
+            tree,
+            "-p",
+            "/",
+            *[d for d in dirs if d.is_dir()],
+        ],
+        env={"PYTHONHASHSEED": "0"},
+        check=False,
+        capture=True,
+    )
+    if proc.returncode != 0:
+        # A few test and template files are not valid Python 3; they stay source.
+        ui.debug(proc.stdout.decode(errors="replace")[-2000:])
 
 
 def _tree_bytes(tree: Path) -> int:

@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""OS image benchmark: root and disk outputs of the node image, per arch and root file system.
+
+For each arch it measures
+- the rootfs build (unpack + customise; the reference for the ratios below),
+- the root image (file system + dm-verity) and the disk image: their sizes
+  against the unpacked root tree, and their build time as a share of the
+  rootfs build,
+- the boot under TCG, from qemu start to ``distbuild-os: slot a marked good``,
+
+for squashfs (zstd) and erofs (lz4hc), the two read-only file systems the
+root output can use. Targets: root image <= 96 MiB, boot <= 30 s.
+
+Prints a markdown table. Run as root: ``python benchmarks/os.py [--arch amd64,arm64]
+[--fs squashfs,erofs]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from distbuild.arch import parse_arches  # noqa: E402
+from distbuild.boot import boot_disk  # noqa: E402
+from distbuild.build import BuildOptions, prepare  # noqa: E402
+from distbuild.disk import rootimg  # noqa: E402
+from distbuild.disk.bootchain import get_chain  # noqa: E402
+from distbuild.disk.diskimg import build_disk  # noqa: E402
+from distbuild.disk.trees import boot_tools, kernel_tree  # noqa: E402
+from distbuild.paths import cache_dir  # noqa: E402
+
+EPOCH = 1764201600
+MIB = 1 << 20
+
+
+def allocated(path: Path) -> int:
+    return path.stat().st_blocks * 512
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--arch", default="amd64,arm64")
+    p.add_argument("--fs", default="squashfs,erofs")
+    p.add_argument("--timeout", type=float, default=300)
+    args = p.parse_args()
+    rows = []
+    for arch in parse_arches([args.arch]):
+        with tempfile.TemporaryDirectory(prefix="os-bench-") as tmp:
+            work = Path(tmp)
+            opts = BuildOptions(
+                project=REPO,
+                image="node",
+                arches=(arch,),
+                out=work / "out",
+                cache=cache_dir(),
+                version="1.0.0",
+                source_date_epoch=EPOCH,
+            )
+            ctx = prepare(opts, arch, work)
+            # Cached trees (kernel, boot tools) are not part of the measured builds.
+            kernel_tree(ctx)
+            boot_tools(ctx, get_chain(ctx.recipe.boot_chain).packages)
+            start = time.monotonic()
+            ctx.rootfs()
+            t_rootfs = time.monotonic() - start
+            for fs in args.fs.split(","):
+                os.environ["DISTBUILD_ROOT_FS"] = fs
+                rootimg._BUILT.clear()
+                start = time.monotonic()
+                payload = rootimg.root_payload(ctx)
+                t_root = time.monotonic() - start
+                disk = work / f"disk-{fs}.img"
+                start = time.monotonic()
+                build_disk(ctx, payload, disk)
+                t_disk = time.monotonic() - start
+                result = boot_disk(
+                    ctx.recipe,
+                    disk,
+                    timeout=args.timeout,
+                    expect=["distbuild-os: booted slot=a", "distbuild-os: slot a marked good"],
+                )
+                (booted, t_booted), (_, t_good) = result.seen
+                rows.append(
+                    {
+                        "arch": arch.name,
+                        "fs": fs,
+                        "tree": payload.tree_bytes,
+                        "root": payload.image.stat().st_size,
+                        "disk": disk.stat().st_size,
+                        "disk_alloc": allocated(disk),
+                        "t_rootfs": t_rootfs,
+                        "t_root": t_root,
+                        "t_disk": t_disk,
+                        "t_booted": t_booted,
+                        "t_good": t_good,
+                    }
+                )
+                disk.unlink()
+                shutil.rmtree(payload.image.parent, ignore_errors=True)
+                print(rows[-1], file=sys.stderr)
+    print(
+        "| arch | root fs | root tree | root image (with verity) | vs tree | disk image "
+        "(apparent / allocated) | rootfs build | root+disk build | ratio | booted line "
+        "| marked good |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['arch']} | {r['fs']} | {r['tree'] / MIB:.0f} MiB | {r['root'] / MIB:.1f} MiB "
+            f"| {100 * r['root'] / r['tree']:.0f}% | {r['disk'] / MIB:.0f} / "
+            f"{r['disk_alloc'] / MIB:.0f} MiB | {r['t_rootfs']:.1f} s "
+            f"| {r['t_root'] + r['t_disk']:.1f} s | {(r['t_root'] + r['t_disk']) / r['t_rootfs']:.2f} "
+            f"| {r['t_booted']:.1f} s | {r['t_good']:.1f} s |"
+        )
+
+
+if __name__ == "__main__":
+    main()
