@@ -31,7 +31,7 @@ from distbuild.disk.bootchain import get_chain
 from distbuild.disk.initramfs import INIT_MODULES, build_initramfs
 from distbuild.disk.modules import ModuleIndex
 from distbuild.errors import DistbuildError
-from distbuild.rootfs.updater import install_updater
+from distbuild.rootfs.updater import VENDOR_DIR, install_updater
 from distbuild.run import run, which
 
 BLOCK = 4096
@@ -180,7 +180,7 @@ def compile_python(tree: Path) -> None:
     version is the image's; ``unchecked-hash`` pycs hold no timestamps.
     """
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    dirs = [tree / "usr/lib" / version, tree / "usr/lib/python3/dist-packages"]
+    dirs = [tree / "usr/lib" / version, tree / "usr/lib/python3/dist-packages", tree / VENDOR_DIR]
     if not dirs[0].is_dir():
         ui.note(f"not byte-compiling the image's Python: it is not {version} like this host's")
         return
