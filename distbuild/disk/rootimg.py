@@ -103,7 +103,9 @@ _BUILT: dict[Path, RootPayload] = {}
 def root_payload(ctx: ArchBuild) -> RootPayload:
     """The arch's root payload, built once per build (root and disk share it)."""
     out = ctx.workdir / f"root-{ctx.arch.name}"
-    if out not in _BUILT:
+    # A build's work directory is removed at its end: a cached payload whose
+    # files are gone belongs to an earlier build.
+    if out not in _BUILT or not _BUILT[out].image.exists():
         _BUILT[out] = _build(ctx, out)
     return _BUILT[out]
 
