@@ -49,7 +49,7 @@ def allocated(path: Path) -> int:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--arch", default="amd64,arm64")
+    p.add_argument("--arch", default="all")
     p.add_argument("--fs", default="squashfs,erofs")
     p.add_argument("--timeout", type=float, default=300)
     p.add_argument("--boots", type=int, default=3, help="boots per image; the median is shown")
