@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -30,10 +29,10 @@ sys.path.insert(0, str(REPO))
 
 from distbuild.arch import ARCHES, parse_arches  # noqa: E402
 from distbuild.build import BuildOptions, build  # noqa: E402
+from distbuild.model.recipe import load_recipe  # noqa: E402
 from distbuild.rootfs.fetch import NetworkCounter  # noqa: E402
 from distbuild.rootfs.lock import read_lock  # noqa: E402
 from distbuild.rootfs.sources import sources_for  # noqa: E402
-from distbuild.model.recipe import load_recipe  # noqa: E402
 
 EPOCH = 1764201600
 
@@ -61,9 +60,18 @@ def baseline(arch: str, packages: list[str], work: Path) -> float:
 
     def run() -> None:
         subprocess.run(
-            ["mmdebstrap", "--variant=extract", f"--architectures={recipe.debian_arch}",
-             f"--include={','.join(packages)}", "--skip=check/signed-by", recipe.suite, str(tar),
-             mirror], check=True, capture_output=True,
+            [
+                "mmdebstrap",
+                "--variant=extract",
+                f"--architectures={recipe.debian_arch}",
+                f"--include={','.join(packages)}",
+                "--skip=check/signed-by",
+                recipe.suite,
+                str(tar),
+                mirror,
+            ],
+            check=True,
+            capture_output=True,
         )
         gzip_file(tar, work / f"base-{arch}.tar.gz")
 
@@ -71,7 +79,9 @@ def baseline(arch: str, packages: list[str], work: Path) -> float:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--image", default="node")
     ap.add_argument("--arch", default="all")
     args = ap.parse_args()
@@ -81,28 +91,54 @@ def main() -> int:
             work = Path(tmp)
             project = work / "project"
             for sub in ("recipes", "images"):
-                shutil.copytree(REPO / sub, project / sub, ignore=shutil.ignore_patterns("*.lock.json"))
-            opts = BuildOptions(project=project, image=args.image, arches=(arch,), out=work / "out",
-                                cache=work / "cache", version="1.0.0", source_date_epoch=EPOCH)
+                shutil.copytree(
+                    REPO / sub, project / sub, ignore=shutil.ignore_patterns("*.lock.json")
+                )
+            opts = BuildOptions(
+                project=project,
+                image=args.image,
+                arches=(arch,),
+                out=work / "out",
+                cache=work / "cache",
+                version="1.0.0",
+                source_date_epoch=EPOCH,
+            )
             NetworkCounter.requests = 0
-            cold = timed(lambda: build(opts))
+            cold = timed(lambda o=opts: build(o))  # type: ignore[misc]
             lock = read_lock(project / "images" / f"{args.image}.{arch.name}.lock.json")
             NetworkCounter.requests = 0
-            warm = timed(lambda: build(opts))
+            warm = timed(lambda o=opts: build(o))  # type: ignore[misc]
             warm_net = NetworkCounter.requests
             base = baseline(arch.name, list(lock.requested), work)
             record = json.loads((work / "out" / args.image / "1.0.0" / "build.json").read_text())
-            layer = max((work / "out" / args.image / "1.0.0" / "oci/blobs/sha256").iterdir(),
-                        key=lambda p: p.stat().st_size)
+            layer = max(
+                (work / "out" / args.image / "1.0.0" / "oci/blobs/sha256").iterdir(),
+                key=lambda p: p.stat().st_size,
+            )
             base_gz = (work / f"base-{arch.name}.tar.gz").stat().st_size
-            rows.append((arch.name, len(lock.packages), cold, base, warm, warm_net, layer.stat().st_size,
-                         base_gz, record["oci"]["index"][:19]))
+            rows.append(
+                (
+                    arch.name,
+                    len(lock.packages),
+                    cold,
+                    base,
+                    warm,
+                    warm_net,
+                    layer.stat().st_size,
+                    base_gz,
+                    record["oci"]["index"][:19],
+                )
+            )
     print(f"### `distbuild image --image {args.image}`, cold and warm, against mmdebstrap + gzip\n")
-    print("| arch | packages | cold | baseline | cold / baseline | warm | warm / cold | warm network requests | layer (gzip) | baseline tar.gz |")
+    print(
+        "| arch | packages | cold | baseline | cold / baseline | warm | warm / cold | warm network requests | layer (gzip) | baseline tar.gz |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, n, cold, base, warm, net, size, bsize, _ in rows:
-        print(f"| {name} | {n} | {cold:.1f} s | {base:.1f} s | {cold / base:.2f}× | {warm:.2f} s | "
-              f"{100 * warm / cold:.1f}% | {net} | {size / 1048576:.1f} MiB | {bsize / 1048576:.1f} MiB |")
+        print(
+            f"| {name} | {n} | {cold:.1f} s | {base:.1f} s | {cold / base:.2f}x | {warm:.2f} s | "
+            f"{100 * warm / cold:.1f}% | {net} | {size / 1048576:.1f} MiB | {bsize / 1048576:.1f} MiB |"
+        )
     return 0
 
 
