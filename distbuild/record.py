@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from distbuild.errors import DistbuildError
-from distbuild.rootfs.lock import write_atomic
+from distbuild.fsutil import write_atomic
 
 RECORD = "build.json"
 

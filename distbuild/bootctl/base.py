@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import ClassVar, Protocol
 
 from distbuild.errors import DistbuildError
+from distbuild.fsutil import fsync_dir, write_atomic
 
 SLOTS = ("a", "b")
 
@@ -110,25 +111,13 @@ class DirFiles:
             return None
 
     def write(self, path: str, data: bytes) -> None:
-        target = self._path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(target.parent)
+        write_atomic(self._path(path), data, mode=None)
 
     def rename(self, src: str, dst: str) -> None:
         target = self._path(dst)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.rename(self._path(src), target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
 
     def list(self, directory: str) -> list[str]:
         try:
@@ -142,15 +131,7 @@ class DirFiles:
             p.unlink()
         except FileNotFoundError:
             return
-        _fsync_dir(p.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_dir(p.parent)
 
 
 class ImageFiles:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from distbuild.channel.releases import Release, version_key
 from distbuild.errors import DistbuildError
-from distbuild.rootfs.lock import write_atomic
+from distbuild.fsutil import write_atomic
 
 HISTORY = ".history"
 

@@ -26,7 +26,7 @@ from distbuild.channel.releases import INDEX_TARGET, ReleaseIndex, iso
 from distbuild.channel.repo import ChannelRepo
 from distbuild.channel.tufapi import TargetFile
 from distbuild.errors import DistbuildError
-from distbuild.rootfs.lock import write_atomic
+from distbuild.fsutil import write_atomic
 
 PAGE = "index.html"
 TEMPLATES = Path(__file__).parent / "templates"

@@ -53,7 +53,7 @@ from distbuild.channel.tufapi import (
     Timestamp,
 )
 from distbuild.errors import DistbuildError
-from distbuild.rootfs.lock import write_atomic
+from distbuild.fsutil import write_atomic
 
 BIN_PREFIX = "bin"
 BIN_BITS = 8  # 256 bins: a few targets each even with thousands of releases

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from distbuild import fsutil
 from distbuild.errors import DistbuildError
 
 STATE_FILE = "state.json"
@@ -37,22 +37,7 @@ def now_iso(epoch: float | None = None) -> str:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data``: old or new content survives a power cut."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    fsutil.write_atomic(path, data, mode=None)
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Any
 
 from distbuild.arch import ARCHES, Platform, arch_for_platform
 from distbuild.errors import DistbuildError
-from distbuild.rootfs.lock import write_atomic
+from distbuild.fsutil import write_atomic
 
 INDEX = "application/vnd.oci.image.index.v1+json"
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"

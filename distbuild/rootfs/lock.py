@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from distbuild.errors import LockError
+from distbuild.fsutil import write_atomic
 
 LOCK_VERSION = 1
 
@@ -73,22 +72,6 @@ def read_lock(path: Path) -> Lock:
             f"{path}: unreadable lock file ({e})",
             hint="delete it and run 'distbuild lock' to resolve the packages again",
         ) from None
-
-
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Temp file in the same directory, fsync, rename: readers see old or new."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_lock(path: Path, lock: Lock) -> None:

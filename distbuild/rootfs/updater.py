@@ -48,6 +48,7 @@ NODE_MODULES = (
     "__init__.py",
     "errors.py",
     "arch.py",
+    "fsutil.py",
     "run.py",
     "ui.py",
     "bootctl/*.py",

@@ -24,9 +24,10 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import distbuild
+from distbuild.fsutil import write_atomic
 from distbuild.rootfs import deb
 from distbuild.rootfs.fetch import DebCache
-from distbuild.rootfs.lock import Lock, LockedPackage, write_atomic
+from distbuild.rootfs.lock import Lock, LockedPackage
 from distbuild.sbom.licenses import declared
 
 NOASSERTION = "NOASSERTION"

@@ -24,6 +24,7 @@ SHARED = {
     "distbuild",
     "distbuild.errors",
     "distbuild.arch",
+    "distbuild.fsutil",
     "distbuild.bootctl",
     "distbuild.bootctl.base",
     "distbuild.bootctl.uboot",
