@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -38,7 +38,9 @@ class BootResult:
         return self.transcript.count(text)
 
 
-def qemu_argv(recipe: Recipe, disk: Path, state: Path, write: bool) -> list[str]:
+def qemu_argv(
+    recipe: Recipe, disk: Path, state: Path, write: bool, nic: str | None = None
+) -> list[str]:
     chain = get_chain(recipe.boot_chain)
     binary = which(f"qemu-system-{recipe.arch.qemu_system}", "qemu-system")
     argv = [
@@ -57,13 +59,144 @@ def qemu_argv(recipe: Recipe, disk: Path, state: Path, write: bool) -> list[str]
         "-monitor",
         "none",
         "-nic",
-        "none",
+        nic or "none",
         *chain.qemu_args(recipe, disk, state),
         *recipe.qemu_extra,
     ]
     if not write:
         argv.append("-snapshot")
     return argv
+
+
+class Guest:
+    """One running qemu: its console is read as it comes, text by text.
+
+    ``nic`` is a qemu ``-nic`` spec (default: no network); ``wrap`` is put
+    before qemu's argv, e.g. ``ip netns exec NAME`` to give the guest a
+    network only inside a namespace. :meth:`power_cut` kills qemu at once,
+    which is what pulling the plug does to the guest's disk writes.
+    """
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        disk: Path,
+        *,
+        write: bool = False,
+        echo: TextIO | None = None,
+        nic: str | None = None,
+        wrap: Sequence[str] = (),
+    ) -> None:
+        if not disk.is_file():
+            raise DistbuildError(f"disk image {disk} not found")
+        self.echo = echo
+        self.result = BootResult()
+        self._raw = bytearray()
+        self.pos = 0
+        self._state = Path(tempfile.mkdtemp(prefix="distbuild-boot-"))
+        argv = [*wrap, *qemu_argv(recipe, disk.resolve(), self._state, write, nic)]
+        self.start = time.monotonic()
+        self.proc = popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+
+    def __enter__(self) -> Guest:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def transcript(self) -> str:
+        return self._raw.decode(errors="replace")
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def _read(self, wait: float) -> bool:
+        """Read what the console has (waiting up to ``wait`` s); False once qemu is gone."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        ready, _, _ = select.select([fd], [], [], max(0.0, wait))
+        if not ready:
+            return True
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return False
+        self._raw += chunk
+        if self.echo is not None:
+            self.echo.write(chunk.decode(errors="replace"))
+            self.echo.flush()
+        return True
+
+    def expect(self, text: str, timeout: float) -> float:
+        """Wait until ``text`` appears after the last expected text; its time from start."""
+        deadline = time.monotonic() + timeout
+        while True:
+            i = self.transcript.find(text, self.pos)
+            if i >= 0:
+                self.pos = i + len(text)
+                at = self.elapsed()
+                self.result.seen.append((text, at))
+                return at
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DistbuildError(
+                    f"timed out after {timeout:.0f}s waiting for {text!r}",
+                    hint="see the console output above, or raise --timeout",
+                )
+            if not self._read(min(left, 1.0)):
+                self.proc.wait()
+                tail = "\n".join(self.transcript.strip().splitlines()[-5:])
+                raise DistbuildError(
+                    f"qemu exited with code {self.proc.returncode} waiting for {text!r}\n{tail}",
+                    hint="see the console output; is the disk image for this arch?",
+                )
+
+    def watch(self, until: Callable[[], bool], timeout: float, what: str) -> float:
+        """Keep reading the console until ``until()`` holds; seconds from start."""
+        deadline = time.monotonic() + timeout
+        while not until():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DistbuildError(f"timed out after {timeout:.0f}s waiting for {what}")
+            if not self._read(min(left, 0.2)):
+                raise DistbuildError(f"qemu exited waiting for {what}")
+        return self.elapsed()
+
+    def run_out(self, timeout: float) -> bool:
+        """Read until qemu exits by itself (True) or ``timeout`` passes (False)."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            if not self._read(min(left, 1.0)):
+                return True
+        return False
+
+    def power_cut(self) -> None:
+        """Kill qemu now: no shutdown, no flush of the guest's caches."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self._finish()
+
+    def stop(self) -> None:
+        """Stop qemu (terminate, then kill) and clean up."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self._finish()
+
+    def _finish(self) -> None:
+        self.proc.wait()
+        if self.proc.stdout is not None and not self.proc.stdout.closed:
+            while self._read(0):
+                pass
+            self.proc.stdout.close()
+        self.result.transcript = self.transcript
+        self.result.seconds = self.elapsed()
+        shutil.rmtree(self._state, ignore_errors=True)
 
 
 def boot_disk(
@@ -80,70 +213,20 @@ def boot_disk(
     Raises a :class:`DistbuildError` on timeout, or when qemu exits before
     the expected texts appeared.
     """
-    if not disk.is_file():
-        raise DistbuildError(f"disk image {disk} not found")
-    state = Path(tempfile.mkdtemp(prefix="distbuild-boot-"))
-    result = BootResult()
+    guest = Guest(recipe, disk, write=write, echo=echo)
+    exited = None
     try:
-        argv = qemu_argv(recipe, disk.resolve(), state, write)
-        start = time.monotonic()
-        proc = popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
-        assert proc.stdout is not None
-        fd = proc.stdout.fileno()
-        raw = bytearray()
-        pos = 0
-        waiting = list(expect)
-        try:
-            while True:
-                left = timeout - (time.monotonic() - start)
-                if left <= 0:
-                    break
-                ready, _, _ = select.select([fd], [], [], min(left, 1.0))
-                if not ready:
-                    continue
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    break
-                raw += chunk
-                if echo is not None:
-                    echo.write(chunk.decode(errors="replace"))
-                    echo.flush()
-                text = raw.decode(errors="replace")
-                while waiting and (i := text.find(waiting[0], pos)) >= 0:
-                    pos = i + len(waiting[0])
-                    result.seen.append((waiting.pop(0), time.monotonic() - start))
-                if expect and not waiting:
-                    break
-        finally:
-            result.seconds = time.monotonic() - start
-            result.exited = proc.poll()
-            if result.exited is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-        result.transcript = raw.decode(errors="replace")
+        deadline = time.monotonic() + timeout
+        for text in expect:
+            guest.expect(text, max(0.0, deadline - time.monotonic()))
+        if not expect:
+            if not guest.run_out(timeout):
+                raise DistbuildError(
+                    f"the guest was still running after {timeout:.0f}s",
+                    hint="pass --expect TEXT to stop when the guest prints it, or raise --timeout",
+                )
+            exited = guest.proc.returncode
     finally:
-        shutil.rmtree(state, ignore_errors=True)
-    if waiting:
-        what = f"waiting for {waiting[0]!r}"
-        if result.exited is not None:
-            tail = "\n".join(result.transcript.strip().splitlines()[-5:])
-            raise DistbuildError(
-                f"qemu exited with code {result.exited} {what}\n{tail}",
-                hint="see the console output; is the disk image for this arch?",
-            )
-        raise DistbuildError(
-            f"timed out after {timeout:.0f}s {what}",
-            hint="see the console output above, or raise --timeout",
-        )
-    if not expect and result.exited is None:
-        raise DistbuildError(
-            f"the guest was still running after {timeout:.0f}s",
-            hint="pass --expect TEXT to stop when the guest prints it, or raise --timeout",
-        )
-    return result
+        guest.stop()
+    guest.result.exited = exited
+    return guest.result

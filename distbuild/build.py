@@ -32,6 +32,7 @@ from distbuild.rootfs import apt, customise, extract
 from distbuild.rootfs.fetch import DebCache, sha256_file
 from distbuild.rootfs.lock import Lock, lock_path, read_lock, write_lock
 from distbuild.rootfs.sources import sources_for
+from distbuild.rootfs.updater import UpdaterSetup
 from distbuild.run import run
 from distbuild.sbom.spdx import write_sbom
 
@@ -51,6 +52,7 @@ class BuildOptions:
     compression_level: int = 6
     update_lock: bool = False
     locked: bool = False  # a missing or stale lock is an error instead of being re-resolved
+    updater: UpdaterSetup | None = None  # the channel a node image's updater follows
 
 
 @dataclass

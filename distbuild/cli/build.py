@@ -16,6 +16,7 @@ from distbuild.model.image import check_all, load_image
 from distbuild.model.recipe import load_recipe
 from distbuild.paths import cache_dir
 from distbuild.rootfs.lock import lock_path, write_lock
+from distbuild.rootfs.updater import UpdaterSetup
 
 arch_option = click.option(
     "--arch",
@@ -49,6 +50,23 @@ mirror_option = click.option(
 @click.option("--load", "load", is_flag=True, help="Load the host's image into Docker afterwards.")
 @click.option("--platform", help="With --load: the platform to load, e.g. linux/arm/v7.")
 @click.option("--json", "as_json", is_flag=True, help="Print the build record as JSON.")
+@click.option(
+    "--channel-url",
+    help="Where the node's updater finds its channels (baked into /etc/distbuild/update.yaml).",
+)
+@click.option("--channel", "channel", default="stable", show_default=True)
+@click.option(
+    "--trust-root",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The channel's root metadata (metadata/1.root.json): the node's trust anchor.",
+)
+@click.option(
+    "--update-setting",
+    "update_settings",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Another update.yaml setting, e.g. reboot=fleetlock (repeatable).",
+)
 @mirror_option
 @pass_state
 def image_cmd(
@@ -64,6 +82,10 @@ def image_cmd(
     load: bool,
     platform: str | None,
     as_json: bool,
+    channel_url: str | None,
+    channel: str,
+    trust_root: Path | None,
+    update_settings: tuple[str, ...],
     mirror: str | None,
 ) -> None:
     """Build an image for one or more architectures."""
@@ -71,6 +93,14 @@ def image_cmd(
         raise UsageError(
             "--platform only applies with --load", hint="add --load, or drop --platform"
         )
+    updater = None
+    if channel_url is not None or trust_root is not None or update_settings:
+        if channel_url is None or trust_root is None:
+            raise UsageError(
+                "--channel-url and --trust-root go together",
+                hint="a node needs both where its channel is and the root metadata it trusts",
+            )
+        updater = UpdaterSetup.parse(channel_url, trust_root, channel, update_settings)
     opts = BuildOptions(
         project=state.project,
         image=image,
@@ -83,6 +113,7 @@ def image_cmd(
         compression_level=compression_level,
         update_lock=update_lock,
         locked=locked,
+        updater=updater,
     )
     record, directory = build(opts)
     if load:

@@ -138,7 +138,17 @@ def _build(ctx: ArchBuild, out: Path) -> RootPayload:
         index.copy(node_modules, tree / "usr/lib/modules" / kernel.version)
         trees.depmod(tree, kernel.version)
         # The updater and the boot control code the health check runs.
-        install_updater(tree)
+        setup = ctx.options.updater
+        if setup is None:
+            install_updater(tree)
+        else:
+            install_updater(
+                tree,
+                channel_url=setup.channel_url,
+                channel=setup.channel,
+                root_json=setup.trust_root,
+                config=setup.settings,
+            )
         compile_python(tree)
         tree_bytes = _tree_bytes(tree)
         image = out / "root.img"

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path, PurePosixPath
 
@@ -69,6 +70,57 @@ from distbuild.node.cli import main
 
 sys.exit(main())
 """
+
+
+@dataclass(frozen=True)
+class UpdaterSetup:
+    """What ``distbuild image --channel-url …`` bakes into a node's root.
+
+    ``settings`` are further ``update.yaml`` keys (reboot policy, poll
+    interval, FleetLock URL, …), already checked by the node's own parser.
+    """
+
+    channel_url: str
+    trust_root: Path
+    channel: str = "stable"
+    settings: Mapping[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def parse(
+        cls, channel_url: str, trust_root: Path, channel: str, settings: Sequence[str]
+    ) -> UpdaterSetup:
+        """Check the command line's values as the node would read them, at build time."""
+        from distbuild.node.config import ConfigError, config_from, parse_document
+
+        values: dict[str, object] = {}
+        for item in settings:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise DistbuildError(
+                    f"--update-setting {item!r} is not KEY=VALUE",
+                    hint="e.g. --update-setting reboot=fleetlock --update-setting poll_interval=1h",
+                )
+            raw, _ = parse_document(f"{key.strip()}: {value}", f"--update-setting {item}")
+            values.update(raw)
+        for fixed in ("channel_url", "channel"):
+            if fixed in values:
+                raise DistbuildError(
+                    f"--update-setting {fixed}=… is not a setting",
+                    hint=f"use --{fixed.replace('_', '-')}",
+                )
+        try:
+            config_from(
+                {"channel_url": channel_url, "channel": channel, **values}, {}, "the updater config"
+            )
+        except ConfigError as e:
+            raise DistbuildError(e.message, hint=e.hint) from None
+        if not trust_root.is_file():
+            raise DistbuildError(
+                f"trust root {trust_root} is not a file",
+                hint="pass the channel's metadata/1.root.json (made by 'distbuild keys init' "
+                "and 'distbuild channel init')",
+            )
+        return cls(channel_url, trust_root, channel, values)
 
 
 def node_files() -> list[Path]:
