@@ -2,7 +2,9 @@
 
 * :func:`make_root_build` writes a build directory as ``distbuild image`` does
   for the ``root`` output (root image, kernel, initramfs, boot.json), which the
-  project's own ``publish`` turns into a real TUF channel.
+  project's own ``publish`` turns into a real TUF channel. With ``verity`` the
+  root image gets a real dm-verity tree (the build's own ``add_verity``, i.e.
+  ``veritysetup format``) and boot.json its parameters, as a real build has.
 * :class:`Node` is a node's file system under a temporary root: release file,
   config, trust anchor, kernel command line, a U-Boot boot partition (the
   real :mod:`distbuild.bootctl.uboot` backend on a directory) and two files
@@ -67,25 +69,31 @@ def make_root_build(
     image: str = "node",
     size: int = 1 << 20,
     boot_version: str | None = None,
+    verity: bool = False,
 ) -> Path:
     """A build directory with the ``root`` output of one arch; returns its directory."""
     directory = out / image / version
+    root_img = payload(version, arch, size)
+    boot: dict[str, Any] = {
+        "version": boot_version or version,
+        "cmdline": f"console=ttyAMA0 distbuild.version={version} "
+        f"distbuild.verity={'0' * 64} rootwait panic=5",
+        "fs": "erofs",
+    }
+    if verity:
+        root_img, boot["verity"] = with_verity(out / f"{image}-{version}-{arch}.img", root_img)
+        v = boot["verity"]
+        boot["cmdline"] = (
+            f"console=ttyAMA0 distbuild.version={version} distbuild.verity={v['roothash']} "
+            f"distbuild.verity_salt={v['salt']} distbuild.verity_blocks={v['data_blocks']} "
+            "rootwait panic=5"
+        )
     # The layout and kinds of the build's root output (distbuild/disk/outputs.py).
     files = {
-        "root.img": ("root", payload(version, arch, size)),
+        "root.img": ("root", root_img),
         "linux": ("kernel", f"kernel {version} {arch}\n".encode() * 64),
         "initrd": ("initrd", f"initrd {version} {arch}\n".encode() * 64),
-        "boot.json": (
-            "boot",
-            json.dumps(
-                {
-                    "version": boot_version or version,
-                    "cmdline": f"console=ttyAMA0 distbuild.version={version} "
-                    f"distbuild.verity={'0' * 64} rootwait panic=5",
-                    "fs": "erofs",
-                }
-            ).encode(),
-        ),
+        "boot.json": ("boot", json.dumps(boot).encode()),
     }
     artifacts = []
     for name, (kind, data) in files.items():
@@ -104,6 +112,23 @@ def make_root_build(
     record = {"image": image, "version": version, "source_date_epoch": 0, "artifacts": artifacts}
     (directory / "build.json").write_text(json.dumps(record, indent=2))
     return directory
+
+
+def with_verity(scratch: Path, data: bytes) -> tuple[bytes, dict[str, Any]]:
+    """``data`` (whole 4 KiB blocks) with its dm-verity tree appended, and boot.json's
+    ``verity`` object, made as a build makes them (``add_verity``: veritysetup)."""
+    from distbuild.disk.rootimg import add_verity
+
+    assert len(data) % 4096 == 0, "a root image is whole 4 KiB blocks"
+    scratch.parent.mkdir(parents=True, exist_ok=True)
+    scratch.write_bytes(data)
+    try:
+        v = add_verity(scratch)
+        image = scratch.read_bytes()
+    finally:
+        scratch.unlink()
+    meta = {"roothash": v.roothash, "salt": v.salt, "data_blocks": v.data_blocks}
+    return image, {**meta, "hash_offset": v.hash_offset}
 
 
 @dataclass

@@ -102,10 +102,13 @@ class Http:
         self.received = 0
         self.user_agent = f"distbuild-update/{__version__}"
 
-    def open(self, url: str, start: int = 0) -> Body:
-        """GET ``url`` (from byte ``start`` with a Range request); raise on HTTP errors."""
+    def open(self, url: str, start: int = 0, end: int | None = None) -> Body:
+        """GET ``url``, from byte ``start`` up to ``end`` (exclusive; None: the file's
+        end) with a Range request; raise on HTTP errors."""
         headers = {"User-Agent": self.user_agent, "Accept-Encoding": "identity"}
-        if start:
+        if end is not None:
+            headers["Range"] = f"bytes={start}-{end - 1}"
+        elif start:
             headers["Range"] = f"bytes={start}-"
         request = urllib.request.Request(url, headers=headers)
         try:

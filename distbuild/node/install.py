@@ -11,6 +11,16 @@ already in the slot and asks for the rest with an HTTP Range request.
 Transient failures (connection lost, stall, 5xx) are retried with back-off by
 tenacity, each attempt resuming where the last stopped.
 
+With the dm-verity parameters of the release's signed ``boot.json``
+(:class:`~distbuild.node.verity.VerityParams`), nothing unverified reaches the
+slot: the hash tree at the end of the image is fetched first (a Range request;
+it is under 1% of the image) and checked against the signed root hash, then
+every 4 KiB data block is checked against its level-0 digest before it is
+written, and the verified tree is written last. A tampered payload is refused
+at its first altered block, with nothing of that block written. Without them
+(channels published before boot.json carried them) only the whole-file hash
+below can tell.
+
 Only when every byte is in, the SHA-256 matches the channel's metadata and a
 read-back of the device (page cache dropped first) hashes the same, does the
 caller make the slot bootable.
@@ -35,8 +45,9 @@ from tenacity import (
 
 from distbuild.errors import DistbuildError
 from distbuild.node.channel import Refused, Target
-from distbuild.node.http import CHUNK, Http, TooSlow, TransferError
+from distbuild.node.http import CHUNK, Body, Http, TooSlow, TransferError
 from distbuild.node.state import Progress, StateStore
+from distbuild.node.verity import BLOCK, Leaves, VerityMismatch, VerityParams, verify_tree
 
 log = logging.getLogger("distbuild.node")
 
@@ -89,7 +100,8 @@ def hash_device(fd: int, length: int, hasher: hashlib._Hash | None = None) -> ha
 
 
 class PayloadWriter:
-    """Writes one target into one slot device, resumably."""
+    """Writes one target into one slot device, resumably; block by block against
+    its dm-verity tree when ``verity`` (from the signed boot.json) is given."""
 
     def __init__(
         self,
@@ -100,6 +112,7 @@ class PayloadWriter:
         device: Path,
         retry: RetryPolicy | None = None,
         on_progress: Callable[[int, int], None] | None = None,
+        verity: VerityParams | None = None,
     ) -> None:
         self.http = http
         self.store = store
@@ -115,15 +128,29 @@ class PayloadWriter:
         self.resumed_from = 0
         self._failures = 0  # failed attempts since the last one that made progress
         self._failed_at = 0
+        self.verity = verity
+        self.leaves: Leaves | None = None  # level-0 digests, once the tree is verified
+        self._tree = b""  # the verified tree, written after the data
+        self._tail = bytearray()  # the start of a data block whose end has not arrived
 
     def check_fits(self) -> None:
-        """Refuse a payload larger than the slot, before anything is written."""
+        """Refuse a payload larger than the slot, or one its verity parameters do not
+        describe, before anything is written."""
+        t = self.target
         size = device_size(self.device)
-        if self.target.length > size:
+        if t.length > size:
             raise Refused(
-                f"{self.target.path} is {self.target.length} bytes, larger than slot "
+                f"{t.path} is {t.length} bytes, larger than slot "
                 f"{self.slot} ({self.device}, {size} bytes)",
                 hint="the image outgrew the disk layout; reflash with a larger root partition",
+            )
+        v = self.verity
+        if v is not None and t.length != v.image_size:
+            raise Refused(
+                f"{t.path} is {t.length} bytes, but its signed dm-verity parameters "
+                f"({v.data_blocks} data blocks and a {v.tree_size}-byte hash tree) describe "
+                f"{v.image_size}; refused before writing",
+                hint="the release's boot.json and root image come from different builds",
             )
 
     def write(self) -> None:
@@ -131,16 +158,12 @@ class PayloadWriter:
         self.check_fits()
         fd = os.open(self.device, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
         try:
+            if self.verity is not None:
+                self._retrying(self._fetch_tree)
             self._resume(fd)
-            for attempt in Retrying(
-                stop=self._stop,
-                wait=wait_random_exponential(multiplier=self.retry.wait, max=self.retry.wait_max),
-                retry=retry_if_exception(_retryable),
-                before_sleep=self._log_retry,
-                reraise=True,
-            ):
-                with attempt:
-                    self._attempt(fd)
+            self._retrying(lambda: self._attempt(fd))
+            if self.verity is not None:
+                self._write_tree(fd)
             self._sync(fd, force=True)
             digest = self.hasher.hexdigest()
             if digest != self.target.sha256:
@@ -170,32 +193,89 @@ class PayloadWriter:
         if p is None or not p.matches(t.path, t.sha256, t.length, self.slot, str(self.device)):
             self.store.clear_progress()
             return
-        if not 0 < p.offset <= t.length:
+        offset = p.offset
+        if self.verity is not None and offset < t.length:
+            # Data is written in whole verified blocks, the tree in one go at the end.
+            offset = min(offset, self.verity.hash_offset) // BLOCK * BLOCK
+        if not 0 < offset <= t.length:
             return
         # The bytes before the offset were synced before it was recorded;
         # hash them again from the device instead of fetching them again.
-        hash_device(fd, p.offset, self.hasher)
-        self.offset = self._synced = self.resumed_from = p.offset
-        log.info("resuming %s at byte %d of %d", t.path, p.offset, t.length)
+        if self.leaves is None:
+            hash_device(fd, offset, self.hasher)
+        else:
+            bad = self._rehash_checked(fd, offset)
+            if bad is not None:
+                log.warning(
+                    "slot %s holds data block %d unlike the signed hash tree; "
+                    "writing %s from the start",
+                    self.slot,
+                    bad,
+                    t.path,
+                )
+                self.hasher = hashlib.sha256()
+                return
+        self.offset = self._synced = self.resumed_from = offset
+        log.info("resuming %s at byte %d of %d", t.path, offset, t.length)
 
-    def _attempt(self, fd: int) -> None:
+    def _rehash_checked(self, fd: int, length: int) -> int | None:
+        """Hash the slot's first ``length`` bytes, checking its data blocks against the
+        tree; the first block that does not match, or None."""
+        assert self.leaves is not None and self.verity is not None
+        data_end = self.verity.hash_offset
+        buf = bytearray(CHUNK)  # a multiple of BLOCK
+        view = memoryview(buf)
+        offset = 0
+        while offset < length:
+            size = min(CHUNK, length - offset)
+            n = os.preadv(fd, [view[:size]], offset)
+            if n != size:
+                raise DistbuildError(f"the slot device ends at {offset + n} bytes, before {length}")
+            if offset < data_end:
+                checked = view[: min(size, data_end - offset)]
+                bad = self.leaves.first_mismatch(offset // BLOCK, checked)
+                if bad is not None:
+                    return bad
+            self.hasher.update(view[:size])
+            offset += size
+        return None
+
+    def _retrying(self, step: Callable[[], None]) -> None:
+        """Run ``step`` until it succeeds, retrying transient failures with back-off."""
+        for attempt in Retrying(
+            stop=self._stop,
+            wait=wait_random_exponential(multiplier=self.retry.wait, max=self.retry.wait_max),
+            retry=retry_if_exception(_retryable),
+            before_sleep=self._log_retry,
+            reraise=True,
+        ):
+            with attempt:
+                step()
+
+    def _open(self, start: int, end: int | None = None) -> Body:
+        """The payload from byte ``start`` (up to ``end``), its length and size checked
+        against the signed length before any byte is read. A server that ignores
+        the Range request answers with the whole file (``body.start`` 0)."""
         t = self.target
-        if self.offset >= t.length:
-            return
-        body = self.http.open(t.url, start=self.offset)
-        if self.offset and body.start != self.offset:
-            # The server ignored the Range request (200): start over.
-            log.info("%s: server ignored the range request; starting over", t.url)
-            self.offset = self._synced = 0
-            self.hasher = hashlib.sha256()
-        want = t.length - self.offset
+        body = self.http.open(t.url, start=start, end=end)
+        if body.response.status == 206:
+            if body.start != start:
+                body.close()
+                raise TransferError(
+                    f"{t.url}: asked for the bytes from {start}, the server sent those "
+                    f"from {body.start}",
+                    retryable=False,
+                )
+            want = (t.length if end is None else end) - start
+        else:
+            want = t.length
         if body.length is not None and body.length != want:
             body.close()
             more = "more" if body.length > want else "fewer"
             raise Refused(
                 f"{t.url}: server announces {body.length} bytes from offset {body.start}, "
-                f"{more} than the {want} the signed length ({t.length}) leaves; refused "
-                "before writing",
+                f"{more} than the {want} expected of the signed length ({t.length}); "
+                "refused before writing",
                 hint="the file on the server is not the one the channel signed",
             )
         if body.total is not None and body.total != t.length:
@@ -204,14 +284,36 @@ class PayloadWriter:
                 f"{t.url}: the server's file is {body.total} bytes, not the signed {t.length}",
                 hint="the file on the server is not the one the channel signed",
             )
+        return body
+
+    def _restart(self) -> None:
+        """The server ignored a Range request (200): the whole file comes again."""
+        log.info("%s: server ignored the range request; starting over", self.target.url)
+        self.offset = self._synced = 0
+        self.hasher = hashlib.sha256()
+
+    def _advance(self, fd: int, n: int) -> None:
+        self.offset += n
+        if self.offset - self._synced >= self.interval:
+            self._sync(fd)
+        if self.on_progress is not None:
+            self.on_progress(self.offset, self.target.length)
+
+    def _attempt(self, fd: int) -> None:
+        if self.verity is not None:
+            self._attempt_blocks(fd)
+            return
+        t = self.target
+        if self.offset >= t.length:
+            return
+        body = self._open(self.offset)
+        if body.start != self.offset:
+            self._restart()
+        want = t.length - self.offset
         for chunk in self.http.chunks(body, want):
             self._pwrite(fd, chunk)
             self.hasher.update(chunk)
-            self.offset += len(chunk)
-            if self.offset - self._synced >= self.interval:
-                self._sync(fd)
-            if self.on_progress is not None:
-                self.on_progress(self.offset, t.length)
+            self._advance(fd, len(chunk))
         if self.offset < t.length:
             raise TransferError(f"{t.url}: connection closed at byte {self.offset} of {t.length}")
         if body.length is None and self.http.has_more(body):
@@ -220,7 +322,111 @@ class PayloadWriter:
                 hint="the file on the server is not the one the channel signed",
             )
 
-    def _pwrite(self, fd: int, chunk: bytes) -> None:
+    # with dm-verity
+
+    def _fetch_tree(self) -> None:
+        """Fetch the hash tree (the image's end) and check it against the signed root hash."""
+        v, t = self.verity, self.target
+        assert v is not None
+        tree = bytearray()
+        if v.tree_size:
+            body = self._open(v.hash_offset)
+            skip = v.hash_offset - body.start
+            if skip:
+                log.info("%s: server ignored the range request; reading on to the tree", t.url)
+            for chunk in self.http.chunks(body, t.length - body.start):
+                if skip >= len(chunk):
+                    skip -= len(chunk)
+                    continue
+                tree += memoryview(chunk)[skip:]
+                skip = 0
+            if len(tree) < v.tree_size:
+                raise TransferError(
+                    f"{t.url}: connection closed after {len(tree)} of the hash tree's "
+                    f"{v.tree_size} bytes"
+                )
+        data = bytes(tree)
+        del tree
+        try:
+            self.leaves = verify_tree(v, data)
+        except VerityMismatch as e:
+            # Progress stays: the bytes it covers were checked against the signed
+            # tree when written, and are checked again on resume.
+            raise Refused(
+                f"{t.path}: its dm-verity hash tree does not match the signed root hash "
+                f"{v.roothash[:16]}… ({e}); refused before writing anything to slot {self.slot}",
+                hint="the server or something between it and the node altered the file",
+            ) from None
+        self._tree = data
+        log.info("%s: hash tree verified against the signed root hash", t.path)
+
+    def _attempt_blocks(self, fd: int) -> None:
+        """Stream the data blocks, each checked against the tree before it is written."""
+        v, t = self.verity, self.target
+        assert v is not None
+        self._tail.clear()  # a block cut short by the last attempt comes again whole
+        if self.offset >= v.hash_offset:
+            return
+        body = self._open(self.offset, v.hash_offset)
+        if body.start != self.offset:
+            self._restart()
+        for chunk in self.http.chunks(body, v.hash_offset - self.offset):
+            self._feed(fd, chunk)
+        if self.offset < v.hash_offset:
+            raise TransferError(f"{t.url}: connection closed at byte {self.offset} of {t.length}")
+
+    def _feed(self, fd: int, chunk: bytes) -> None:
+        """Write the whole blocks ``chunk`` completes; keep a partial one for the next."""
+        view = memoryview(chunk)
+        tail = self._tail
+        if tail:
+            need = BLOCK - len(tail)
+            tail += view[:need]
+            view = view[need:]
+            if len(tail) < BLOCK:
+                return
+            self._put(fd, memoryview(bytes(tail)))
+            tail.clear()
+        whole = len(view) - len(view) % BLOCK
+        if whole:
+            self._put(fd, view[:whole])
+        if whole < len(view):
+            tail += view[whole:]
+
+    def _put(self, fd: int, blocks: memoryview) -> None:
+        """Check whole data blocks against their digests, then write and hash them."""
+        assert self.leaves is not None
+        first = self.offset // BLOCK
+        bad = self.leaves.first_mismatch(first, blocks)
+        if bad is not None:
+            # The blocks before it are good: keep them, synced and recorded so
+            # the next attempt resumes at the bad one; it is not written at all.
+            self._put(fd, blocks[: (bad - first) * BLOCK])
+            self._sync(fd)
+            t = self.target
+            raise Refused(
+                f"{t.path}: data block {bad} (byte {bad * BLOCK}) does not match the signed "
+                f"dm-verity hash tree (tampered or corrupted); refused before writing it, "
+                f"slot {self.slot} stays unbootable",
+                hint="the server or something between it and the node altered the file",
+            )
+        self._pwrite(fd, blocks)
+        self.hasher.update(blocks)
+        self._advance(fd, len(blocks))
+
+    def _write_tree(self, fd: int) -> None:
+        """The verified tree after the data (unless a resumed install already has it)."""
+        v = self.verity
+        assert v is not None
+        if self.offset != v.hash_offset:
+            return
+        self._pwrite(fd, self._tree)
+        self.hasher.update(self._tree)
+        self._advance(fd, len(self._tree))
+
+    # writing
+
+    def _pwrite(self, fd: int, chunk: bytes | memoryview) -> None:
         view = memoryview(chunk)
         pos = self.offset
         while view:

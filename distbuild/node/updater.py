@@ -42,6 +42,7 @@ from distbuild.node.http import Http, Limits
 from distbuild.node.install import PayloadWriter, RetryPolicy
 from distbuild.node.reboot import FleetLock, LockAnswer, write_kured_sentinel
 from distbuild.node.state import NodeState, Pending, Result, RolledBack, StateStore, now_iso
+from distbuild.node.verity import VerityParams
 
 log = logging.getLogger("distbuild.node")
 
@@ -226,6 +227,16 @@ class NodeUpdater:
         slot = other(booted)
         device = system.slot_device(self.config, self.paths, slot)
         root = candidate.files[ROOT_IMAGE]
+        # The small signed files first: boot.json carries the root hash every
+        # block of the payload is checked against before it is written, and a
+        # bad kernel is better refused before the slot is touched.
+        boot, verity = self._slot_boot(candidate)
+        if verity is None:
+            log.warning(
+                "%s has no dm-verity parameters (an older channel): the payload is checked "
+                "only after it is written",
+                candidate.files[BOOT].path,
+            )
         writer = PayloadWriter(
             self.http,
             self.store,
@@ -233,6 +244,7 @@ class NodeUpdater:
             slot,
             device,
             RetryPolicy(self.config.retries, self.config.retry_wait, self.config.retry_wait_max),
+            verity=verity,
         )
         writer.check_fits()
         with system.boot_control(self.config, self.paths, self.chain) as bc:
@@ -243,7 +255,6 @@ class NodeUpdater:
                 self.store.save(state)
             log.info("writing %s %s into slot %s (%s)", self.image, candidate.version, slot, device)
             writer.write()
-            boot = self._slot_boot(candidate)
             bc.install(slot, boot)
             bc.set_next(slot, self.config.tries)
         self.store.clear_progress()
@@ -263,17 +274,42 @@ class NodeUpdater:
             candidate.version,
         )
 
-    def _slot_boot(self, candidate: Candidate) -> SlotBoot:
-        """Fetch and verify the slot's boot entry, kernel and initramfs."""
-        meta = json.loads(self._fetch(candidate.files[BOOT], 1 << 20))
+    def _slot_boot(self, candidate: Candidate) -> tuple[SlotBoot, VerityParams | None]:
+        """Fetch and verify the slot's boot entry, kernel and initramfs, and the root
+        image's dm-verity parameters from the boot entry (None if it has none)."""
+        path = candidate.files[BOOT].path
+        try:
+            meta = json.loads(self._fetch(candidate.files[BOOT], 1 << 20))
+        except ValueError:
+            raise Refused(f"{path} is not JSON") from None
         cmdline = meta.get("cmdline") if isinstance(meta, dict) else None
         if not isinstance(cmdline, str) or not cmdline.strip():
-            raise Refused(f"{candidate.files[BOOT].path} has no kernel command line")
+            raise Refused(f"{path} has no kernel command line")
         if meta.get("version", candidate.version) != candidate.version:
-            raise Refused(f"{candidate.files[BOOT].path} describes version {meta.get('version')}")
+            raise Refused(f"{path} describes version {meta.get('version')}")
+        verity = None
+        if "verity" in meta:
+            try:
+                verity = VerityParams.from_meta(meta["verity"])
+            except ValueError as e:
+                raise Refused(f"{path}: unusable dm-verity parameters: {e}") from None
+            # The initramfs sets dm-verity up from the command line: it must name
+            # the tree the payload is checked against, or the slot would never boot.
+            words = dict(w.partition("=")[::2] for w in cmdline.split())
+            for key, want in (
+                ("distbuild.verity", verity.roothash),
+                ("distbuild.verity_salt", verity.salt),
+                ("distbuild.verity_blocks", str(verity.data_blocks)),
+            ):
+                if key in words and words[key].lower() != want:
+                    raise Refused(
+                        f"{path}: the kernel command line's {key}={words[key]} is not its "
+                        f"dm-verity parameters' {want}; refused before writing",
+                        hint="the release's boot.json is inconsistent; publish a fresh build",
+                    )
         kernel = self._fetch(candidate.files[KERNEL], BOOT_FILE_LIMIT)
         initrd = self._fetch(candidate.files[INITRD], BOOT_FILE_LIMIT)
-        return SlotBoot(candidate.version, kernel, initrd, cmdline.strip())
+        return SlotBoot(candidate.version, kernel, initrd, cmdline.strip()), verity
 
     def _fetch(self, target: Target, limit: int) -> bytes:
         if target.length > limit:
