@@ -73,7 +73,9 @@ def _print(outcome: Outcome, as_json: bool) -> None:
 def _status_text(s: dict[str, Any]) -> str:
     lines = [
         f"image:      {s['image']} ({s['arch']}{', board ' + s['board'] if s['board'] else ''})",
-        f"channel:    {s['channel']} at {s['channel_url']}",
+        f"channel:    {s['channel']} at {s['channel_url']}"
+        if s["channel_url"]
+        else "channel:    none (no /etc/distbuild/update.yaml)",
         f"booted:     slot {s['booted']['slot'] or '?'}, version {s['booted']['version']}",
         f"other:      slot {s['other']['slot'] or '?'}, version {s['other']['version'] or '-'}",
     ]
@@ -99,6 +101,8 @@ def _status_text(s: dict[str, Any]) -> str:
     if s["download"]:
         d = s["download"]
         lines.append(f"download:   {d['target']} {d['offset']}/{d['length']} bytes")
+    for f in s["failures"]:
+        lines.append(f"failed:     {f['action']} at {f['at']}: {f['message']}")
     for rb in s["rolled_back"]:
         lines.append(
             f"rolled back: {rb['version']} (slot {rb['slot']}, {rb['at']}): {rb['reason']}"
@@ -106,10 +110,17 @@ def _status_text(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# Commands that work on the slots alone: a node built without a channel still
+# boots, is health-checked and blessed, and can say where it stands.
+_LOCAL = ("status", "mark-good", "rollback")
+
+
 def _load(args: argparse.Namespace) -> tuple[Config, NodePaths]:
     paths = NodePaths(args.root)
-    config = load_config(args.config or paths.config)
-    return config, paths
+    path = args.config or paths.config
+    if args.command in _LOCAL and args.config is None and not path.exists():
+        return Config(channel_url=""), paths
+    return load_config(path), paths
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -82,6 +82,17 @@ class NodeState:
     rolled_back: list[RolledBack] = field(default_factory=list)
     lock_held: bool = False  # a FleetLock lock still to be released after boot
     updated: list[dict[str, str]] = field(default_factory=list)  # recent successful updates
+    failures: list[Result] = field(default_factory=list)  # the last few refusals and errors
+
+    def record(self, result: Result, keep: int = 10) -> None:
+        """Make ``result`` the last one; a failure is also kept among the last ``keep``."""
+        self.last_result = result
+        if result.ok:
+            return
+        kept = self.failures
+        if kept and (kept[-1].action, kept[-1].message) == (result.action, result.message):
+            kept = kept[:-1]  # the same failure again (a daemon polling): keep it once
+        self.failures = [*kept[-(keep - 1) :], result]
 
     def failed_versions(self) -> set[str]:
         return {r.version for r in self.rolled_back}
@@ -104,6 +115,7 @@ class NodeState:
             rolled_back=[RolledBack(**r) for r in raw.get("rolled_back", [])],
             lock_held=bool(raw.get("lock_held", False)),
             updated=list(raw.get("updated", [])),
+            failures=[Result(**r) for r in raw.get("failures", [])],
         )
 
 

@@ -102,7 +102,7 @@ class NodeUpdater:
     def _result(
         self, state: NodeState, action: str, ok: bool, message: str, version: str | None = None
     ) -> Outcome:
-        state.last_result = Result(now_iso(), ok, action, message, version)
+        state.record(Result(now_iso(), ok, action, message, version))
         self.store.save(state)
         (log.info if ok else log.error)("%s: %s", action, message)
         return Outcome(action, ok, message, version)
@@ -470,6 +470,7 @@ class NodeUpdater:
             "pending": asdict(state.pending) if state.pending else None,
             "download": asdict(progress) if progress else None,
             "rolled_back": [asdict(r) for r in state.rolled_back],
+            "failures": [asdict(r) for r in state.failures],
             "updated": state.updated,
             "reboot": self.config.reboot,
             "fleetlock_held": state.lock_held,
