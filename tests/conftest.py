@@ -10,14 +10,35 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from distbuild.channel.admin import create_channel
+from distbuild.channel.keys import KeyStore
 from distbuild.cli.main import main
+from tests.channel_support import channel, make_keys
 
 REPO = Path(__file__).resolve().parent.parent
 EPOCH = 1764201600
+
+# The node images a session builds follow a channel of their own arch, which
+# the e2e update tests serve inside a network namespace they create: qemu's
+# user network shows the guest that namespace's loopback as 10.0.2.2.
+GUEST_HOST = "10.0.2.2"
+CHANNEL_PORT = 8080
+FLEETLOCK_PORT = 8081
+UPDATE_SETTINGS = {
+    "poll_interval": "3s",
+    "poll_jitter": "1s",
+    "reboot": "fleetlock",
+    "fleetlock_url": f"http://{GUEST_HOST}:{FLEETLOCK_PORT}",
+    "fleetlock_group": "e2e",
+    "retry_wait": "1s",
+    "retry_wait_max": "4s",
+    "read_timeout": "20s",
+}
 
 
 def run_cli(*args: str | os.PathLike[str]) -> int:
@@ -43,18 +64,66 @@ def project(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
     return dest
 
 
+@dataclass(frozen=True)
+class NodeChannels:
+    """One channel per arch (``e2e-<arch>``) in one repository, with its keys."""
+
+    repo: Path
+    keys: KeyStore
+
+    @staticmethod
+    def name(arch: str) -> str:
+        return f"e2e-{arch}"
+
+    def root_json(self, arch: str) -> Path:
+        path = self.repo / self.name(arch) / "metadata" / "1.root.json"
+        if not path.exists():
+            create_channel(self.repo, channel(self.name(arch)), self.keys)
+        return path
+
+    def build_args(self, arch: str) -> list[str]:
+        """What ``distbuild image`` needs to bake the arch's channel into a node."""
+        args = [
+            "--channel-url",
+            f"http://{GUEST_HOST}:{CHANNEL_PORT}",
+            "--channel",
+            self.name(arch),
+            "--trust-root",
+            str(self.root_json(arch)),
+        ]
+        for key, value in UPDATE_SETTINGS.items():
+            args += ["--update-setting", f"{key}={value}"]
+        return args
+
+
+@pytest.fixture(scope="session")
+def node_channels(tmp_path_factory: pytest.TempPathFactory) -> NodeChannels:
+    directory = tmp_path_factory.mktemp("node-channels")
+    return NodeChannels(directory / "repo", make_keys(directory / "keys"))
+
+
 Builder = Callable[..., Path]
 
 
 @pytest.fixture(scope="session")
-def build_image(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Builder]:
-    """Build (once per session and arguments) and return the build directory."""
+def build_image(
+    project: Path, tmp_path_factory: pytest.TempPathFactory, node_channels: NodeChannels
+) -> Iterator[Builder]:
+    """Build (once per session and arguments) and return the build directory.
+
+    A single-arch node image follows that arch's e2e channel (``NodeChannels``).
+    """
     done: dict[tuple[str, ...], Path] = {}
 
     def build(image: str, arch: str, version: str = "1.0.0", epoch: int = EPOCH) -> Path:
         key = (image, arch, version, str(epoch))
         if key not in done:
             out = tmp_path_factory.mktemp(f"out-{image}-{arch}")
+            extra = (
+                node_channels.build_args(arch)
+                if image == "node" and "," not in arch and arch != "all"
+                else []
+            )
             rc = run_cli(
                 "--project",
                 project,
@@ -69,6 +138,7 @@ def build_image(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
                 version,
                 "--source-date-epoch",
                 str(epoch),
+                *extra,
             )
             assert rc == 0, f"build of {image} for {arch} failed"
             done[key] = out / image / version

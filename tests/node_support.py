@@ -14,6 +14,8 @@
   what the booted root shows: ``distbuild.slot=`` and its release file.
 * :class:`FaultServer` serves a channel directory like ``distbuild serve`` but
   can cut a body short, trickle it, or stall, for one path pattern.
+* :class:`LockServer` is a FleetLock server (Zincati's protocol, one reboot
+  slot per group, as airlock does) that records every call.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-from http.server import ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +45,11 @@ from distbuild.bootctl.uboot import (
 )
 from distbuild.channel.keys import KeyStore
 from distbuild.channel.publish import publish
+from distbuild.channel.repo import ChannelRepo, Update
 from distbuild.channel.serve import RepoHandler, Traffic
 from distbuild.node.config import NodePaths, load_config
 from distbuild.node.updater import NodeUpdater
-from tests.channel_support import channel, make_keys
+from tests.channel_support import EXPIRY, channel, make_keys
 
 SLOT_SIZE = 8 << 20
 
@@ -155,6 +158,18 @@ class Channel:
         hits = sorted((self.repo / self.name / "targets" / directory).glob(f"*.{name}"))
         assert len(hits) == 1, hits
         return hits[0]
+
+
+def relabel(chan: Channel, path: str, **custom: str) -> None:
+    """Re-sign target ``path`` with changed custom metadata (a broken or hostile publish)."""
+    repo = ChannelRepo(chan.repo, chan.name)
+    with repo.lock(), Update(repo, chan.keys, EXPIRY) as update:
+        info = update.get(path)
+        assert info is not None
+        info.unrecognized_fields["custom"] = {**info.custom, **custom}
+        update.add(info, chan.target_file(path))
+        update.touch("targets")
+        update.commit()
 
 
 def make_channel(tmp: Path, name: str = "stable") -> Channel:
@@ -318,6 +333,7 @@ class Misbehave:
     rate: float | None = None
     stall: float | None = None
     hits: int = 0
+    streamed: int = 0  # body bytes written so far for matching requests (live)
 
 
 class _FaultHandler(RepoHandler):
@@ -352,6 +368,7 @@ class _FaultHandler(RepoHandler):
                 return
             outputfile.write(chunk)
             sent += len(chunk)
+            fault.streamed += len(chunk)
             if fault.rate:
                 ahead = sent / fault.rate - (time.monotonic() - started)
                 if ahead > 0:
@@ -370,10 +387,12 @@ class FaultServer:
 
 
 @contextmanager
-def fault_server(directory: Path, fault: Misbehave | None = None) -> Iterator[FaultServer]:
+def fault_server(
+    directory: Path, fault: Misbehave | None = None, port: int = 0
+) -> Iterator[FaultServer]:
     traffic = Traffic()
     handler = type("Handler", (_FaultHandler,), {"traffic": traffic, "fault": fault})
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(directory)))
+    httpd = ThreadingHTTPServer(("127.0.0.1", port), partial(handler, directory=str(directory)))
     httpd.daemon_threads = True
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -384,3 +403,70 @@ def fault_server(directory: Path, fault: Misbehave | None = None) -> Iterator[Fa
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=5)
+
+
+# --- a FleetLock server --------------------------------------------------------------
+
+
+@dataclass
+class Call:
+    path: str
+    client: dict[str, str]
+    rebooted: bool  # whether the node had already rebooted when it asked
+
+
+@dataclass
+class LockServer:
+    """A FleetLock server with one reboot slot per group (what airlock does)."""
+
+    marker: Path | None = None  # exists once the node rebooted (host tests)
+    holder: dict[str, str] = field(default_factory=dict)
+    calls: list[Call] = field(default_factory=list)
+    url: str = ""
+
+    def handle(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str]]:
+        if headers.get("fleet-lock-protocol") != "true":
+            return 400, {"kind": "missing_header", "value": "fleet-lock-protocol"}
+        client = json.loads(body)["client_params"]
+        rebooted = self.marker is not None and self.marker.exists()
+        self.calls.append(Call(path, client, rebooted))
+        group, ident = client["group"], client["id"]
+        if path == "/v1/pre-reboot":
+            if self.holder.get(group, ident) != ident:
+                return 409, {"kind": "failed_lock", "value": f"held by {self.holder[group]}"}
+            self.holder[group] = ident
+            return 200, {}
+        if path == "/v1/steady-state":
+            if self.holder.get(group) == ident:
+                del self.holder[group]
+            return 200, {}
+        return 404, {"kind": "not_found", "value": path}
+
+
+@contextmanager
+def fleetlock_server(marker: Path | None = None, port: int = 0) -> Iterator[LockServer]:
+    server = LockServer(marker)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            status, answer = server.handle(self.path, headers, body)
+            data = json.dumps(answer).encode()
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    server.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        yield server
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -14,71 +10,16 @@ import pytest
 from distbuild.channel.serve import serving
 from distbuild.node.daemon import run_loop
 from distbuild.node.system import app_id
-from tests.node_support import Channel, Node, make_channel
+from tests.node_support import Channel, LockServer, Node, fleetlock_server, make_channel
 
 SIZE = 1 << 20
 NODE_ID = "0123456789abcdef0123456789abcdef"  # Node.setup's /etc/machine-id
 
 
-@dataclass
-class Call:
-    path: str
-    client: dict[str, str]
-    rebooted: bool  # whether the node had already rebooted when it asked
-
-
-@dataclass
-class LockServer:
-    """A FleetLock server with one reboot slot per group (what airlock does)."""
-
-    marker: Path
-    holder: dict[str, str] = field(default_factory=dict)
-    calls: list[Call] = field(default_factory=list)
-    url: str = ""
-
-    def handle(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str]]:
-        if headers.get("fleet-lock-protocol") != "true":
-            return 400, {"kind": "missing_header", "value": "fleet-lock-protocol"}
-        client = json.loads(body)["client_params"]
-        self.calls.append(Call(path, client, self.marker.exists()))
-        group, ident = client["group"], client["id"]
-        if path == "/v1/pre-reboot":
-            if self.holder.get(group, ident) != ident:
-                return 409, {"kind": "failed_lock", "value": f"held by {self.holder[group]}"}
-            self.holder[group] = ident
-            return 200, {}
-        if path == "/v1/steady-state":
-            if self.holder.get(group) == ident:
-                del self.holder[group]
-            return 200, {}
-        return 404, {"kind": "not_found", "value": path}
-
-
 @pytest.fixture
 def lock_server(tmp_path: Path) -> Iterator[LockServer]:
-    server = LockServer(tmp_path / "node" / "rebooted")
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            status, answer = server.handle(self.path, headers, body)
-            data = json.dumps(answer).encode()
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    server.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    yield server
-    httpd.shutdown()
-    httpd.server_close()
+    with fleetlock_server(tmp_path / "node" / "rebooted") as server:
+        yield server
 
 
 @pytest.fixture

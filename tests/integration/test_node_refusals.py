@@ -15,11 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from distbuild.channel.repo import ChannelRepo, Update
 from distbuild.channel.serve import serving
 from distbuild.node.channel import Refused
-from tests.channel_support import EXPIRY
-from tests.node_support import SLOT_SIZE, Channel, Node, make_channel
+from tests.node_support import SLOT_SIZE, Channel, Node, make_channel, relabel
 
 SIZE = 1 << 20
 ROOT = "node/v2/armv7/root.img"
@@ -38,18 +36,6 @@ def node(tmp_path: Path, chan: Channel) -> Iterator[Node]:
         n = Node(tmp_path / "node")
         n.setup(server.url, chan.root_json, "v1")
         yield n
-
-
-def relabel(chan: Channel, path: str, **custom: str) -> None:
-    """Re-sign target ``path`` with changed custom metadata (a broken or hostile publish)."""
-    repo = ChannelRepo(chan.repo, chan.name)
-    with repo.lock(), Update(repo, chan.keys, EXPIRY) as update:
-        info = update.get(path)
-        assert info is not None
-        info.unrecognized_fields["custom"] = {**info.custom, **custom}
-        update.add(info, chan.target_file(path))
-        update.touch("targets")
-        update.commit()
 
 
 def assert_refused(node: Node, words: str, *, untouched: bool = True) -> None:
