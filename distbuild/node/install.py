@@ -1,7 +1,8 @@
 """Streaming a root image into the inactive slot: no temp copy, hash while writing.
 
 The payload goes from the socket straight into the slot's block device (or a
-file standing in for it), hashed on the way. Before the first byte the
+file standing in for it), hashed on the way (on a second core,
+:class:`~distbuild.node.hashing.StreamHash`). Before the first byte the
 server's answer is checked against the signed length (a server announcing
 more, or a different file size, is refused); reading stops at the signed
 length whatever the server sends. Every few MiB the device is synced and the
@@ -28,7 +29,6 @@ caller make the slot bootable.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import stat
@@ -45,6 +45,7 @@ from tenacity import (
 
 from distbuild.errors import DistbuildError
 from distbuild.node.channel import Refused, Target
+from distbuild.node.hashing import StreamHash
 from distbuild.node.http import CHUNK, Body, Http, TooSlow, TransferError
 from distbuild.node.state import Progress, StateStore
 from distbuild.node.verity import BLOCK, Leaves, VerityMismatch, VerityParams, verify_tree
@@ -84,19 +85,25 @@ def device_size(device: Path) -> int:
         os.close(fd)
 
 
-def hash_device(fd: int, length: int, hasher: hashlib._Hash | None = None) -> hashlib._Hash:
-    """SHA-256 of the first ``length`` bytes of an open device (into ``hasher``)."""
-    h = hasher or hashlib.sha256()
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
-    offset = 0
-    while offset < length:
-        n = os.preadv(fd, [view[: min(CHUNK, length - offset)]], offset)
-        if n <= 0:
-            raise DistbuildError(f"the slot device ends at {offset} bytes, before {length}")
-        h.update(view[:n])
-        offset += n
-    return h
+READ_PIECE = 256 << 10
+"""Bytes read from the slot at a time; a few are alive at once (read, queued, hashed)."""
+
+
+def hash_device(fd: int, length: int) -> str:
+    """SHA-256 (hex) of the first ``length`` bytes of an open device; the hashing
+    runs on a second core while the next piece is read."""
+    h = StreamHash()
+    try:
+        offset = 0
+        while offset < length:
+            piece = os.pread(fd, min(READ_PIECE, length - offset), offset)  # new bytes each
+            if not piece:
+                raise DistbuildError(f"the slot device ends at {offset} bytes, before {length}")
+            h.update(piece)
+            offset += len(piece)
+        return h.hexdigest()
+    finally:
+        h.close()
 
 
 class PayloadWriter:
@@ -122,7 +129,7 @@ class PayloadWriter:
         self.retry = retry or RetryPolicy()
         self.on_progress = on_progress
         self.offset = 0
-        self.hasher = hashlib.sha256()
+        self.hasher = StreamHash()  # the whole file, in file order, on a second core
         self.interval = checkpoint_interval(target.length)
         self._synced = 0
         self.resumed_from = 0
@@ -130,7 +137,7 @@ class PayloadWriter:
         self._failed_at = 0
         self.verity = verity
         self.leaves: Leaves | None = None  # level-0 digests, once the tree is verified
-        self._tree = b""  # the verified tree, written after the data
+        self._tree = bytearray()  # the verified tree, written after the data
         self._tail = bytearray()  # the start of a data block whose end has not arrived
 
     def check_fits(self) -> None:
@@ -166,6 +173,7 @@ class PayloadWriter:
                 self._write_tree(fd)
             self._sync(fd, force=True)
             digest = self.hasher.hexdigest()
+            self.leaves, self._tree = None, bytearray()  # the read-back needs neither
             if digest != self.target.sha256:
                 self.store.clear_progress()
                 raise Refused(
@@ -176,6 +184,7 @@ class PayloadWriter:
                 )
             self._read_back(fd)
         finally:
+            self.hasher.close()
             os.close(fd)
         # Recorded as complete, so a failure before the slot is flipped does
         # not fetch the payload again (the next attempt re-verifies it).
@@ -201,44 +210,41 @@ class PayloadWriter:
             return
         # The bytes before the offset were synced before it was recorded;
         # hash them again from the device instead of fetching them again.
-        if self.leaves is None:
-            hash_device(fd, offset, self.hasher)
-        else:
-            bad = self._rehash_checked(fd, offset)
-            if bad is not None:
-                log.warning(
-                    "slot %s holds data block %d unlike the signed hash tree; "
-                    "writing %s from the start",
-                    self.slot,
-                    bad,
-                    t.path,
-                )
-                self.hasher = hashlib.sha256()
-                return
+        bad = self._rehash(fd, offset)
+        if bad is not None:
+            log.warning(
+                "slot %s holds data block %d unlike the signed hash tree; writing %s from the start",
+                self.slot,
+                bad,
+                t.path,
+            )
+            self._new_hash()
+            return
         self.offset = self._synced = self.resumed_from = offset
         log.info("resuming %s at byte %d of %d", t.path, offset, t.length)
 
-    def _rehash_checked(self, fd: int, length: int) -> int | None:
+    def _rehash(self, fd: int, length: int) -> int | None:
         """Hash the slot's first ``length`` bytes, checking its data blocks against the
-        tree; the first block that does not match, or None."""
-        assert self.leaves is not None and self.verity is not None
-        data_end = self.verity.hash_offset
-        buf = bytearray(CHUNK)  # a multiple of BLOCK
-        view = memoryview(buf)
+        tree if there is one; the first block that does not match, or None."""
+        data_end = self.verity.hash_offset if self.verity is not None else 0
         offset = 0
         while offset < length:
-            size = min(CHUNK, length - offset)
-            n = os.preadv(fd, [view[:size]], offset)
-            if n != size:
-                raise DistbuildError(f"the slot device ends at {offset + n} bytes, before {length}")
-            if offset < data_end:
-                checked = view[: min(size, data_end - offset)]
+            size = min(CHUNK, length - offset)  # CHUNK is whole blocks
+            piece = os.pread(fd, size, offset)  # a new bytes: the hash thread keeps it
+            if len(piece) != size:
+                raise DistbuildError(f"the slot device ends before byte {length}")
+            if self.leaves is not None and offset < data_end:
+                checked = memoryview(piece)[: min(size, data_end - offset)]
                 bad = self.leaves.first_mismatch(offset // BLOCK, checked)
                 if bad is not None:
                     return bad
-            self.hasher.update(view[:size])
+            self.hasher.update(piece)
             offset += size
         return None
+
+    def _new_hash(self) -> None:
+        self.hasher.close()
+        self.hasher = StreamHash()
 
     def _retrying(self, step: Callable[[], None]) -> None:
         """Run ``step`` until it succeeds, retrying transient failures with back-off."""
@@ -290,7 +296,7 @@ class PayloadWriter:
         """The server ignored a Range request (200): the whole file comes again."""
         log.info("%s: server ignored the range request; starting over", self.target.url)
         self.offset = self._synced = 0
-        self.hasher = hashlib.sha256()
+        self._new_hash()
 
     def _advance(self, fd: int, n: int) -> None:
         self.offset += n
@@ -328,27 +334,28 @@ class PayloadWriter:
         """Fetch the hash tree (the image's end) and check it against the signed root hash."""
         v, t = self.verity, self.target
         assert v is not None
-        tree = bytearray()
+        tree = bytearray(v.tree_size)  # filled in place: the only copy the updater holds
         if v.tree_size:
             body = self._open(v.hash_offset)
             skip = v.hash_offset - body.start
             if skip:
                 log.info("%s: server ignored the range request; reading on to the tree", t.url)
-            for chunk in self.http.chunks(body, t.length - body.start):
-                if skip >= len(chunk):
-                    skip -= len(chunk)
-                    continue
-                tree += memoryview(chunk)[skip:]
-                skip = 0
-            if len(tree) < v.tree_size:
+            got = 0
+            with memoryview(tree) as into:
+                for chunk in self.http.chunks(body, t.length - body.start):
+                    if skip >= len(chunk):
+                        skip -= len(chunk)
+                        continue
+                    piece = memoryview(chunk)[skip:]
+                    skip = 0
+                    into[got : got + len(piece)] = piece
+                    got += len(piece)
+            if got < v.tree_size:
                 raise TransferError(
-                    f"{t.url}: connection closed after {len(tree)} of the hash tree's "
-                    f"{v.tree_size} bytes"
+                    f"{t.url}: connection closed after {got} of the hash tree's {v.tree_size} bytes"
                 )
-        data = bytes(tree)
-        del tree
         try:
-            self.leaves = verify_tree(v, data)
+            self.leaves = verify_tree(v, tree)
         except VerityMismatch as e:
             # Progress stays: the bytes it covers were checked against the signed
             # tree when written, and are checked again on resume.
@@ -357,7 +364,7 @@ class PayloadWriter:
                 f"{v.roothash[:16]}… ({e}); refused before writing anything to slot {self.slot}",
                 hint="the server or something between it and the node altered the file",
             ) from None
-        self._tree = data
+        self._tree = tree
         log.info("%s: hash tree verified against the signed root hash", t.path)
 
     def _attempt_blocks(self, fd: int) -> None:
@@ -421,12 +428,12 @@ class PayloadWriter:
         if self.offset != v.hash_offset:
             return
         self._pwrite(fd, self._tree)
-        self.hasher.update(self._tree)
+        self.hasher.update(memoryview(self._tree))
         self._advance(fd, len(self._tree))
 
     # writing
 
-    def _pwrite(self, fd: int, chunk: bytes | memoryview) -> None:
+    def _pwrite(self, fd: int, chunk: bytes | bytearray | memoryview) -> None:
         view = memoryview(chunk)
         pos = self.offset
         while view:
@@ -450,7 +457,7 @@ class PayloadWriter:
         length = self.target.length
         if hasattr(os, "posix_fadvise"):
             os.posix_fadvise(fd, 0, length, os.POSIX_FADV_DONTNEED)
-        digest = hash_device(fd, length).hexdigest()
+        digest = hash_device(fd, length)
         if digest != self.target.sha256:
             self.store.clear_progress()
             raise Refused(

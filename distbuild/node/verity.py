@@ -145,16 +145,22 @@ def compute_tree(data: bytes | bytearray | memoryview, salt: bytes) -> tuple[byt
 
 
 class Leaves:
-    """The verified level-0 digests: what each data block must hash to."""
+    """The verified level-0 digests: what each data block must hash to.
 
-    def __init__(self, salt: bytes, digests: bytes, data_blocks: int) -> None:
+    They are read in place from the tree (``start`` is where level 0 begins),
+    not copied: on a node the tree is most of what the updater holds.
+    """
+
+    def __init__(self, salt: bytes, tree: bytes | bytearray, start: int, data_blocks: int) -> None:
         self._base = hashlib.sha256(salt)
-        self._digests = digests
+        self._digests = tree
+        self._start = start
         self.data_blocks = data_blocks
 
     def digest(self, index: int) -> bytes:
         """The digest data block ``index`` must have."""
-        return self._digests[index * DIGEST : (index + 1) * DIGEST]
+        at = self._start + index * DIGEST
+        return bytes(self._digests[at : at + DIGEST])
 
     def first_mismatch(self, first: int, blocks: memoryview) -> int | None:
         """Index of the first block of ``blocks`` (data blocks from ``first`` on,
@@ -162,7 +168,7 @@ class Leaves:
         if len(blocks) % BLOCK or first + len(blocks) // BLOCK > self.data_blocks:
             raise ValueError("blocks out of the data area or not whole")
         base, digests = self._base, self._digests
-        at = first * DIGEST
+        at = self._start + first * DIGEST
         for start in range(0, len(blocks), BLOCK):
             h = base.copy()
             h.update(blocks[start : start + BLOCK])
@@ -172,7 +178,7 @@ class Leaves:
         return None
 
 
-def verify_tree(params: VerityParams, tree: bytes) -> Leaves:
+def verify_tree(params: VerityParams, tree: bytes | bytearray) -> Leaves:
     """Check a whole hash tree against the root hash; return its level-0 digests.
 
     Every hash block must be the one its parent's digest vouches for, the top
@@ -187,7 +193,7 @@ def verify_tree(params: VerityParams, tree: bytes) -> Leaves:
         raise VerityMismatch(f"the tree is {len(tree)} bytes, not {want}")
     root = bytes.fromhex(params.roothash)
     if not sizes:
-        return Leaves(salt, root, 1)
+        return Leaves(salt, root, 0, 1)
     view = memoryview(tree)
     offsets = _level_offsets(sizes)
     for level, (offset, blocks) in enumerate(zip(offsets, sizes, strict=True)):
@@ -199,7 +205,7 @@ def verify_tree(params: VerityParams, tree: bytes) -> Leaves:
         region = view[offset:end]
         if level + 1 < len(sizes):
             parent = offsets[level + 1]
-            vouched = tree[parent : parent + blocks * DIGEST]
+            vouched = bytes(view[parent : parent + blocks * DIGEST])
         else:
             vouched = root
         actual = _digests(salt, region)
@@ -211,6 +217,4 @@ def verify_tree(params: VerityParams, tree: bytes) -> Leaves:
             )
             what = "the root hash" if level + 1 == len(sizes) else f"level {level + 1}"
             raise VerityMismatch(f"level {level}, hash block {bad}: does not match {what}")
-    return Leaves(
-        salt, tree[offsets[0] : offsets[0] + params.data_blocks * DIGEST], params.data_blocks
-    )
+    return Leaves(salt, tree, offsets[0], params.data_blocks)
