@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -338,6 +339,11 @@ class Misbehave:
 
 class _FaultHandler(RepoHandler):
     fault: Misbehave | None = None
+
+    def handle(self) -> None:
+        # The client going away (a power cut, a refusal) is not the server's error.
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            super().handle()
 
     def copyfile(self, source: Any, outputfile: Any) -> None:
         fault = self.fault

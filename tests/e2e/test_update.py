@@ -1,0 +1,341 @@
+"""The node updater end to end: a booted node follows its channel by itself.
+
+Per arch, one story on one disk, the three arches at once (each is mostly
+a qemu process waiting on its guest; one thread and one namespace per arch) (the session's 1.0.0 node build, which bakes
+in the arch's e2e channel, a 3 s poll and the FleetLock reboot policy; see
+``NodeChannels`` in tests/conftest.py). The channel and a FleetLock server
+run in this process, bound to 127.0.0.1 of a network namespace the test
+makes; qemu runs in that namespace with a user-mode network, so the guest
+reaches them as 10.0.2.2 and nothing else. Nothing in the guest is driven by
+hand: ``distbuild-update run`` (respawned by init) polls, installs, takes the
+lock, reboots; the health check blesses; each boot prints ``status``.
+
+1. 1.0.0 boots from A and is blessed; the daemon finds nothing newer.
+2. Refused, each before a byte reaches slot B, with its reason on the
+   console and in ``status``: replayed (older) timestamp, expired timestamp,
+   a tampered payload (caught at its first data block by the signed verity
+   tree), a payload signed for another arch, a server sending more than
+   signed. No refusal asks for the reboot lock.
+3. 2.0.0, genuine: installed into B, FleetLock taken, reboot, ``booted slot=b
+   version=2.0.0``, ``slot b marked good``, lock released.
+4. Another node holds the reboot lock; 3.0.0 (whose init fails) is published
+   and served slowly; the power is cut mid-write of slot A. The next boot is
+   2.0.0 from B again, B byte-for-byte the signed image; the download
+   resumes with Range (≤ 1.05× the payload fetched in all); the node waits for
+   the lock without rebooting; once the lock is free it reboots into 3.0.0,
+   which fails its tries, and the boot loader falls back to 2.0.0 in B by
+   itself. ``status`` reports 3.0.0 rolled back and it is not fetched again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import traceback
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from distbuild.arch import get_arch
+from distbuild.boot import Guest
+from distbuild.channel.admin import refresh_channel
+from distbuild.channel.publish import publish
+from distbuild.disk.diskimg import partition_offsets
+from distbuild.disk.slots import disk_bootctl
+from distbuild.model.recipe import Recipe, load_recipe
+from distbuild.run import run
+from tests.channel_support import channel
+from tests.conftest import CHANNEL_PORT, FLEETLOCK_PORT, REPO, Builder, NodeChannels, read_record
+from tests.e2e.netns import NIC, NetNs, netns
+from tests.node_support import (
+    Channel,
+    FaultServer,
+    LockServer,
+    Misbehave,
+    fault_server,
+    fleetlock_server,
+    relabel,
+)
+
+pytestmark = [pytest.mark.qemu, pytest.mark.slow, pytest.mark.root, pytest.mark.network]
+
+BOOT = 150.0  # one good boot under TCG on a busy 2-core machine
+FAILED_TRY = 60.0  # one failing try: firmware, kernel, initramfs, panic=5
+ROUND = 90.0  # one daemon round: poll interval, TUF refresh, a decision
+INSTALL = 300.0  # fetch, verify and write a root image under TCG
+ROOT_KINDS = ("root", "kernel", "initrd", "boot")
+ARCHES = ("amd64", "arm64", "armv7")
+SLOW_RATE = 1 << 20  # bytes/s while the power is about to be cut
+TAMPERED = "tampered"
+
+
+@dataclass
+class Story:
+    arch: str
+    recipe: Recipe
+    v1: Path
+    v2: Path
+    chan: Channel
+    workdir: Path
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def release(self, build: Path, version: str, broken_init: bool = False) -> Path:
+        """A build directory with only this arch's root output, as a release to publish.
+
+        ``broken_init``: the boot entry starts /bin/false as init (a release
+        that passes every check on the server and fails on the node).
+        """
+        record = read_record(build)
+        out = self.workdir / f"release-{version}"
+        artifacts = []
+        for a in record["artifacts"]:
+            if a["arch"] != self.arch or a["kind"] not in ROOT_KINDS:
+                continue
+            src, dest = build / a["path"], out / a["path"]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if a["kind"] == "boot" and (broken_init or version != record["version"]):
+                meta = json.loads(src.read_text())
+                cmdline = meta["cmdline"].replace(
+                    f"distbuild.version={meta['version']}", f"distbuild.version={version}"
+                )
+                meta.update(version=version, cmdline=cmdline + " init=/bin/false" * broken_init)
+                data = (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()
+                dest.write_bytes(data)
+                a = {**a, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+            else:
+                os.link(src, dest)
+            artifacts.append(a)
+        assert len(artifacts) == len(ROOT_KINDS), artifacts
+        record.update(version=version, artifacts=artifacts)
+        (out / "build.json").write_text(json.dumps(record, indent=2))
+        return out
+
+    def publish(self, release: Path, now: datetime | None = None) -> None:
+        publish(self.chan.repo, channel(self.chan.name), release, self.chan.keys, now=now)
+
+    def refresh(self) -> None:
+        refresh_channel(self.chan.repo, channel(self.chan.name), self.chan.keys, force=True)
+
+    def root_path(self, version: str) -> str:
+        return f"node/{version}/{self.arch}/root.img"
+
+    def disk(self) -> Path:
+        record = read_record(self.v1)
+        (rel,) = [
+            a["path"] for a in record["artifacts"] if a["kind"] == "disk" and a["arch"] == self.arch
+        ]
+        copy = self.workdir / "node.img"
+        run(["cp", "--sparse=always", self.v1 / rel, copy])
+        return copy
+
+    @contextmanager
+    def guest(self, disk: Path, ns: NetNs, name: str) -> Iterator[Guest]:
+        log = self.workdir / f"{name}.console.log"
+        with (
+            log.open("w") as echo,
+            Guest(self.recipe, disk, write=True, echo=echo, nic=NIC, wrap=ns.wrap) as g,
+        ):
+            yield g
+
+
+@pytest.fixture(scope="module")
+def stories(
+    build_image: Builder, node_channels: NodeChannels, tmp_path_factory: pytest.TempPathFactory
+) -> list[Story]:
+    out = []
+    for arch in ARCHES:
+        v1 = build_image("node", arch, version="1.0.0")
+        v2 = build_image("node", arch, version="2.0.0")
+        workdir = tmp_path_factory.mktemp(f"update-{arch}")
+        chan = Channel(node_channels.repo, node_channels.keys, workdir, node_channels.name(arch))
+        out.append(Story(arch, load_recipe(REPO, get_arch(arch)), v1, v2, chan, workdir))
+    return out
+
+
+def test_nodes_update_refuse_roll_back_and_survive_a_power_cut(stories: list[Story]) -> None:
+    """The three arches' stories at once: each is mostly one qemu waiting on its guest."""
+    failures: dict[str, str] = {}
+
+    def one(story: Story) -> None:
+        try:
+            with netns(f"distbuild-e2e-{story.arch}-{os.getpid()}") as ns:
+                node_story(story, ns)
+        except BaseException:
+            failures[story.arch] = traceback.format_exc()
+
+    threads = [threading.Thread(target=one, args=(s,), name=s.arch) for s in stories]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for story in stories:
+        print(f"{story.arch}: {story.timings}")
+    if failures:
+        pytest.fail(
+            "\n".join(
+                f"--- {arch} (console logs in {s.workdir}):\n{text}"
+                for arch, text in failures.items()
+                for s in stories
+                if s.arch == arch
+            ),
+            pytrace=False,
+        )
+
+
+@contextmanager
+def servers(ns: NetNs, repo: Path) -> Iterator[tuple[FaultServer, LockServer]]:
+    """The channel and the FleetLock server, on 127.0.0.1 inside ``ns``."""
+    with ExitStack() as stack:
+        with ns.entered():
+            fault = Misbehave(path=r"root\.img$")
+            channel_server = stack.enter_context(fault_server(repo, fault, port=CHANNEL_PORT))
+            lock_server = stack.enter_context(fleetlock_server(port=FLEETLOCK_PORT))
+        yield channel_server, lock_server
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """Swap the served file at once (published files are hard links to builds)."""
+    tmp = path.with_name(path.name + ".swap")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def sha256_partition(disk: Path, label: str, length: int) -> str:
+    offset, _ = partition_offsets(disk)[label]
+    h = hashlib.sha256()
+    with disk.open("rb") as f:
+        f.seek(offset)
+        left = length
+        while left:
+            chunk = f.read(min(left, 1 << 20))
+            h.update(chunk)
+            left -= len(chunk)
+    return h.hexdigest()
+
+
+def node_story(story: Story, ns: NetNs) -> None:
+    s, chan = story, story.chan
+    meta = chan.repo / chan.name / "metadata"
+    s.publish(s.release(s.v1, "1.0.0"))
+    first_timestamp = (meta / "timestamp.json").read_bytes()
+    s.refresh()  # the node will first see a newer timestamp than this one
+    disk = s.disk()
+
+    with servers(ns, chan.repo) as (srv, lock):
+        with s.guest(disk, ns, "run1") as g:
+            # 1. A fresh node: 1.0.0 from A, blessed, nothing newer.
+            g.expect(f"distbuild-os: booted slot=a version=1.0.0 arch={s.arch}", BOOT)
+            s.timings["1.0.0 good"] = g.expect("distbuild-os: slot a marked good", BOOT)
+            g.expect("distbuild-update: up to date (1.0.0)", ROUND)
+
+            # 2. Refusals, each at the next daemon round.
+            current_timestamp = (meta / "timestamp.json").read_bytes()
+            replace_file(meta / "timestamp.json", first_timestamp)
+            g.expect("metadata version went back", ROUND)
+            replace_file(meta / "timestamp.json", current_timestamp)
+
+            v2 = s.release(s.v2, "2.0.0")
+            s.publish(v2, now=datetime.now(UTC) - timedelta(days=3))
+            g.expect("expired metadata", ROUND)
+
+            served = chan.target_file(s.root_path("2.0.0"))
+            genuine = served.read_bytes()
+            tampered = bytearray(genuine)
+            tampered[2048] ^= 0x01  # in the first data block
+            replace_file(served, bytes(tampered))
+            s.refresh()  # valid metadata again; the bytes behind it are not
+            g.expect(TAMPERED, ROUND)
+
+            relabel(chan, s.root_path("2.0.0"), arch="s390x")
+            g.expect("is signed as arch 's390x'", ROUND)
+            relabel(chan, s.root_path("2.0.0"), arch=s.arch)  # still tampered: still refused
+
+            replace_file(served, genuine + b"\0" * 4096)
+            s.timings["refusals done"] = g.expect("more than the", ROUND)
+            assert lock.calls == [], "a refused release asked for the reboot lock"
+
+            # 3. The genuine release: installed into B, lock, reboot, blessed, unlocked.
+            replace_file(served, genuine)
+            g.expect("writing node 2.0.0 into slot b", ROUND)
+            g.expect(f"distbuild-os: booted slot=b version=2.0.0 arch={s.arch}", INSTALL + BOOT)
+            assert [c.path for c in lock.calls] == ["/v1/pre-reboot"]
+            (me,) = lock.holder.values()
+            g.expect("updated from 1.0.0 to 2.0.0", BOOT)
+            g.expect("FleetLock reboot lock released", 10)
+            s.timings["2.0.0 good"] = g.expect("distbuild-os: slot b marked good", 10)
+            assert [c.path for c in lock.calls] == ["/v1/pre-reboot", "/v1/steady-state"]
+            assert lock.calls[1].client == {"id": me, "group": "e2e"}
+            assert lock.holder == {}
+            # Every refusal is in the status the boot printed.
+            start = g.pos
+            g.expect("distbuild-update: up to date (2.0.0)", ROUND)
+            status = g.transcript[start : g.pos]
+            for reason in (
+                "version went back",
+                "expired metadata",
+                TAMPERED,
+                "'s390x'",
+                "more than",
+            ):
+                assert reason in status, reason
+
+            # 4. A bad release, served slowly; the power goes mid-write of slot A.
+            lock.holder["e2e"] = "another-node"
+            assert srv.fault is not None
+            srv.fault.rate = SLOW_RATE
+            v3_path = s.root_path("3.0.0")
+            s.publish(s.release(s.v2, "3.0.0", broken_init=True))
+            length = chan.target_file(v3_path).stat().st_size
+            g.expect("writing node 3.0.0 into slot a", ROUND)
+            fault = srv.fault
+            assert fault is not None
+            fault.streamed = 0
+            g.watch(lambda: fault.streamed > length * 0.4, INSTALL, "40 % of 3.0.0")
+            s.timings["power cut"] = g.elapsed()
+            g.power_cut()
+        cut_at = srv.sent(r"3\.0\.0/.*root\.img$")
+        assert cut_at < length
+        # The slot that runs was never touched: B holds exactly the signed 2.0.0 image.
+        assert sha256_partition(disk, "root-b", len(genuine)) == hashlib.sha256(genuine).hexdigest()
+        srv.fault.rate = None
+
+        with s.guest(disk, ns, "run2") as g:
+            g.expect(f"distbuild-os: booted slot=b version=2.0.0 arch={s.arch}", BOOT)
+            g.expect("distbuild-os: slot b marked good", BOOT)
+            g.expect("resuming node/3.0.0", ROUND)
+            s.timings["run 2: 3.0.0 resumed and written"] = g.expect(
+                "waiting for the FleetLock reboot lock", INSTALL
+            )
+            g.expect("waiting for the FleetLock reboot lock", ROUND)  # asked again: still held
+            assert "booted slot=a" not in g.transcript
+            fetched = srv.sent(r"3\.0\.0/.*root\.img$")
+            assert fetched <= 1.05 * length, (fetched, length, cut_at)
+
+            del lock.holder["e2e"]  # the other node is done
+            tries = s.recipe.boot_tries
+            for _ in range(tries):
+                g.expect("distbuild-initramfs: slot=a version=3.0.0", INSTALL + FAILED_TRY)
+            g.expect(f"distbuild-os: booted slot=b version=2.0.0 arch={s.arch}", FAILED_TRY + BOOT)
+            s.timings["run 2: fell back, 2.0.0 good"] = g.expect(
+                "distbuild-os: slot b marked good", BOOT
+            )
+            g.expect("rolled back: 3.0.0", ROUND)
+            g.expect("3.0.0 failed here before; not trying it again", ROUND)
+            assert lock.holder == {}, "the lock was released after the fallback was blessed"
+            # One more round: still not fetched again.
+            sent = srv.sent(r"3\.0\.0/.*root\.img$")
+            g.expect("3.0.0 failed here before; not trying it again", ROUND)
+            assert srv.sent(r"3\.0\.0/.*root\.img$") == sent
+            assert "booted slot=a version=3.0.0" not in g.transcript
+    # What the boot loader was left with: A failed its tries and is out, B is good.
+    bc = disk_bootctl(disk, s.recipe)
+    states = bc.states()
+    assert not states["a"].bootable and not states["a"].good
+    assert states["b"].good and states["b"].version == "2.0.0"
+    assert bc.boot_order() == ["b"]
