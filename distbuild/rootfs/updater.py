@@ -110,17 +110,32 @@ class UpdaterSetup:
                 )
         try:
             config_from(
-                {"channel_url": channel_url, "channel": channel, **values}, {}, "the updater config"
+                {"channel_url": channel_url, "channel": channel, **values}, {}, "--update-setting"
             )
         except ConfigError as e:
-            raise DistbuildError(e.message, hint=e.hint) from None
+            raise DistbuildError(
+                e.message, hint=e.hint or "the keys and values of update.yaml are in the README"
+            ) from None
         if not trust_root.is_file():
             raise DistbuildError(
                 f"trust root {trust_root} is not a file",
-                hint="pass the channel's metadata/1.root.json (made by 'distbuild keys init' "
-                "and 'distbuild channel init')",
+                hint="pass the channel's metadata/1.root.json (made by 'distbuild channel init')",
             )
+        check_trust_anchor(trust_root.read_bytes())
         return cls(channel_url, trust_root, channel, values)
+
+
+def check_trust_anchor(data: bytes) -> None:
+    """Refuse anything but TUF root metadata as a node's trust anchor."""
+    try:
+        signed = json.loads(data)["signed"]
+        if signed["_type"] != "root":
+            raise ValueError(signed["_type"])
+    except (ValueError, KeyError, TypeError):
+        raise DistbuildError(
+            "the trust anchor is not TUF root metadata",
+            hint="pass the channel's metadata/1.root.json (or its current root.json)",
+        ) from None
 
 
 def node_files() -> list[Path]:
@@ -205,15 +220,7 @@ def install_updater(
         written.append(CONFIG)
     if root_json is not None:
         data = root_json if isinstance(root_json, bytes) else root_json.read_bytes()
-        try:
-            signed = json.loads(data)["signed"]
-            if signed["_type"] != "root":
-                raise ValueError(signed["_type"])
-        except (ValueError, KeyError, TypeError):
-            raise DistbuildError(
-                "the trust anchor is not TUF root metadata",
-                hint="pass the channel's metadata/1.root.json (or its current root.json)",
-            ) from None
+        check_trust_anchor(data)
         anchor = root / TRUST_ANCHOR
         anchor.parent.mkdir(parents=True, exist_ok=True)
         anchor.write_bytes(data)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import EPOCH, REPO
+from tests.conftest import EPOCH, REPO, NodeChannels
 
 pytestmark = pytest.mark.slow
 
@@ -194,3 +194,64 @@ def test_cli_usage_error_is_clean(tmp_path: Path) -> None:
     assert_clean_error(
         distbuild("image", "--arch", "amd64", "--compression-level", "42"), "compression-level"
     )
+
+
+@pytest.mark.parametrize(
+    ("extra", "needles"),
+    [
+        (["--channel-url", "http://updates.test"], ["--channel-url and --trust-root go together"]),
+        (
+            [
+                "--trust-root",
+                "ROOT",
+                "--channel-url",
+                "http://u.test",
+                "--update-setting",
+                "reboot=sometimes",
+            ],
+            ["reboot: must be one of immediate, kured, fleetlock, never"],
+        ),
+        (
+            [
+                "--trust-root",
+                "ROOT",
+                "--channel-url",
+                "http://u.test",
+                "--update-setting",
+                "poll_intervall=1h",
+            ],
+            ["unknown key 'poll_intervall'", "known keys"],
+        ),
+        (
+            [
+                "--trust-root",
+                "ROOT",
+                "--channel-url",
+                "http://u.test",
+                "--update-setting",
+                "reboot=fleetlock",
+            ],
+            ["fleetlock needs fleetlock_url"],
+        ),
+        (
+            ["--trust-root", "ROOT", "--channel-url", "http://u.test", "--update-setting", "tries"],
+            ["is not KEY=VALUE"],
+        ),
+        (
+            ["--trust-root", "missing.json", "--channel-url", "http://u.test"],
+            ["trust root", "is not a file"],
+        ),
+        (["--trust-root", "NOT_ROOT", "--channel-url", "http://u.test"], ["not TUF root metadata"]),
+    ],
+)
+def test_bad_updater_settings_fail_the_node_build(
+    proj: Path, tmp_path: Path, node_channels: NodeChannels, extra: list[str], needles: list[str]
+) -> None:
+    """What a node would choke on is refused at build time, before anything is built."""
+    not_root = tmp_path / "timestamp.json"
+    not_root.write_text(json.dumps({"signed": {"_type": "timestamp"}}))
+    subst = {"ROOT": str(node_channels.root_json("amd64")), "NOT_ROOT": str(not_root)}
+    args = [subst.get(a, a) for a in extra]
+    out = tmp_path / "out"
+    assert_clean_error(build(proj, out, *args, image="node"), *needles)
+    assert not (out / "node").exists()
