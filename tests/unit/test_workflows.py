@@ -22,16 +22,19 @@ def actionlint() -> str:
 def test_actionlint_passes() -> None:
     files = sorted(str(p) for p in WORKFLOWS.glob("*.yml"))
     assert files
-    proc = subprocess.run([actionlint(), "-no-color", *files], capture_output=True, text=True,
-                          cwd=REPO)
+    proc = subprocess.run(
+        [actionlint(), "-no-color", *files], capture_output=True, text=True, cwd=REPO
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_actionlint_catches_a_broken_workflow(tmp_path: Path) -> None:
     bad = tmp_path / ".github/workflows/bad.yml"
     bad.parent.mkdir(parents=True)
-    bad.write_text("on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n"
-                   "      - run: echo ${{ matrix.nosuch }}\n")
+    bad.write_text(
+        "on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n"
+        "      - run: echo ${{ matrix.nosuch }}\n"
+    )
     proc = subprocess.run([actionlint(), "-no-color", str(bad)], capture_output=True, text=True)
     assert proc.returncode != 0
 
