@@ -21,7 +21,7 @@ lock, reboots; the health check blesses; each boot prints ``status``.
 4. Another node holds the reboot lock; 3.0.0 (whose init fails) is published
    and served slowly; the power is cut mid-write of slot A. The next boot is
    2.0.0 from B again, B byte-for-byte the signed image; the download
-   resumes with Range (≤ 1.05× the payload fetched in all); the node waits for
+   resumes with Range (at most 1.05 times the payload fetched in all); the node waits for
    the lock without rebooting; once the lock is free it reboots into 3.0.0,
    which fails its tries, and the boot loader falls back to 2.0.0 in B by
    itself. ``status`` reports 3.0.0 rolled back and it is not fetched again.
