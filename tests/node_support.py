@@ -23,7 +23,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -309,6 +313,26 @@ class Node:
     def log(self) -> str:
         path = self.state_dir / "update.log"
         return path.read_text() if path.exists() else ""
+
+    def cut_apply(self, at: int, timeout: float = 30) -> int:
+        """Run ``distbuild-update apply`` and SIGKILL it (a power cut) once the
+        recorded progress reaches ``at`` bytes; returns the recorded offset."""
+        cli = [sys.executable, "-m", "distbuild.node.cli", "--root", str(self.root), "apply"]
+        proc = subprocess.Popen(cli, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        progress = self.state_dir / "progress.json"
+        deadline = time.monotonic() + timeout
+        offset = 0
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                offset = json.loads(progress.read_text())["offset"]
+            except (FileNotFoundError, ValueError):
+                offset = 0
+            if offset >= at:
+                break
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)  # the power cut
+        proc.wait()
+        return offset
 
     def untouched(self, slot: str) -> bool:
         """Whether a slot device still holds only zeros (nothing was written)."""

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -51,21 +46,7 @@ def test_power_cut_mid_write_then_resume(tmp_path: Path, chan: Channel) -> None:
     with fault_server(chan.repo, fault) as server:
         node = Node(tmp_path / "node")
         node.setup(server.url, chan.root_json, "v1")
-        cli = [sys.executable, "-m", "distbuild.node.cli", "--root", str(node.root), "apply"]
-        proc = subprocess.Popen(cli, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        progress = node.state_dir / "progress.json"
-        deadline = time.monotonic() + 30
-        offset = 0
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                offset = json.loads(progress.read_text())["offset"]
-            except (FileNotFoundError, ValueError):
-                offset = 0
-            if offset >= SIZE // 2:
-                break
-            time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)  # the power cut
-        proc.wait()
+        offset = node.cut_apply(SIZE // 2)
         assert SIZE // 2 <= offset < SIZE, "the updater was not cut mid-write"
         first = server.sent()
 

@@ -16,11 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -203,21 +199,7 @@ def test_power_cut_mid_write_then_resume_stays_within_5_percent(
     # ~2 s for the payload, so the updater can be killed in the middle of it.
     fault = Misbehave(rate=SIZE / 2)
     with node_on(tmp_path, chan, fault) as (node, server):
-        cli = [sys.executable, "-m", "distbuild.node.cli", "--root", str(node.root), "apply"]
-        proc = subprocess.Popen(cli, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        progress = node.state_dir / "progress.json"
-        deadline = time.monotonic() + 30
-        offset = 0
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                offset = json.loads(progress.read_text())["offset"]
-            except (FileNotFoundError, ValueError):
-                offset = 0
-            if offset >= SIZE // 2:
-                break
-            time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)  # the power cut
-        proc.wait()
+        offset = node.cut_apply(SIZE // 2)
         assert SIZE // 2 <= offset < SIZE and offset % BLOCK == 0, offset
         assert node.boot() == ("a", "v1")
 
