@@ -25,7 +25,7 @@ from distbuild.bootctl.uboot import ENV_BACKUP, ENV_FILE, UBootControl
 from distbuild.model.recipe import Recipe, load_recipe
 from distbuild.run import run
 from tests.conftest import Builder, read_record
-from tests.e2e.uboot_support import Console, gpt_partitions, initrd_overlay, start_qemu
+from tests.e2e.uboot_support import Console, gpt_partitions, start_qemu
 
 pytestmark = [pytest.mark.qemu, pytest.mark.root, pytest.mark.slow, pytest.mark.network]
 
@@ -141,36 +141,6 @@ def test_node_disk_boots_slot_a_and_marks_it_good(node: Node) -> None:
     assert (a.good, a.bootable, a.version) == (True, True, "1.0.0")
     # The script counted the try, the health check gave the full count back.
     assert ctl.counters()["BOOT_A_LEFT"] == str(node.recipe.boot_tries)
-
-
-def test_node_b_whose_init_fails_is_tried_n_times_then_a_boots(node: Node) -> None:
-    tries = node.recipe.boot_tries
-    ctl = node.bootctl()
-    broken = slot_boot(node.v2)
-    # A second cpio archive after the real one replaces /init with one that fails.
-    failing = initrd_overlay(
-        {"init": (b"#!/usr/bin/busybox sh\necho 'test: init fails'\nexit 1\n", 0o755)}
-    )
-    ctl.install(
-        "b", SlotBoot(broken.version, broken.kernel, broken.initrd + failing, broken.cmdline)
-    )
-    node.write_root("b", node.v2)
-    ctl.set_next("b", tries)
-    assert ctl.boot_order() == ["b", "a"]
-
-    console = node.boot(
-        "distbuild-os: booted slot=a version=1.0.0 arch=armv7",
-        "distbuild-os: slot a marked good",
-        timeout=BOOT_TIMEOUT * (tries + 2),
-    )
-    assert len(console.matching("test: init fails")) == tries
-    assert len(console.matching("distbuild: booting slot b")) == tries
-    assert not console.matching("booted slot=b")
-    b, a = ctl.states()["b"], ctl.states()["a"]
-    assert (b.bootable, b.tries_left, b.good) == (False, 0, False)
-    assert ctl.counters()["BOOT_B_LEFT"] == "0"
-    assert (a.good, a.bootable) == (True, True)
-    assert ctl.boot_order() == ["a"]
 
 
 def test_node_b_with_a_flipped_byte_fails_verity_and_a_boots(node: Node) -> None:

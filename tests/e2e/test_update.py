@@ -333,9 +333,11 @@ def node_story(story: Story, ns: NetNs) -> None:
             g.expect("3.0.0 failed here before; not trying it again", ROUND)
             assert srv.sent(r"3\.0\.0/.*root\.img$") == sent
             assert "booted slot=a version=3.0.0" not in g.transcript
+        run2 = g.transcript
     # What the boot loader was left with: A failed its tries and is out, B is good.
+    assert run2.count("distbuild-initramfs: slot=a version=3.0.0") == tries  # each try counted
     bc = disk_bootctl(disk, s.recipe)
     states = bc.states()
-    assert not states["a"].bootable and not states["a"].good
+    assert not states["a"].bootable and not states["a"].good and states["a"].tries_left == 0
     assert states["b"].good and states["b"].version == "2.0.0"
     assert bc.boot_order() == ["b"]

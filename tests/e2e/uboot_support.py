@@ -1,9 +1,7 @@
-"""Helpers for the U-Boot boot tests: a qemu console reader, GPT offsets, initramfs overlays."""
+"""Helpers for the U-Boot boot tests: a qemu console reader and GPT offsets."""
 
 from __future__ import annotations
 
-import gzip
-import io
 import os
 import select
 import struct
@@ -84,33 +82,6 @@ def start_qemu(recipe: Recipe, disk: Path, workdir: Path) -> Console:
 
 
 # --- disk and initramfs helpers ------------------------------------------------------
-
-
-def initrd_overlay(files: dict[str, tuple[bytes, int]]) -> bytes:
-    """A gzipped cpio to append to an initramfs: the kernel unpacks archives in
-    order, so these files replace the ones before them."""
-    return gzip.compress(_newc([], files), mtime=0)
-
-
-def _newc(dirs: list[str], files: dict[str, tuple[bytes, int]]) -> bytes:
-    out = io.BytesIO()
-    ino = 1
-
-    def entry(name: str, mode: int, data: bytes) -> None:
-        nonlocal ino
-        namez = name.encode() + b"\0"
-        fields = [ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(namez), 0]
-        out.write(b"070701" + b"".join(f"{v:08x}".encode() for v in fields))
-        out.write(namez + b"\0" * ((-(110 + len(namez))) % 4))
-        out.write(data + b"\0" * ((-len(data)) % 4))
-        ino += 1
-
-    for d in dirs:
-        entry(d, 0o040755, b"")
-    for name, (data, mode) in files.items():
-        entry(name, 0o100000 | mode, data)
-    entry("TRAILER!!!", 0, b"")
-    return out.getvalue()
 
 
 def gpt_partitions(disk: Path) -> dict[str, tuple[int, int]]:
