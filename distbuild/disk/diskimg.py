@@ -15,6 +15,7 @@ import struct
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from distbuild import ui
 from distbuild.bootctl.base import ImageFiles, open_bootctl
@@ -181,6 +182,24 @@ def copy_sparse(src: Path, dest: Path, offset: int) -> None:
                 d.seek(pos)
                 d.write(chunk)
             pos += len(chunk)
+
+
+def sha256_range(f: BinaryIO, offset: int, length: int) -> str:
+    """SHA-256 of ``length`` bytes of an open file from ``offset`` (short if it ends first)."""
+    f.seek(offset)
+    h = hashlib.sha256()
+    left = length
+    while left and (chunk := f.read(min(CHUNK, left))):
+        h.update(chunk)
+        left -= len(chunk)
+    return h.hexdigest()
+
+
+def partition_sha256(disk: Path, label: str, length: int | None = None) -> str:
+    """SHA-256 of partition ``label`` of ``disk`` (its first ``length`` bytes, if given)."""
+    offset, size = partition_offsets(disk)[label]
+    with disk.open("rb") as f:
+        return sha256_range(f, offset, size if length is None else length)
 
 
 def partition_offsets(disk: Path) -> dict[str, tuple[int, int]]:

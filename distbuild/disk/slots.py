@@ -8,14 +8,13 @@ boot next is a separate step (:meth:`BootControl.set_next`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from distbuild.bootctl.base import BootControl, ImageFiles, SlotBoot, check_slot, open_bootctl
 from distbuild.disk.bootchain import get_chain
-from distbuild.disk.diskimg import partition_offsets
+from distbuild.disk.diskimg import partition_offsets, sha256_range
 from distbuild.errors import DistbuildError
 from distbuild.model.recipe import Recipe
 from distbuild.record import load_record
@@ -95,16 +94,8 @@ def write_slot(disk: Path, recipe: Recipe, payload: Payload, slot: str) -> None:
         while chunk := src.read(CHUNK):
             dst.write(chunk)
         dst.flush()
-        dst.seek(offset)
-        h = hashlib.sha256()
-        left = size
-        while left:
-            chunk = dst.read(min(CHUNK, left))
-            if not chunk:
-                break
-            h.update(chunk)
-            left -= len(chunk)
-    if h.hexdigest() != payload.root_sha256:
+        written = sha256_range(dst, offset, size)
+    if written != payload.root_sha256:
         raise DistbuildError(
             f"slot {slot} reads back differently from the root image; it stays unbootable",
             hint="check the disk image (or device) for errors and write it again",

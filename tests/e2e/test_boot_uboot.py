@@ -9,7 +9,6 @@ the disk image (``ImageFiles``), as ``distbuild disk`` does.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -22,10 +21,11 @@ import pytest
 from distbuild.arch import get_arch
 from distbuild.bootctl.base import ImageFiles, SlotBoot, open_bootctl
 from distbuild.bootctl.uboot import ENV_BACKUP, ENV_FILE, UBootControl
+from distbuild.disk.diskimg import partition_offsets, partition_sha256
 from distbuild.model.recipe import Recipe, load_recipe
 from distbuild.run import run
 from tests.conftest import Builder, read_record
-from tests.e2e.uboot_support import Console, gpt_partitions, start_qemu
+from tests.e2e.uboot_support import Console, start_qemu
 
 pytestmark = [pytest.mark.qemu, pytest.mark.root, pytest.mark.slow, pytest.mark.network]
 
@@ -48,24 +48,12 @@ class Node:
 
     @property
     def parts(self) -> dict[str, tuple[int, int]]:
-        return gpt_partitions(self.disk)
+        return partition_offsets(self.disk)
 
     def bootctl(self) -> UBootControl:
         ctl = open_bootctl("u-boot", ImageFiles(self.disk, self.parts["boot"][0]), "")
         assert isinstance(ctl, UBootControl)
         return ctl
-
-    def partition_sha256(self, label: str) -> str:
-        offset, size = self.parts[label]
-        h = hashlib.sha256()
-        with self.disk.open("rb") as f:
-            f.seek(offset)
-            left = size
-            while left:
-                chunk = f.read(min(left, 1 << 20))
-                h.update(chunk)
-                left -= len(chunk)
-        return h.hexdigest()
 
     def write_root(self, slot: str, build: Path, *, flip_at: int | None = None) -> None:
         """The root image into ``root-<slot>`` (install() made the slot unbootable first)."""
@@ -166,7 +154,7 @@ def test_node_b_with_a_flipped_byte_fails_verity_and_a_boots(node: Node) -> None
 
 def test_node_update_into_b_boots_b_and_leaves_a_untouched(node: Node) -> None:
     ctl = node.bootctl()
-    root_a = node.partition_sha256("root-a")
+    root_a = partition_sha256(node.disk, "root-a")
     ctl.install("b", slot_boot(node.v2))
     node.write_root("b", node.v2)
     ctl.set_next("b", node.recipe.boot_tries)
@@ -180,7 +168,7 @@ def test_node_update_into_b_boots_b_and_leaves_a_untouched(node: Node) -> None:
     assert (b.good, b.bootable, b.version) == (True, True, "2.0.0")
     assert (a.good, a.version) == (True, "1.0.0")
     assert ctl.boot_order() == ["b", "a"]
-    assert node.partition_sha256("root-a") == root_a
+    assert partition_sha256(node.disk, "root-a") == root_a
 
 
 def test_node_torn_env_write_still_boots_a_good_slot(node: Node) -> None:

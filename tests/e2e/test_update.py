@@ -46,7 +46,7 @@ from distbuild.arch import get_arch
 from distbuild.boot import Guest
 from distbuild.channel.admin import refresh_channel
 from distbuild.channel.publish import publish
-from distbuild.disk.diskimg import partition_offsets
+from distbuild.disk.diskimg import partition_sha256
 from distbuild.disk.slots import disk_bootctl
 from distbuild.model.recipe import Recipe, load_recipe
 from distbuild.run import run
@@ -206,19 +206,6 @@ def replace_file(path: Path, data: bytes) -> None:
     tmp.replace(path)
 
 
-def sha256_partition(disk: Path, label: str, length: int) -> str:
-    offset, _ = partition_offsets(disk)[label]
-    h = hashlib.sha256()
-    with disk.open("rb") as f:
-        f.seek(offset)
-        left = length
-        while left:
-            chunk = f.read(min(left, 1 << 20))
-            h.update(chunk)
-            left -= len(chunk)
-    return h.hexdigest()
-
-
 def node_story(story: Story, ns: NetNs) -> None:
     s, chan = story, story.chan
     meta = chan.repo / chan.name / "metadata"
@@ -302,7 +289,7 @@ def node_story(story: Story, ns: NetNs) -> None:
         cut_at = srv.sent(r"3\.0\.0/.*root\.img$")
         assert cut_at < length
         # The slot that runs was never touched: B holds exactly the signed 2.0.0 image.
-        assert sha256_partition(disk, "root-b", len(genuine)) == hashlib.sha256(genuine).hexdigest()
+        assert partition_sha256(disk, "root-b", len(genuine)) == hashlib.sha256(genuine).hexdigest()
         srv.fault.rate = None
 
         with s.guest(disk, ns, "run2") as g:

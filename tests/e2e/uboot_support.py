@@ -1,13 +1,11 @@
-"""Helpers for the U-Boot boot tests: a qemu console reader and GPT offsets."""
+"""Helpers for the U-Boot boot tests: a qemu console reader."""
 
 from __future__ import annotations
 
 import os
 import select
-import struct
 import subprocess
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,26 +77,3 @@ def start_qemu(recipe: Recipe, disk: Path, workdir: Path) -> Console:
     ]
     proc = popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     return Console(proc, workdir / "console.log")
-
-
-# --- disk and initramfs helpers ------------------------------------------------------
-
-
-def gpt_partitions(disk: Path) -> dict[str, tuple[int, int]]:
-    """Partition label -> (byte offset, byte size), read from the primary GPT."""
-    with disk.open("rb") as f:
-        f.seek(512)
-        header = f.read(92)
-        assert header[:8] == b"EFI PART", f"{disk} has no GPT"
-        entries_lba, count, entry_size = struct.unpack_from("<QII", header, 72)
-        f.seek(entries_lba * 512)
-        table = f.read(count * entry_size)
-    out: dict[str, tuple[int, int]] = {}
-    for i in range(count):
-        e = table[i * entry_size : (i + 1) * entry_size]
-        if uuid.UUID(bytes_le=e[:16]).int == 0:
-            continue
-        first, last = struct.unpack_from("<QQ", e, 32)
-        label = e[56:128].decode("utf-16-le").rstrip("\0")
-        out[label] = (first * 512, (last - first + 1) * 512)
-    return out
