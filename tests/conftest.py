@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +43,44 @@ UPDATE_SETTINGS = {
 
 def run_cli(*args: str | os.PathLike[str]) -> int:
     return main([os.fspath(a) for a in args])
+
+
+def image_args(
+    project: Path,
+    out: Path,
+    image: str,
+    arch: str,
+    version: str = "1.0.0",
+    epoch: int = EPOCH,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The argv of a reproducible ``distbuild image`` build (after the program name)."""
+    return [
+        "--project",
+        str(project),
+        "image",
+        "--arch",
+        arch,
+        "--image",
+        image,
+        "--out",
+        str(out),
+        "--version",
+        version,
+        "--source-date-epoch",
+        str(epoch),
+        *extra,
+    ]
+
+
+def error_and_hint(err: str) -> tuple[str, str]:
+    """The first ``error:`` and ``hint:`` lines of a failed command's stderr (no traceback)."""
+    lines = err.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error: ")]
+    hints = [line for line in lines if line.startswith("hint: ")]
+    assert errors and hints, err
+    assert "Traceback" not in err, err
+    return errors[0], hints[0]
 
 
 @pytest.fixture(scope="session")
@@ -124,22 +162,7 @@ def build_image(
                 if image == "node" and "," not in arch and arch != "all"
                 else []
             )
-            rc = run_cli(
-                "--project",
-                project,
-                "image",
-                "--arch",
-                arch,
-                "--image",
-                image,
-                "--out",
-                out,
-                "--version",
-                version,
-                "--source-date-epoch",
-                str(epoch),
-                *extra,
-            )
+            rc = run_cli(*image_args(project, out, image, arch, version, epoch, extra))
             assert rc == 0, f"build of {image} for {arch} failed"
             done[key] = out / image / version
         return done[key]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import EPOCH, REPO, run_cli
+from tests.conftest import REPO, error_and_hint, image_args, run_cli
 
 TINY = """\
 include: include/base.yaml
@@ -42,34 +42,11 @@ def edit_recipe(project: Path, arch: str, change: dict[str, object]) -> None:
 
 
 def build(project: Path, out: Path, image: str, arch: str = "amd64") -> int:
-    return run_cli(
-        "--project",
-        project,
-        "image",
-        "--arch",
-        arch,
-        "--image",
-        image,
-        "--out",
-        out,
-        "--version",
-        "1.0.0",
-        "--source-date-epoch",
-        str(EPOCH),
-    )
+    return run_cli(*image_args(project, out, image, arch))
 
 
 def nothing_written(out: Path) -> bool:
     return not any(p.is_file() for p in out.rglob("*")) if out.exists() else True
-
-
-def error_and_hint(err: str) -> tuple[str, str]:
-    lines = err.strip().splitlines()
-    errors = [line for line in lines if line.startswith("error: ")]
-    hints = [line for line in lines if line.startswith("hint: ")]
-    assert errors and hints, err
-    assert "Traceback" not in err
-    return errors[0], hints[0]
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import EPOCH, REPO, NodeChannels
+from tests.conftest import REPO, NodeChannels, error_and_hint, image_args
 
 pytestmark = pytest.mark.slow
 
@@ -40,10 +40,7 @@ def distbuild(
 def assert_clean_error(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
     err = proc.stderr
     assert proc.returncode != 0, err
-    assert "Traceback" not in err, err
-    lines = err.strip().splitlines()
-    assert any(line.startswith("error: ") for line in lines), err
-    assert any(line.startswith("hint: ") for line in lines), err
+    error_and_hint(err)
     for needle in needles:
         assert needle in err, f"{needle!r} not in {err!r}"
     return err
@@ -57,23 +54,7 @@ def build(
     arch: str = "amd64",
     env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    return distbuild(
-        "--project",
-        proj,
-        "image",
-        "--arch",
-        arch,
-        "--image",
-        image,
-        "--out",
-        out,
-        "--version",
-        "9.9.9",
-        "--source-date-epoch",
-        str(EPOCH),
-        *extra,
-        env=env,
-    )
+    return distbuild(*image_args(proj, out, image, arch, "9.9.9", extra=extra), env=env)
 
 
 def nothing_written(out: Path) -> None:

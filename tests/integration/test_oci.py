@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from distbuild.arch import ARCHES
-from tests.conftest import EPOCH, Builder, read_record, run_cli
+from tests.conftest import Builder, image_args, read_record, run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 
@@ -110,24 +110,7 @@ def test_reproducible_from_scratch(
     (fresh / "debs").symlink_to(cache_dir / "debs")  # the .debs, not the built layers
     monkeypatch.setenv("DISTBUILD_CACHE", str(fresh))
     out = tmp_path / "out"
-    assert (
-        run_cli(
-            "--project",
-            project,
-            "image",
-            "--arch",
-            "all",
-            "--image",
-            "toolbox",
-            "--out",
-            out,
-            "--version",
-            "1.0.0",
-            "--source-date-epoch",
-            str(EPOCH),
-        )
-        == 0
-    )
+    assert run_cli(*image_args(project, out, "toolbox", "all")) == 0
     assert not (fresh / "apt").exists(), "the locked build must not resolve again"
     assert _digests(out / "toolbox/1.0.0") == _digests(toolbox_all)
 
