@@ -22,7 +22,7 @@ from typing import Any
 import distbuild
 from distbuild import ui
 from distbuild.arch import Arch
-from distbuild.errors import DistbuildError, LockError, MissingPackageError
+from distbuild.errors import DistbuildError, LockError, MissingPackageError, UsageError
 from distbuild.model.image import ImageDef, load_image
 from distbuild.model.recipe import Recipe, load_recipe
 from distbuild.oci import layout as oci
@@ -66,6 +66,8 @@ class ArchBuild:
     epoch: int
     options: BuildOptions
     workdir: Path
+    # The other locks the outputs use (the boot lock), by lock name; planned with the image's.
+    extra_locks: dict[str, Lock] = field(default_factory=dict)
     artifacts: list[Artifact] = field(default_factory=list)
     _rootfs: Path | None = None
 
@@ -171,44 +173,87 @@ def check_writable(out: Path) -> None:
         ) from None
 
 
-def get_lock(opts: BuildOptions, recipe: Recipe, image: ImageDef) -> Lock:
-    """Read the image's lock for this arch; resolve and write one if it is missing or stale.
+# Locks an output needs beside the image's own: kind -> (lock name suffix,
+# fn(recipe) -> the packages to lock). The disk outputs register the boot lock.
+ExtraLock = tuple[str, Callable[[Recipe], tuple[str, ...]]]
+EXTRA_LOCKS: dict[str, ExtraLock] = {}
+
+
+def lock_requests(recipe: Recipe, image: ImageDef) -> dict[str, tuple[str, ...]]:
+    """Every lock the image uses for this arch: lock name -> the packages it asks for."""
+    wanted = {image.name: tuple(sorted(image.packages))}
+    for kind in image.outputs:
+        if kind in EXTRA_LOCKS:
+            suffix, packages = EXTRA_LOCKS[kind]
+            wanted[image.name + suffix] = tuple(sorted(packages(recipe)))
+    return wanted
+
+
+def get_locks(opts: BuildOptions, recipe: Recipe, image: ImageDef) -> dict[str, Lock]:
+    """Every lock the image uses for this arch (see :func:`get_lock`), by lock name."""
+    return {
+        name: get_lock(opts, recipe, image, name, wanted)
+        for name, wanted in lock_requests(recipe, image).items()
+    }
+
+
+def get_lock(
+    opts: BuildOptions,
+    recipe: Recipe,
+    image: ImageDef,
+    name: str | None = None,
+    wanted: tuple[str, ...] | None = None,
+) -> Lock:
+    """Read one lock (default: the image's own); resolve and write it if missing or stale.
 
     Like Cargo: a lock that still covers what the image asks for is honoured
-    as is; with ``--locked`` anything else is an error rather than a re-resolve.
+    as is; with ``--locked`` anything else is an error rather than a re-resolve,
+    and ``--update-lock`` resolves anew.
     """
-    path = lock_path(opts.project, image.name, recipe.arch.name)
+    name = name or image.name
+    wanted = tuple(sorted(image.packages)) if wanted is None else wanted
+    path = lock_path(opts.project, name, recipe.arch.name)
     hint = f"run 'distbuild lock --image {image.name} --arch {recipe.arch.name}' to resolve them"
+    if opts.locked and opts.update_lock:
+        raise UsageError(
+            "--locked and --update-lock contradict each other",
+            hint="drop --update-lock to build from the locks as they are",
+        )
     if path.exists() and not opts.update_lock:
         lock = read_lock(path)
-        if sorted(lock.requested) == sorted(image.packages) and lock.suite == recipe.suite:
+        if sorted(lock.requested) == sorted(wanted) and lock.suite == recipe.suite:
             return lock
         if opts.locked:
             raise LockError(
                 f"{path}: the lock is stale: {image.name} now asks for other packages", hint=hint
             )
-        ui.note(
-            f"{recipe.arch.name}: {image.name} asks for other packages than its lock; resolving"
-        )
+        ui.note(f"{recipe.arch.name}: {name} asks for other packages than its lock; resolving")
     elif opts.locked:
         raise LockError(f"{path}: no lock file (--locked)", hint=hint)
-    lock = resolve(opts, recipe, image)
+    lock = resolve(opts, recipe, image, name, wanted)
     write_lock(path, lock)
     ui.note(f"{recipe.arch.name}: locked {len(lock.packages)} packages in {path}")
     return lock
 
 
-def resolve(opts: BuildOptions, recipe: Recipe, image: ImageDef) -> Lock:
+def resolve(
+    opts: BuildOptions,
+    recipe: Recipe,
+    image: ImageDef,
+    name: str | None = None,
+    wanted: tuple[str, ...] | None = None,
+) -> Lock:
+    """Resolve one lock (default: the image's own) against the mirror."""
     sources = sources_for(recipe.suite, recipe.components, opts.mirror or recipe.mirror)
     try:
         return apt.resolve_lock(
             opts.cache,
-            image.name,
+            name or image.name,
             recipe.arch.name,
             recipe.debian_arch,
             recipe.suite,
             sources,
-            list(image.packages),
+            list(image.packages if wanted is None else wanted),
         )
     except MissingPackageError as e:
         where, key = image.origin_of(e.package)
@@ -224,9 +269,10 @@ def prepare(opts: BuildOptions, arch: Arch, workdir: Path) -> ArchBuild:
         else default_epoch(opts.project)
     )
     version = opts.version or image.version or default_version(epoch)
-    lock = get_lock(opts, recipe, image)
+    locks = get_locks(opts, recipe, image)
+    lock = locks.pop(image.name)
     DebCache(opts.cache).ensure(list(lock.packages))
-    return ArchBuild(recipe, image, lock, version, epoch, opts, workdir)
+    return ArchBuild(recipe, image, lock, version, epoch, opts, workdir, extra_locks=locks)
 
 
 def cached_layer(ctx: ArchBuild) -> Layer:
