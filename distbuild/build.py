@@ -8,7 +8,6 @@ build is staged next to it and renamed into place at the end.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import hashlib
 import json
 import os
@@ -24,7 +23,6 @@ import distbuild
 from distbuild import scratch, ui
 from distbuild.arch import Arch
 from distbuild.errors import (
-    CommandError,
     DistbuildError,
     LockError,
     MissingPackageError,
@@ -382,14 +380,8 @@ def build(opts: BuildOptions) -> tuple[BuildRecord, Path]:
     exit, and those of killed builds by the next build.
     """
     check_writable(opts.out)
-    try:
+    with scratch.user_errors(opts.out, opts.cache):
         return _build(opts)
-    except OSError as e:
-        raise scratch.os_error(e, opts.out, opts.cache) from None
-    except CommandError as e:
-        if "No space left on device" not in e.stderr:
-            raise
-        raise scratch.os_error(OSError(errno.ENOSPC, e.message), opts.out, opts.cache) from None
 
 
 def _build(opts: BuildOptions) -> tuple[BuildRecord, Path]:
@@ -398,7 +390,8 @@ def _build(opts: BuildOptions) -> tuple[BuildRecord, Path]:
     scratch.reap(opts.cache, "work-")
     work = scratch.make_dir(opts.cache, "work-")
     try:
-        builds = [prepare(opts, arch, work) for arch in opts.arches]
+        with scratch.user_errors(opts.out, opts.cache):
+            builds = [prepare(opts, arch, work) for arch in opts.arches]
         versions = {b.version for b in builds}
         if len(versions) != 1:
             raise DistbuildError(
@@ -410,8 +403,9 @@ def _build(opts: BuildOptions) -> tuple[BuildRecord, Path]:
         scratch.reap(final.parent, ".old-")
         staging = scratch.make_dir(final.parent, f".{final.name}.partial-")
         try:
-            record = _build_into(staging, builds)
-            _swap_into_place(staging, final)
+            with scratch.user_errors(opts.out, opts.cache):
+                record = _build_into(staging, builds)
+                _swap_into_place(staging, final)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise

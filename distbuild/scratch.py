@@ -19,10 +19,12 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from distbuild import ui
-from distbuild.errors import DistbuildError
+from distbuild.errors import CommandError, DistbuildError
 
 _TAG = re.compile(r"(\d+)-(\d+)-([0-9a-f]{8})-")
 
@@ -97,16 +99,22 @@ def _full(paths: tuple[Path, ...]) -> list[Path]:
     return full
 
 
+def _owning(where: str | None, dirs: tuple[Path, ...]) -> list[Path]:
+    """The one of ``dirs`` that holds the path ``where``, if any."""
+    if where is None:
+        return []
+    return [d for d in dirs if Path(where).is_relative_to(d)][:1]
+
+
 def os_error(e: OSError, *dirs: Path) -> DistbuildError:
     """A user error for an OSError during a build that writes to ``dirs``."""
-    where = e.filename if e.filename is not None else None
+    where = os.fsdecode(e.filename) if e.filename is not None else None
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        named = [str(p) for p in _full(dirs)] or ([str(where)] if where else [str(d) for d in dirs])
+        named = _full(dirs) or _owning(where, dirs) or list(dirs)
         return DistbuildError(
-            f"no space left on the device of {', '.join(named)}",
+            f"no space left on the device of {', '.join(map(str, named))}",
             hint="free some space there (or point --out / DISTBUILD_CACHE elsewhere) and build again",
         )
-    path = f"{where}: " if where else ""
     hints = {
         errno.EACCES: "fix the permissions of that path, or choose another --out",
         errno.EPERM: "fix the permissions of that path, or choose another --out",
@@ -115,6 +123,23 @@ def os_error(e: OSError, *dirs: Path) -> DistbuildError:
         errno.EEXIST: "something is in the way: move it, or choose another --out",
     }
     return DistbuildError(
-        f"{path}{e.strerror or e}",
+        f"{where + ': ' if where else ''}{e.strerror or e}",
         hint=hints.get(e.errno or 0, "check that path and its file system, then build again"),
     )
+
+
+@contextmanager
+def user_errors(*dirs: Path) -> Iterator[None]:
+    """Turn OSErrors (and tools that ran out of space) into errors naming the path.
+
+    Entered inside the clean-up of a staging directory, so a full disk is
+    measured while the partial files still fill it.
+    """
+    try:
+        yield
+    except OSError as e:
+        raise os_error(e, *dirs) from None
+    except CommandError as e:
+        if "No space left on device" not in e.stderr:
+            raise
+        raise os_error(OSError(errno.ENOSPC, e.message), *dirs) from None
