@@ -237,7 +237,8 @@ def get_lock(
     elif opts.locked:
         raise LockError(f"{path}: no lock file (--locked)", hint=hint)
     lock = resolve(opts, recipe, image, name, wanted)
-    write_lock(path, lock)
+    with scratch.user_errors(path.parent):
+        write_lock(path, lock)
     ui.note(f"{recipe.arch.name}: locked {len(lock.packages)} packages in {path}")
     return lock
 
@@ -415,8 +416,8 @@ def _build(opts: BuildOptions) -> tuple[BuildRecord, Path]:
 
 
 def check_directory(path: Path) -> None:
-    """Refuse a file (or a link) where the build puts a directory."""
-    if path.is_symlink() or (path.exists() and not path.is_dir()):
+    """Refuse a file (or a dangling link) where the build puts a directory."""
+    if (path.is_symlink() and not path.exists()) or (path.exists() and not path.is_dir()):
         raise DistbuildError(
             f"{path} is in the way: it should be a directory of builds, but is a file",
             hint="move it away, or choose another --out",
@@ -500,7 +501,10 @@ def _swap_into_place(staging: Path, final: Path) -> None:
         old = final.with_name(f".{final.name}.old-{scratch.owner_tag()}-")
         os.replace(final, old)
         os.replace(staging, final)
-        shutil.rmtree(old, ignore_errors=True)
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
     else:
         os.replace(staging, final)
 

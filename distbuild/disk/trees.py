@@ -16,11 +16,11 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from distbuild import scratch
 from distbuild.build import ArchBuild, get_lock
 from distbuild.disk.bootchain import get_chain
 from distbuild.errors import DistbuildError, LockError
@@ -47,7 +47,8 @@ def unpack(
     if final.is_dir():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    scratch.reap(final.parent, ".tmp-")
+    tmp = scratch.make_dir(final.parent, f".{final.name}.tmp-")
     try:
         cache = DebCache(ctx.options.cache)
         cache.ensure(packages)
