@@ -28,11 +28,10 @@ from distbuild.errors import (
     MissingPackageError,
     UsageError,
 )
-from distbuild.fsutil import fsync_dir, write_atomic
 from distbuild.model.image import ImageDef, load_image
 from distbuild.model.recipe import Recipe, load_recipe
 from distbuild.oci import layout as oci
-from distbuild.oci.layer import Layer, write_layer
+from distbuild.oci.layer import Layer, reuse_layer, store_layer, write_layer
 from distbuild.record import Artifact, BuildRecord
 from distbuild.rootfs import apt, customise, extract
 from distbuild.rootfs.fetch import DebCache, sha256_file
@@ -285,7 +284,7 @@ def prepare(opts: BuildOptions, arch: Arch, workdir: Path) -> ArchBuild:
 def cached_layer(ctx: ArchBuild) -> Layer:
     """The rootfs layer from the layer cache, checked; built (and stored) on a miss."""
     entry = ctx.options.cache / "layers" / ctx.cache_key("layer")
-    layer = _reuse_layer(entry)
+    layer = reuse_layer(entry)
     if layer is not None:
         ui.note(f"{ctx.arch.name}: rootfs layer unchanged, reused from cache")
         return layer
@@ -297,36 +296,7 @@ def cached_layer(ctx: ArchBuild) -> Layer:
         ctx.epoch,
         ctx.options.compression_level,
     )
-    return _store_layer(entry, built)
-
-
-def _reuse_layer(entry: Path) -> Layer | None:
-    """The cache entry's layer if its blob has the digest and size its layer.json says."""
-    meta, blob = entry / "layer.json", entry / "layer.tar.gz"
-    if not meta.exists() and not blob.exists():
-        return None
-    try:
-        m = json.loads(meta.read_text())
-        layer = Layer(str(m["digest"]), str(m["diff_id"]), int(m["size"]), blob)
-        if blob.stat().st_size == layer.size and f"sha256:{sha256_file(blob)}" == layer.digest:
-            return layer
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    ui.warn(f"the cached layer {entry} is damaged or incomplete; rebuilding it")
-    meta.unlink(missing_ok=True)
-    return None
-
-
-def _store_layer(entry: Path, built: Layer) -> Layer:
-    """Move a fresh layer into the cache: the blob first, layer.json last, each atomically."""
-    entry.mkdir(parents=True, exist_ok=True)
-    (entry / "layer.json").unlink(missing_ok=True)
-    blob = entry / "layer.tar.gz"
-    os.replace(built.path, blob)
-    fsync_dir(entry)
-    meta = {"digest": built.digest, "diff_id": built.diff_id, "size": built.size}
-    write_atomic(entry / "layer.json", json.dumps(meta).encode())
-    return dataclasses.replace(built, path=blob)
+    return store_layer(entry, built)
 
 
 def build_oci(ctx: ArchBuild, layout: oci.Layout) -> dict[str, Any]:
