@@ -23,7 +23,7 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 from distbuild.errors import DistbuildError
 
@@ -179,23 +179,41 @@ class RootDir:
         with self._walk(path) as w:
             w.walk(_split(path, True), True, mode)
 
-    def make_dir(self, path: str, mode: int, uid: int, gid: int) -> bool:
-        """Create the directory ``path`` (and parents) owned by uid:gid; False if it exists."""
-        with self._entry(path, follow=True, create=True) as (fd, last, _):
+    def make_dir(
+        self,
+        path: str,
+        mode: int,
+        uid: int,
+        gid: int,
+        *,
+        follow: bool = True,
+        reown: bool = False,
+    ) -> bool:
+        """Create the directory ``path`` (and parents) owned by uid:gid; False if it exists.
+
+        ``reown`` sets owner and mode on an existing directory too. Without
+        ``follow``, a symlink already at ``path`` is left alone (it stands for
+        the directory, as merged /usr's ``bin`` does).
+        """
+        with self._entry(path, follow=follow, create=True) as (fd, last, _):
             try:
                 os.mkdir(last, 0o700, dir_fd=fd)
+                made = True
             except FileExistsError:
                 st = os.stat(last, dir_fd=fd, follow_symlinks=False)
+                if stat.S_ISLNK(st.st_mode) and not follow:
+                    return False
                 if not stat.S_ISDIR(st.st_mode):
                     raise RootPathError(path, "exists and is not a directory") from None
-                return False
-            dfd = os.open(last, _DIR_FLAGS, dir_fd=fd)
-            try:
-                os.fchown(dfd, uid, gid)
-                os.fchmod(dfd, mode)
-            finally:
-                os.close(dfd)
-            return True
+                made = False
+            if made or reown:
+                dfd = os.open(last, _DIR_FLAGS, dir_fd=fd)
+                try:
+                    os.fchown(dfd, uid, gid)
+                    os.fchmod(dfd, mode)
+                finally:
+                    os.close(dfd)
+            return made
 
     def chmod(self, path: str, mode: int) -> None:
         with self._entry(path, follow=True) as (fd, last, _):
@@ -218,7 +236,7 @@ class RootDir:
         os.unlink(last, dir_fd=fd)
 
     def write_file(
-        self, path: str, data: bytes | BinaryIO, mode: int = 0o644, uid: int = 0, gid: int = 0
+        self, path: str, data: bytes | IO[bytes], mode: int = 0o644, uid: int = 0, gid: int = 0
     ) -> None:
         """Create ``path`` afresh (a link there is replaced, not followed) with ``data``."""
         with self._entry(path, create=True) as (fd, last, _):
