@@ -27,6 +27,7 @@ from distbuild.errors import DistbuildError, LockError
 from distbuild.rootfs import apt, extract
 from distbuild.rootfs.fetch import DebCache
 from distbuild.rootfs.lock import Lock, LockedPackage, lock_path, read_lock, write_lock
+from distbuild.rootfs.rootpath import RootDir
 from distbuild.rootfs.sources import sources_for
 from distbuild.run import run, which
 
@@ -118,8 +119,11 @@ def _release(root: Path) -> str:
 def depmod(root: Path, release: str) -> None:
     """Index the modules of a target tree with the host's depmod (it only reads ELF files)."""
     # depmod -b looks in <base>/lib/modules; the tree is merged-/usr.
-    if not (root / "lib").exists():
+    if not os.path.lexists(root / "lib"):
         (root / "lib").symlink_to("usr/lib")
+    # depmod writes its indexes there following links the host's way: refuse
+    # a tree whose links would send them out of it.
+    RootDir(root).host_path(f"lib/modules/{release}")
     run(
         [which("depmod", "kmod"), "-b", root, release],
         hint="depmod comes with kmod: apt-get install kmod",

@@ -166,6 +166,22 @@ class RootDir:
         with self._entry(path, follow) as (_, last, w):
             return self.path.joinpath(*w.names, last)
 
+    def host_path(self, path: str) -> Path:
+        """The host path of ``path`` for a tool that walks it itself (depmod, compileall).
+
+        Such a tool follows links with the host's root, so this refuses a path
+        the host would resolve elsewhere than the target does.
+        """
+        inside = self.resolve(path, follow=True)
+        host = Path(os.path.realpath(self.path / path.lstrip("/")))
+        if host != Path(os.path.realpath(inside)):
+            raise RootPathError(
+                path,
+                f"a link on the way points out of the root (the host would use {host})",
+                "make the image's links on this path relative, or drop them",
+            )
+        return inside
+
     def lstat(self, path: str, follow: bool = False) -> os.stat_result | None:
         """The entry's stat (of the final link itself unless ``follow``), None if missing."""
         try:
