@@ -40,6 +40,9 @@ class RootPathError(DistbuildError):
         self.path = path
         self.reason = reason
 
+    def __reduce__(self) -> tuple[type[RootPathError], tuple[str, str, str | None]]:
+        return type(self), (self.path, self.reason, self.hint)
+
 
 class MissingPath(RootPathError):
     """A directory on the way does not exist (and was not to be created)."""
