@@ -289,7 +289,12 @@ class RootDir:
             ),
         ):
             self._clear(fd, last, path)
-            os.link(sname, last, src_dir_fd=sfd, dst_dir_fd=fd, follow_symlinks=False)
+            try:
+                os.link(sname, last, src_dir_fd=sfd, dst_dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                raise RootPathError(
+                    path, f"hard link to {existing}, which does not exist"
+                ) from None
 
     def remove(self, path: str) -> bool:
         """Delete ``path`` (a directory with its contents; a link, not its target)."""
