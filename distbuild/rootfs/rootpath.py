@@ -17,6 +17,7 @@ Standard library only.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import stat
@@ -29,6 +30,7 @@ from distbuild.errors import DistbuildError
 
 MAX_LINKS = 40  # what Linux allows one path lookup (ELOOP)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_PATH_ERRNOS = {errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTDIR, errno.EISDIR, errno.EEXIST}
 _HINT = "every path is resolved inside the image's root; use paths and links that stay in it"
 
 
@@ -136,6 +138,12 @@ class RootDir:
         w = _Walk(path, [os.open(self.path, _DIR_FLAGS)])
         try:
             yield w
+        except OSError as e:
+            # What the path itself causes (a name too long, a link swapped in
+            # under O_NOFOLLOW...) is the input's fault; a full disk is not.
+            if e.errno in _PATH_ERRNOS:
+                raise RootPathError(path, e.strerror or str(e)) from None
+            raise
         finally:
             w.close()
 
