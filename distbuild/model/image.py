@@ -214,6 +214,10 @@ def load_image(
             raise doc.error(("packages", i), f"{pkg!r} is not a Debian package name")
     for entry, where, key in origins.values():
         _check_inside(entry, where, key)
+    for link, target in data["symlinks"].items():
+        if "\0" in str(target):
+            _, where, key = origins[f"symlinks:{link}"]
+            raise RecipeError("a link target cannot contain a NUL character", where=where, key=key)
     files = []
     for fpath, spec in data["files"].items():
         p = ("files", fpath)
@@ -240,10 +244,9 @@ def load_image(
         u = check(doc, _USER_SPEC, u, ("users", i))
         if not _NAME.match(u["name"]):
             raise doc.error(("users", i, "name"), f"{u['name']!r} is not a valid user name")
-        if u["home"] is not None:
-            home_key = ("users", i, "home")
-            origins[f"users:{i}"] = (u["home"], doc.where(home_key), loader.dotted(home_key))
-            _check_inside(u["home"], doc.where(home_key), loader.dotted(home_key))
+        home_key = ("users", i, "home") if u["home"] is not None else ("users", i)
+        origins[f"users:{i}"] = (u["home"] or "", doc.where(home_key), loader.dotted(home_key))
+        _check_inside(u["home"] or "", doc.where(home_key), loader.dotted(home_key))
         users.append(
             User(
                 u["name"],

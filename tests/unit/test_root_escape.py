@@ -203,3 +203,18 @@ def test_special_files_in_the_overlay_are_refused_without_hanging(case: Case, ki
     err = case.refused("description: x\noverlay: overlay\n", 3, "overlay")
     assert "special" in err.message and ("FIFO" in err.message or "socket" in err.message)
     assert not (case.root / "etc/special").exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        ('files:\n  "/etc/a\\0b": "x"\n', "files./etc/a\0b"),
+        ('directories:\n  - "/a\\0b"\n', "directories[0]"),
+        ('symlinks:\n  /etc/l: "/a\\0b"\n', "symlinks./etc/l"),
+    ],
+)
+def test_nul_in_a_path_is_an_error_at_its_line(case: Case, body: str, key: str) -> None:
+    with pytest.raises(RecipeError, match="NUL") as info:
+        case.image(body)()
+    assert info.value.where == f"{case.project / 'images/evil.yaml'}:3"
+    assert info.value.key == key
