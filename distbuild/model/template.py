@@ -32,8 +32,8 @@ from jinja2.visitor import NodeTransformer
 from distbuild.model.boundary import Boundary
 
 LIMIT = 1 << 22  # characters (or items) in any one value, and in all output together
-MAX_STEPS = 1_000_000  # loop iterations + calls + filters in one render
-DEADLINE = 10.0  # seconds for one render
+MAX_STEPS = 250_000  # loop iterations + calls + filters in one render
+DEADLINE = 5.0  # seconds for one render
 MAX_INT_BITS = 4096
 MAX_SLICES = 10_000
 MAX_SOURCE = 1 << 20  # bytes of one template file
@@ -65,7 +65,9 @@ def plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         if type(value).__str__ is not object.__str__:
             return str(value)  # e.g. a Platform: "linux/arm/v7"
-        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        names = [f.name for f in dataclasses.fields(value)]
+        names += [n for n, a in vars(type(value)).items() if isinstance(a, property)]
+        return {n: plain(getattr(value, n)) for n in names if not n.startswith("_")}
     return str(value)
 
 

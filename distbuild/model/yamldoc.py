@@ -18,7 +18,7 @@ from distbuild.errors import RecipeError
 KeyPath = tuple[str | int, ...]
 
 MAX_DEPTH = 64
-MAX_NODES = 100_000  # nodes built for one file, counting every alias expansion
+MAX_NODES = 20_000  # nodes built for one file, counting every alias expansion
 MAX_NUMBER = 64  # characters of an integer literal (sexagesimal ints are quadratic)
 _CORE = "tag:yaml.org,2002:"
 CORE_TAGS = frozenset(_CORE + t for t in ("str", "int", "float", "bool", "null", "seq", "map"))
@@ -181,7 +181,7 @@ def read(text: str, file: str) -> tuple[Any, dict[KeyPath, str]]:
     try:
         node = loader.get_single_node()
         if node is None:
-            raise RecipeError("the file is empty", where=file)
+            raise RecipeError("the file is empty", hint="write key: value lines", where=file)
         builder = _Builder(loader, file)
         return builder.build(node, ()), builder.origin
     except Refused as e:
