@@ -189,6 +189,9 @@ def load_image(
         u = check(doc, _USER_SPEC, u, ("users", i))
         if not _NAME.match(u["name"]):
             raise doc.error(("users", i, "name"), f"{u['name']!r} is not a valid user name")
+        for k in ("home", "shell"):
+            if u[k] is not None:
+                _usable_path(doc, ("users", i, k), u[k])
         users.append(
             User(
                 u["name"],
@@ -273,12 +276,16 @@ def _check_paths(doc: loader.Document, data: dict[str, Any]) -> None:
     for name in ("directories", "remove"):
         named += [((name, i), v) for i, v in enumerate(data[name])]
     for key, value in named:
-        if "\0" in value or not value or len(value) > MAX_PATH:
-            raise doc.error(
-                key,
-                f"{value[:60]!r} is not a usable path",
-                hint=f"paths are 1 to {MAX_PATH} characters without NUL",
-            )
+        _usable_path(doc, key, value)
+
+
+def _usable_path(doc: loader.Document, key: KeyPath, value: str) -> None:
+    if "\0" in value or not value or len(value) > MAX_PATH:
+        raise doc.error(
+            key,
+            f"{value[:60]!r} is not a usable path",
+            hint=f"paths are 1 to {MAX_PATH} characters without NUL",
+        )
 
 
 def _overlay(doc: loader.Document, path: Path, boundary: Boundary, name: str | None) -> Path | None:

@@ -146,7 +146,7 @@ class _Builder:
                 "keys must be plain strings", "write the key as a string", node.start_mark
             )
         # The key as written: `on:` stays "on", `0644:` stays "0644".
-        return str(node.value)
+        return _text(node)
 
     def scalar(self, node: yaml.ScalarNode) -> Any:
         if node.tag == _CORE + "int" and len(node.value) > MAX_NUMBER:
@@ -155,6 +155,7 @@ class _Builder:
                 "quote it if it is meant as a string",
                 node.start_mark,
             )
+        _text(node)
         try:
             return self.loader.yaml_constructors[node.tag](self.loader, node)
         except (ValueError, KeyError, TypeError, OverflowError, yaml.YAMLError):
@@ -166,6 +167,24 @@ class _Builder:
 
     def where(self, mark: yaml.Mark | None) -> str:
         return f"{self.file}:{mark.line + 1}" if mark else self.file
+
+
+def _text(node: yaml.ScalarNode) -> str:
+    """A scalar's text, which must be encodable (no lone surrogates) and hold no NUL."""
+    value = str(node.value)
+    if "\0" in value:
+        raise Refused(
+            "a NUL character (\\0)", "no path, name or file content may hold one", node.start_mark
+        )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Refused(
+            "a character that is not valid Unicode (a lone surrogate escape?)",
+            "write the text in UTF-8 without \\ud800-\\udfff escapes",
+            node.start_mark,
+        ) from None
+    return value
 
 
 def _dotted(path: KeyPath) -> str:

@@ -323,9 +323,10 @@ NUMBERS = [
     ("files: {/a: {content: x, mode: '-1'}}", "files./a.mode", "octal mode"),
     ("files: {/a: {content: x, mode: '0999'}}", "files./a.mode", "octal mode"),
     ("files: {/a: {content: x, mode: 0755}}", "files./a.mode", "quoted octal"),
-    ('files: {"/a\\0b": x}', "files./a", "not a usable path"),
-    ('directories: ["/a\\0b"]', "directories[0]", "not a usable path"),
-    ('symlinks: {/a: "/b\\0"}', "symlinks./a", "not a usable path"),
+    ('directories: ["/a", ""]', "directories[1]", "not a usable path"),
+    ("symlinks: {/a: ''}", "symlinks./a", "not a usable path"),
+    (f"symlinks: {{/a: /{'a' * 5000}}}", "symlinks./a", "not a usable path"),
+    ("users: [{name: u, uid: 1, home: ''}]", "users[0].home", "not a usable path"),
 ]
 
 
@@ -335,6 +336,23 @@ def test_numbers_and_paths_have_ranges(proj: Path, body: str, key: str, message:
     e = refused(proj, body + "\n")
     assert e.key and e.key.startswith(key) and message in str(e), str(e)
     assert line_of(e, path)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        'files: {"/a\\0b": x}',
+        'directories: ["/a\\0b"]',
+        'symlinks: {/a: "/b\\0"}',
+        'users: [{name: u, uid: 1, shell: "/bin/sh\\0"}]',
+        'description: "\\ud800"',
+        'files: {"/\\udcff": x}',
+    ],
+)
+def test_nul_and_lone_surrogates(proj: Path, body: str) -> None:
+    e = refused(proj, body + "\n")
+    assert "NUL" in str(e) or "not valid Unicode" in str(e), str(e)
+    assert line_of(e, proj / "images/evil.yaml") == body
 
 
 def test_numbers_in_range_are_accepted(proj: Path) -> None:
