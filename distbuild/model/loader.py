@@ -94,6 +94,8 @@ def render(path: Path, context: dict[str, Any], boundary: Boundary) -> str:
 def _template_message(e: Exception) -> str:
     if isinstance(e, template.TemplateLimit):
         return f"template too costly: {e}"
+    if isinstance(e, jinja2.TemplateNotFound):
+        return f"template not found: {e.name!r}"
     if isinstance(e, jinja2.TemplateError):
         return f"template error: {e.message or type(e).__name__}"
     if isinstance(e, RecursionError):

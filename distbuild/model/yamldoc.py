@@ -196,8 +196,9 @@ def _dotted(path: KeyPath) -> str:
 
 def read(text: str, file: str) -> tuple[Any, dict[KeyPath, str]]:
     """Parse one YAML document into plain data and the ``file:line`` of every key path."""
-    loader = DefinitionLoader(text)
+    loader: DefinitionLoader | None = None
     try:
+        loader = DefinitionLoader(text)  # the reader checks every character here
         node = loader.get_single_node()
         if node is None:
             raise RecipeError("the file is empty", hint="write key: value lines", where=file)
@@ -219,4 +220,5 @@ def read(text: str, file: str) -> tuple[Any, dict[KeyPath, str]]:
             f"invalid YAML: {e}", hint="definitions are UTF-8 text", where=file
         ) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()

@@ -235,6 +235,14 @@ def test_yaml_odds_are_recipe_errors(proj: Path) -> None:
     assert load(proj).description == "2024-01-01"
 
 
+def test_template_output_yaml_cannot_read_is_an_error(proj: Path) -> None:
+    e = refused(proj, "description: \"{{ '\\u0000' }}\"\n")
+    assert "invalid YAML" in str(e) and "evil.yaml" in str(e)
+    e = refused(proj, "description: \"{% include 'nonexistent.j2' %}\"\n")
+    assert "template not found: 'nonexistent.j2'" in str(e)
+    assert line_of(e, proj / "images/evil.yaml").startswith("description:")
+
+
 def _raw(proj: Path, text: str) -> RecipeError:
     (proj / "images/evil.yaml").write_text(text)
     with pytest.raises(RecipeError) as info:
