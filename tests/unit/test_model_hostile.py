@@ -160,6 +160,11 @@ def test_template_includes_stay_in_the_project(proj: Path, outside: Path) -> Non
         assert "PRIVATE" not in str(e) and "template" in str(e), str(e)
         assert line_of(e, proj / "images/evil.yaml").startswith("description:")
     assert load(proj, allow=[outside]).description == "PRIVATE"
+    (proj / "images/part.j2").write_text("ok\n{{ 1 // 0 }}\n")
+    write(proj, "description: \"{% include 'part.j2' %}\"\n")
+    with pytest.raises(RecipeError) as info:
+        load(proj)
+    assert info.value.where == f"{proj}/images/part.j2:2" and "ZeroDivisionError" in str(info.value)
 
 
 # --- YAML: tags, aliases, depth -------------------------------------------------------------
