@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +67,7 @@ _GROUP_SPEC: Spec = {
 _NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _MODE = re.compile(r"^(?:0o?)?([0-7]{1,4})$")
 MAX_PATH = 4096
+MAX_OVERLAY_ENTRIES = 100_000
 
 
 @dataclass(frozen=True)
@@ -297,7 +300,34 @@ def _overlay(doc: loader.Document, path: Path, boundary: Boundary, name: str | N
         raise doc.error(("overlay",), str(e), hint=OUTSIDE_HINT) from None
     if not overlay.is_dir():
         raise doc.error(("overlay",), f"overlay directory not found: {overlay}")
+    _check_overlay_entries(doc, overlay)
     return overlay
+
+
+def _check_overlay_entries(doc: loader.Document, overlay: Path) -> None:
+    """Only files, directories and symlinks: reading a FIFO or a device would hang or leak."""
+
+    def fail(e: OSError) -> None:
+        raise doc.error(("overlay",), f"cannot read the overlay: {e}", hint="check its permissions")
+
+    count = 0
+    for dirpath, dirnames, filenames in os.walk(overlay, onerror=fail):
+        for name in (*dirnames, *filenames):
+            count += 1
+            if count > MAX_OVERLAY_ENTRIES:
+                raise doc.error(
+                    ("overlay",),
+                    f"more than {MAX_OVERLAY_ENTRIES} entries in the overlay",
+                    hint="ship large trees as a package",
+                )
+            mode = os.lstat(os.path.join(dirpath, name)).st_mode
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
+                rel = os.path.relpath(os.path.join(dirpath, name), overlay)
+                raise doc.error(
+                    ("overlay",),
+                    f"{rel!r} in the overlay is not a file, directory or symlink",
+                    hint="an overlay holds only files, directories and symlinks; remove it",
+                )
 
 
 def check_all(project: Path, allow: Sequence[Path] = ()) -> list[str]:

@@ -307,6 +307,20 @@ def test_overlay_outside_the_project(
     assert load(proj).overlay == proj / "images/inside"
 
 
+def test_overlay_holds_only_files_directories_and_symlinks(proj: Path, outside: Path) -> None:
+    tree = proj / "images/tree"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc/motd").write_text("hi\n")
+    (tree / "etc/link").symlink_to("/root/.ssh/id_rsa")
+    (tree / "dir-link").symlink_to(outside / "secret")
+    write(proj, "overlay: tree\n")
+    assert load(proj).overlay == tree
+    os.mkfifo(tree / "etc/fifo")
+    e = refused(proj, "overlay: tree\n")
+    assert e.key == "overlay" and "'etc/fifo'" in str(e) and "not a file" in str(e)
+    assert line_of(e, proj / "images/evil.yaml") == "overlay: tree"
+
+
 def test_allow_outside_project_allows_exactly_that_path(
     proj: Path, outside: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
