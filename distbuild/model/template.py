@@ -36,6 +36,7 @@ MAX_STEPS = 250_000  # loop iterations + calls + filters in one render
 DEADLINE = 5.0  # seconds for one render
 MAX_INT_BITS = 4096
 MAX_SLICES = 10_000
+MAX_RANGE = 100_000  # as Jinja's own sandbox
 MAX_SOURCE = 1 << 20  # bytes of one template file
 FILTERS = (
     *("abs", "batch", "capitalize", "center", "count", "d", "default", "dictsort", "e"),
@@ -315,7 +316,8 @@ class DefinitionEnvironment(ImmutableSandboxedEnvironment):
     def _range(self, *args: int) -> range:
         _small_ints(args)
         r = range(*args)
-        _need(len(r) <= LIMIT, "the range")
+        if len(r) > MAX_RANGE:
+            raise TemplateLimit(f"a range of more than {MAX_RANGE} numbers")
         return r
 
     def call_binop(self, context: jinja2.runtime.Context, op: str, left: Any, right: Any) -> Any:
