@@ -14,6 +14,7 @@ import click
 
 from distbuild import __version__, ui
 from distbuild.cli import build as build_cmds
+from distbuild.cli import options
 from distbuild.cli.common import State
 from distbuild.errors import DistbuildError
 
@@ -59,6 +60,9 @@ _load_plugins()
 
 def main(argv: list[str] | None = None) -> int:
     try:
+        if argv is None:
+            argv = sys.argv[1:]
+        options.check_argv(argv)
         cli.main(args=argv, prog_name="distbuild", standalone_mode=False)
     except DistbuildError as e:
         click.echo(f"error: {e.message}", file=sys.stderr)
