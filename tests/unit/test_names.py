@@ -261,3 +261,33 @@ def test_the_node_refuses_a_signed_index_with_a_hostile_version(tmp_path: Path) 
             client.refresh()
     assert "invalid version '../../../../etc'" in info.value.message
     assert not (tmp_path / "etc").exists()
+
+
+# -- the node's update.yaml names its channel, image and board ------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("channel", "../x"),
+        ("channel", "a/b"),
+        ("image", ".."),
+        ("board", "x\u0430"),
+        ("board", "-x"),
+    ],
+)
+def test_the_node_config_checks_names(key: str, value: str) -> None:
+    from distbuild.node.config import ConfigError, config_from
+
+    with pytest.raises(ConfigError) as info:
+        config_from({"channel_url": "http://127.0.0.1/", key: value}, {key: 4}, "update.yaml")
+    assert info.value.message.startswith(f"update.yaml:4: {key}: ")
+    assert names.GRAMMAR in info.value.message
+
+
+def test_the_node_config_keeps_good_names() -> None:
+    from distbuild.node.config import config_from
+
+    raw = {"channel_url": "http://127.0.0.1/", "channel": "beta", "image": "node", "board": ""}
+    config = config_from(raw, {}, "update.yaml")
+    assert (config.channel, config.image, config.board) == ("beta", "node", None)
