@@ -101,6 +101,8 @@ COMMANDS = [
     ("push", "{build}", "localhost:{name}/distbuild/node"),
     ("push", "{build}", "{name}"),
     ("push", "{build}", "localhost:5000/distbuild/node", "--tag", "{name}"),
+    ("push", "{build}", "localhost:5000/distbuild/node", "--chunk-size", "{name}"),
+    ("push", "{build}", "localhost:5000/distbuild/node", "--retries", "{name}"),
     ("merge", "{build}", "{build}", "--out", "{empty}/{name}"),
     ("load", "{build}", "--platform", "{name}", "--docker-host", "unix://{empty}/no.sock"),
     ("lock", "--arch", "{name}", "--image", "no-such-image"),
