@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from distbuild import names
 from distbuild.arch import ARCHES, Arch
 from distbuild.errors import RecipeError, UsageError
 from distbuild.model import loader
 from distbuild.model.recipe import Recipe
 from distbuild.model.schema import Field, Spec, check
+from distbuild.names import check_name
 
 OUTPUTS = ("oci", "root", "disk")
 
@@ -125,6 +127,7 @@ def image_names(project: Path) -> list[str]:
 def load_image(
     project: Path, name: str, recipe: Recipe, extra: dict[str, Any] | None = None
 ) -> ImageDef:
+    check_name(name, names.IMAGE)
     path = project / "images" / f"{name}.yaml"
     if not path.is_file():
         known = ", ".join(image_names(project)) or "none"
@@ -210,10 +213,12 @@ def load_image(
         if not overlay.is_dir():
             raise doc.error(("overlay",), f"overlay directory not found: {overlay}")
     cfg = data["config"]
-    if data["version"] is not None and not re.match(
-        r"^[0-9A-Za-z][0-9A-Za-z._+-]*$", data["version"]
-    ):
-        raise doc.error(("version",), f"{data['version']!r} is not a valid version")
+    if data["version"] is not None and (reason := names.problem(data["version"])):
+        raise doc.error(
+            ("version",),
+            f"{data['version']!r} is not a valid version: {reason}",
+            hint=f"a version is {names.GRAMMAR}",
+        )
     return ImageDef(
         name=name,
         path=path,

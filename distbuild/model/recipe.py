@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from distbuild import names
 from distbuild.arch import ARCHES, BOOT_CHAINS, Arch, Platform, normalize
 from distbuild.errors import RecipeError
 from distbuild.model import loader
@@ -131,6 +132,13 @@ def load_recipe(project: Path, arch: Arch) -> Recipe:
         )
     if data["boot"]["tries"] < 1:
         raise doc.error(("boot", "tries"), "must be at least 1")
+    for i, board in enumerate(data["boards"]):
+        if reason := names.problem(board):
+            raise doc.error(
+                ("boards", i),
+                f"{board!r} is not a valid board: {reason}",
+                hint=f"a board is {names.GRAMMAR}",
+            )
     d, k, q, disk = data["debian"], data["kernel"], data["qemu"], data["disk"]
     return Recipe(
         arch=arch,

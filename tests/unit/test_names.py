@@ -291,3 +291,54 @@ def test_the_node_config_keeps_good_names() -> None:
     raw = {"channel_url": "http://127.0.0.1/", "channel": "beta", "image": "node", "board": ""}
     config = config_from(raw, {}, "update.yaml")
     assert (config.channel, config.image, config.board) == ("beta", "node", None)
+
+
+# -- names inside definitions: an image's version, a recipe's boards ------------------
+
+
+@pytest.fixture
+def definitions(tmp_path: Path) -> Path:
+    import shutil
+
+    repo = Path(__file__).resolve().parents[2]
+    for sub in ("recipes", "images"):
+        shutil.copytree(repo / sub, tmp_path / sub, ignore=shutil.ignore_patterns("*.lock.json"))
+    return tmp_path
+
+
+@pytest.mark.parametrize("version", ["'1..0'", "'1.0\\n'", "'-1'", "'" + "1" * 129 + "'"])
+def test_an_image_version_in_the_definition_is_checked(definitions: Path, version: str) -> None:
+    from distbuild.arch import ARCHES
+    from distbuild.errors import RecipeError
+    from distbuild.model.image import load_image
+    from distbuild.model.recipe import load_recipe
+
+    path = definitions / "images" / "toolbox.yaml"
+    path.write_text(path.read_text() + f'version: "{version.strip(chr(39))}"\n')
+    with pytest.raises(RecipeError) as info:
+        load_image(definitions, "toolbox", load_recipe(definitions, ARCHES["amd64"]))
+    assert "toolbox.yaml:" in info.value.message and "version: " in info.value.message
+    assert info.value.hint is not None and names.GRAMMAR in info.value.hint
+
+
+def test_an_image_name_is_checked_before_it_becomes_a_path(definitions: Path) -> None:
+    from distbuild.arch import ARCHES
+    from distbuild.model.image import load_image
+    from distbuild.model.recipe import load_recipe
+
+    (definitions / "evil.yaml").write_text("name: evil\n")
+    with pytest.raises(UsageError, match="invalid image name"):
+        load_image(definitions, "../evil", load_recipe(definitions, ARCHES["amd64"]))
+
+
+def test_recipe_boards_are_names(definitions: Path) -> None:
+    from distbuild.arch import ARCHES
+    from distbuild.errors import RecipeError
+    from distbuild.model.recipe import load_recipe
+
+    path = definitions / "recipes" / "amd64.yaml"
+    path.write_text(path.read_text().replace("boards: [qemu, pc]", "boards: [qemu, ../pc]"))
+    with pytest.raises(RecipeError) as info:
+        load_recipe(definitions, ARCHES["amd64"])
+    assert "amd64.yaml:24: boards[1]: " in info.value.message
+    assert "'../pc' is not a valid board" in info.value.message
