@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import distbuild
-from distbuild import scratch, ui
+from distbuild import names, scratch, ui
 from distbuild.arch import Arch
 from distbuild.errors import (
     DistbuildError,
@@ -30,6 +30,7 @@ from distbuild.errors import (
 )
 from distbuild.model.image import ImageDef, load_image
 from distbuild.model.recipe import Recipe, load_recipe
+from distbuild.names import check_name
 from distbuild.oci import layout as oci
 from distbuild.oci.layer import Layer, reuse_layer, store_layer, write_layer
 from distbuild.record import Artifact, BuildRecord
@@ -275,7 +276,8 @@ def prepare(opts: BuildOptions, arch: Arch, workdir: Path) -> ArchBuild:
         if opts.source_date_epoch is not None
         else default_epoch(opts.project)
     )
-    version = opts.version or image.version or default_version(epoch)
+    # The version names OUT/<image>/<version>, which a finished build replaces: check it.
+    version = check_name(opts.version or image.version or default_version(epoch), names.VERSION)
     locks = get_locks(opts, recipe, image)
     lock = locks.pop(image.name)
     DebCache(opts.cache).ensure(list(lock.packages))
