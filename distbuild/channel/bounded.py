@@ -41,11 +41,13 @@ class DeadlineReader(io.RawIOBase):
         self.limit = limit
         self._deadline: float | None = None
         self._left = limit
+        self.too_long = False  # the last request's headers passed the limit
 
     def headers(self, seconds: float) -> None:
         """A request starts: its line and headers must arrive within ``seconds``."""
         self._deadline = time.monotonic() + seconds
         self._left = self.limit
+        self.too_long = False
 
     def body(self) -> None:
         """The headers are in: the per-receive timeout alone applies again."""
@@ -63,7 +65,8 @@ class DeadlineReader(io.RawIOBase):
         if left <= 0:
             raise TimeoutError("request headers not received in time")
         if self._left <= 0:
-            return 0  # the headers are too long: the parser sees them end here
+            self.too_long = True
+            return 0  # the parser sees the headers end here; the handler refuses them
         self.sock.settimeout(min(self.timeout, left))
         n = self.sock.recv_into(view[: self._left])
         self._left -= n
@@ -149,6 +152,8 @@ class _WaitingRoom:
 
 class BoundedServer(HTTPServer):
     """``HTTPServer`` with a waiting room for idle connections and a fixed worker pool."""
+
+    request_queue_size = 128  # listen backlog: a burst of clients is not refused
 
     def __init__(
         self,

@@ -128,6 +128,10 @@ class RepoHandler(SimpleHTTPRequestHandler):
     def parse_request(self) -> bool:
         ok = super().parse_request()
         self._reader.body()  # the headers are in (or refused): no deadline for what follows
+        if ok and self._reader.too_long:
+            self.close_connection = True
+            self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "headers too large")
+            return False
         return ok
 
     def translate_path(self, path: str) -> str:
