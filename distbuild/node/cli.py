@@ -161,7 +161,16 @@ def _status(args: argparse.Namespace) -> int:
     if error is not None:
         status["config_error"] = error.message + (f" (hint: {error.hint})" if error.hint else "")
     print(json.dumps(status, indent=2, sort_keys=True) if args.json else _status_text(status))
-    return error.exit_code if error is not None else 0
+    if error is None:
+        return 0
+    _report(error)
+    return error.exit_code
+
+
+def _report(e: DistbuildError) -> None:
+    print(f"error: {e.message}", file=sys.stderr)
+    if e.hint:
+        print(f"hint: {e.hint}", file=sys.stderr)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -195,9 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except DistbuildError as e:
-        print(f"error: {e.message}", file=sys.stderr)
-        if e.hint:
-            print(f"hint: {e.hint}", file=sys.stderr)
+        _report(e)
         return e.exit_code
     except KeyboardInterrupt:
         return 130

@@ -55,6 +55,7 @@ def test_status_shows_the_config_error(node: Node, case: str) -> None:
     assert human.returncode == 3, human.stderr
     assert "config:     ERROR" in human.stdout and words in human.stdout
     assert "booted:     slot a, version v1" in human.stdout  # the rest is still there
+    assert human.stderr.startswith("error: ") and words in human.stderr
     as_json = _cli(node, "status", "--json")
     assert as_json.returncode == 3
     assert words in json.loads(as_json.stdout)["config_error"]
