@@ -131,3 +131,25 @@ def test_metadata_answered_5xx_forever_is_a_clear_error(tmp_path: Path, chan: Ch
     assert took < 10
     last = node.status()["last_result"]
     assert not last["ok"] and "HTTP 503" in last["message"]
+
+
+def test_a_body_at_the_floor_gets_the_time_it_needs(tmp_path: Path, chan: Channel) -> None:
+    # 256 KiB at 128 KiB/s takes 2 s, longer than the 1 s deadline for the headers;
+    # the body's deadline grows with its length at the floor (64 KiB/s: 1 + 0.5 + 4 s).
+    fault = Misbehave(rate=128 * 1024)
+    with fault_server(chan.repo, fault) as server:
+        node = Node(tmp_path / "node")
+        node.setup(
+            server.url,
+            chan.root_json,
+            "v1",
+            min_rate=64 * 1024,
+            rate_window=0.5,
+            retries=1,
+            request_deadline=1,
+        )
+        took, error = within(30, lambda: node.updater().apply())
+    assert error is None, error
+    assert took > 1.5, took  # it really was slower than the headers' deadline
+    assert fault.hits == 1
+    assert node.boot() == ("b", "v2")
