@@ -43,3 +43,24 @@ def test_a_prompt_registry_is_not_cut(tmp_path: Path, method: str) -> None:
                 assert client.tags() == []
             else:
                 assert client.manifest_digest("latest") is None
+
+
+def test_a_credential_helper_that_hangs_is_cut(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from distbuild.errors import DistbuildError
+    from distbuild.oci import auth
+
+    helper = tmp_path / "bin/docker-credential-stuck"
+    helper.parent.mkdir()
+    helper.write_text("#!/bin/sh\nexec sleep 60\n")
+    helper.chmod(0o755)
+    (tmp_path / "docker").mkdir()
+    (tmp_path / "docker/config.json").write_text('{"credsStore": "stuck"}')
+    monkeypatch.setenv("PATH", f"{helper.parent}:/usr/bin:/bin")
+    monkeypatch.setattr(auth, "HELPER_TIMEOUT", 1.0)
+    env = {"DOCKER_CONFIG": str(tmp_path / "docker")}
+    took, error = within(30, lambda: auth.find_credentials("127.0.0.1:5000", env))
+    assert isinstance(error, DistbuildError), error
+    assert "timed out" in error.message and error.hint and "stuck" in error.hint
+    assert took < 1.0 + 2, took
