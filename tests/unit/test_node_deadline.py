@@ -15,7 +15,7 @@ import pytest
 from distbuild.node.http import Http, Limits, TooSlow, TransferError
 from distbuild.node.reboot import FleetLock
 from tests.node_support import Channel, Misbehave, Node, fault_server, make_channel
-from tests.stall_support import Stall, stalling_server, within
+from tests.stall_support import Stall, stalling_server, tls_trickle, within
 
 DEADLINE = 1.5
 SLACK = 1.5  # thread start-up, the 404 probe for a newer root, a loaded machine
@@ -39,6 +39,19 @@ def test_trickled_headers_are_cut_at_the_deadline(tmp_path: Path) -> None:
     assert "deadline" in error.message
     assert DEADLINE - 0.1 <= took < DEADLINE + SLACK, took
     assert stall.trickled == 1
+
+
+@pytest.mark.parametrize("stall_handshake", [False, True], ids=["headers", "handshake"])
+def test_tls_stalls_are_cut_at_the_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stall_handshake: bool
+) -> None:
+    with tls_trickle(tmp_path, stall_handshake=stall_handshake) as host:
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "cert.pem"))
+        http = Http(Limits(read_timeout=30, deadline=DEADLINE))
+        took, error = within(30, lambda: http.get(f"https://{host}/f", 100))
+    assert isinstance(error, TooSlow), error
+    assert "deadline" in error.message
+    assert DEADLINE - 0.1 <= took < DEADLINE + SLACK, took
 
 
 def test_the_deadline_does_not_cut_a_normal_request(tmp_path: Path) -> None:
