@@ -39,9 +39,17 @@ class Stall:
     trickled: int = 0
 
 
-def _trickle(sock: socket.socket, interval: float, stop: threading.Event) -> None:
+# Whole headers at once, then a body one byte at a time.
+BODY_TRICKLE = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 4096\r\n\r\n"
+
+
+def _trickle(
+    sock: socket.socket, interval: float, stop: threading.Event, body: bool = False
+) -> None:
     with contextlib.suppress(OSError):
-        for byte in TRICKLE:
+        if body:
+            sock.sendall(BODY_TRICKLE)
+        for byte in TRICKLE if not body else b"{" + b" " * 4095:
             if stop.wait(interval):
                 return
             sock.sendall(bytes([byte]))
@@ -98,8 +106,9 @@ def stalling_server(directory: Path, stall: Stall) -> Iterator[str]:
 
 
 @contextmanager
-def raw_trickle(interval: float = 0.5) -> Iterator[str]:
-    """A server that reads a request's headers and trickles an answer's; yields host:port."""
+def raw_trickle(interval: float = 0.5, body: bool = False) -> Iterator[str]:
+    """A server that reads a request's headers and trickles an answer's (with ``body``:
+    sends them whole and trickles the body); yields host:port."""
     stop = threading.Event()
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.2)
@@ -113,7 +122,7 @@ def raw_trickle(interval: float = 0.5) -> Iterator[str]:
                 if not piece:
                     return
                 data += piece
-            _trickle(conn, interval, stop)
+            _trickle(conn, interval, stop, body)
 
     def accept() -> None:
         while not stop.is_set():

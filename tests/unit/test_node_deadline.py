@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from distbuild.node.config import Config, ConfigError, load_config
 from distbuild.node.http import Http, Limits, TooSlow, TransferError
 from distbuild.node.reboot import FleetLock
+from distbuild.node.updater import limits
 from tests.node_support import Channel, Misbehave, Node, fault_server, make_channel
 from tests.stall_support import Stall, stalling_server, tls_trickle, within
 
@@ -166,3 +168,15 @@ def test_a_body_at_the_floor_gets_the_time_it_needs(tmp_path: Path, chan: Channe
     assert took > 1.5, took  # it really was slower than the headers' deadline
     assert fault.hits == 1
     assert node.boot() == ("b", "v2")
+
+
+def test_the_deadline_is_set_in_update_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "update.yaml"
+    path.write_text("channel_url: http://127.0.0.1:9/\nrequest_deadline: 90s\nretries: 3\n")
+    got = limits(load_config(path))
+    assert (got.deadline, got.tries) == (90.0, 3)
+    assert got.body_deadline(16 * 1024 * 600) == 90 + 60 + 600  # 600 s at the 16 KiB/s floor
+    assert limits(Config(channel_url="x")).deadline == 120.0  # the default
+    path.write_text("channel_url: http://127.0.0.1:9/\nrequest_deadline: 0\n")
+    with pytest.raises(ConfigError, match="request_deadline: must be more than zero"):
+        load_config(path)

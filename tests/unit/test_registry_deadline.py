@@ -23,6 +23,16 @@ def test_trickled_headers_are_cut_at_the_deadline() -> None:
     assert 2 * 1.5 <= took < 2 * 1.5 + 3, took  # two tries of 1.5 s, one back-off
 
 
+def test_a_trickled_body_is_cut_at_the_deadline() -> None:
+    with raw_trickle(0.2, body=True) as host:
+        client = RegistryClient(host, "distbuild/x", plain_http=True, retries=0, deadline=1.5)
+        took, error = within(30, lambda: client.get_manifest("latest"))
+        client.close()
+    assert isinstance(error, RegistryError), error
+    assert "cut off" in error.message
+    assert 1.5 - 0.1 <= took < 1.5 + 1.5, took
+
+
 def test_trickled_upload_answer_is_cut(tmp_path: Path) -> None:
     with raw_trickle(0.5) as host:
         client = RegistryClient(host, "distbuild/x", plain_http=True, retries=0, deadline=1.5)
