@@ -20,6 +20,7 @@ from distbuild.channel.repo import (
     utcnow,
     write_root,
 )
+from distbuild.channel.trust import ONLINE_SIGNING
 from distbuild.channel.tufapi import Root
 from distbuild.errors import DistbuildError
 
@@ -126,9 +127,11 @@ def refresh_channel(
     now: datetime | None = None,
 ) -> Refreshed:
     """Re-sign a channel's metadata that expires within ``margin`` (all with ``force``)."""
+    keys.require_online("refresh")
     repo = ChannelRepo(repo_root, channel.name)
     repo.require()
     with repo.lock(), Update(repo, keys, channel.expiry, now) as update:
+        update.check_keys(ONLINE_SIGNING, str(keys.path))
         roles = refresh(update, margin, force)
         root_expires = repo.root().signed.expires
     return Refreshed(channel.name, tuple(roles), root_expires)
