@@ -349,12 +349,13 @@ def _read_private(path: Path, *, public: bool = False) -> bytes:
             f"cannot read {path}: {e.strerror}",
             hint="key files must be regular files in the key directory, not links",
         ) from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise DistbuildError(
+            f"{path} is not a regular file", hint="restore the key directory from your backup"
+        )
     with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise DistbuildError(
-                f"{path} is not a regular file", hint="restore the key directory from your backup"
-            )
         if st.st_mode & (0o022 if public else 0o077):
             raise _unprotected(path, st.st_mode, "644" if public else "600")
         data = f.read(_MAX_FILE + 1)
