@@ -269,3 +269,26 @@ def secret_of(keys: Path) -> str:
         for path in sorted(keys.iterdir()):
             tar.add(path, arcname=path.name)
     return base64.b64encode(buf.getvalue()).decode()
+
+
+def github_context(commit: str, ref: str, workflow: str) -> dict[str, str]:
+    """The ``github`` context (and so GITHUB_*) of a push of ``ref`` at ``commit``."""
+    kind = "tag" if ref.startswith("refs/tags/") else "branch"
+    return {
+        "sha": commit,
+        "ref": ref,
+        "ref_name": ref.split("/", 2)[2],
+        "ref_type": kind,
+        "event_name": "push",
+        "server_url": "https://github.com",
+        "repository": "distbuild/distbuild",
+        "workflow_ref": f"distbuild/distbuild/.github/workflows/{workflow}@{ref}",
+    }
+
+
+def scripts_in_order(workflow: Mapping[str, Any], jobs: list[tuple[str, int]]) -> list[str]:
+    """The run steps the runner must have called: each job's, times its runs."""
+    out = []
+    for job, times in jobs:
+        out += [cmd.strip() for j, _, cmd in run_steps(workflow) if j == job] * times
+    return out
