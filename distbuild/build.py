@@ -280,7 +280,7 @@ def prepare(opts: BuildOptions, arch: Arch, workdir: Path) -> ArchBuild:
     version = check_name(opts.version or image.version or default_version(epoch), names.VERSION)
     locks = get_locks(opts, recipe, image)
     lock = locks.pop(image.name)
-    DebCache(opts.cache).ensure(list(lock.packages))
+    DebCache(opts.cache).ensure(list(lock.packages), mirror=opts.mirror)
     return ArchBuild(recipe, image, lock, version, epoch, opts, workdir, extra_locks=locks)
 
 

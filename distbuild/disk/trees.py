@@ -52,7 +52,7 @@ def unpack(
     tmp = scratch.make_dir(final.parent, f".{final.name}.tmp-")
     try:
         cache = DebCache(ctx.options.cache)
-        cache.ensure(packages)
+        cache.ensure(packages, mirror=ctx.options.mirror)
         sub = Lock(ctx.lock.image, ctx.arch.name, ctx.lock.suite, (), tuple(packages))
         extract.populate(tmp, sub, cache, ctx.arch.debian)
         if finish is not None:

@@ -19,7 +19,7 @@ from distbuild import ui
 from distbuild.errors import CommandError, FetchError, MissingPackageError
 from distbuild.rootfs.fetch import NetworkCounter
 from distbuild.rootfs.lock import Lock, LockedPackage
-from distbuild.rootfs.sources import Source
+from distbuild.rootfs.sources import Source, is_snapshot
 from distbuild.run import run, which
 
 
@@ -61,6 +61,9 @@ class AptRoot:
             "Acquire::http::Timeout": "20",
             "Debug::NoLocking": "true",
         }
+        if any(is_snapshot(s.uri) for s in self.sources):
+            # A snapshot's Release is frozen in time: an expired Valid-Until is expected.
+            opts["Acquire::Check-Valid-Until"] = "false"
         return [f"-o{k}={v}" for k, v in opts.items()]
 
     def _apt_get(self, *args: str, hint: str) -> str:

@@ -63,8 +63,17 @@ class DebCache:
         return path
 
     def ensure(
-        self, packages: list[LockedPackage], session: requests.Session | None = None
+        self,
+        packages: list[LockedPackage],
+        session: requests.Session | None = None,
+        mirror: str | None = None,
     ) -> None:
+        """Fetch the packages not cached yet, by their lock's pool path and sha256.
+
+        With ``mirror`` (``--mirror``, e.g. a snapshot archive URL to rebuild an
+        old release) each package is asked of that mirror first, then of the
+        mirror its lock names; the sha256 check makes either as good.
+        """
         missing = [p for p in packages if not self.path(p).exists()]
         if not missing:
             ui.debug(f"all {len(packages)} packages are cached")
@@ -73,11 +82,33 @@ class DebCache:
         ui.note(f"fetching {len(missing)} packages ({total / 1048576:.1f} MiB)")
         session = session or transport.session()
         with ui.progress("download", total) as bar, ThreadPoolExecutor(4) as pool:
-            for _ in pool.map(lambda p: self._download(session, p, bar), missing):
+            for _ in pool.map(lambda p: self._fetch(session, p, bar, mirror), missing):
                 pass
 
-    def _download(self, session: requests.Session, pkg: LockedPackage, bar: ui.Progress) -> None:
-        url = f"{pkg.source}/{pkg.filename}"
+    def _fetch(
+        self, session: requests.Session, pkg: LockedPackage, bar: ui.Progress, mirror: str | None
+    ) -> None:
+        bases = [pkg.source]
+        if mirror and mirror.rstrip("/") != pkg.source:
+            bases.insert(0, mirror.rstrip("/"))
+        for base in bases[:-1]:
+            try:
+                return self._download(session, pkg, bar, base)
+            except _Gone:
+                ui.note(f"{pkg.name} {pkg.version} is not on {base}; trying {bases[-1]}")
+        try:
+            self._download(session, pkg, bar, bases[-1])
+        except _Gone:
+            raise LockError(
+                f"{pkg.name} {pkg.version} is no longer on the mirror ({pkg.filename})",
+                hint="the archive moved on: run 'distbuild lock' to resolve current versions, or "
+                "rebuild with --mirror set to a snapshot archive URL of the lock's date",
+            ) from None
+
+    def _download(
+        self, session: requests.Session, pkg: LockedPackage, bar: ui.Progress, base: str
+    ) -> None:
+        url = f"{base}/{pkg.filename}"
 
         @retry(
             retry=retry_if_exception_type((requests.ConnectionError, requests.Timeout, _Transient)),
@@ -103,10 +134,7 @@ class DebCache:
         def fetch(dog: Watchdog) -> None:
             with session.get(url, stream=True, timeout=30) as r:
                 if r.status_code == 404:
-                    raise LockError(
-                        f"{pkg.name} {pkg.version} is no longer on the mirror ({pkg.filename})",
-                        hint="the archive moved on; run 'distbuild lock' to resolve current versions",
-                    )
+                    raise _Gone()
                 if r.status_code >= 500:
                     raise _Transient(f"HTTP {r.status_code}")
                 if r.status_code != 200:
@@ -144,7 +172,7 @@ class DebCache:
             attempt()
         except (requests.ConnectionError, requests.Timeout, _Transient) as e:
             raise FetchError(
-                f"could not download {pkg.name} from {pkg.source}: "
+                f"could not download {pkg.name} from {base}: "
                 f"{e if isinstance(e, _Transient) else e.__class__.__name__}",
                 hint="check the network and the mirror (--mirror or DISTBUILD_MIRROR)",
             ) from None
@@ -152,3 +180,7 @@ class DebCache:
 
 class _Transient(Exception):
     pass
+
+
+class _Gone(Exception):
+    """The mirror answered 404 for a locked package."""

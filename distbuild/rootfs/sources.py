@@ -7,12 +7,22 @@ override it; no mirror host name is ever written into distbuild itself.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from distbuild.errors import DistbuildError
 
 DEFAULT_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+# A snapshot archive: <base>/archive/<archive>/<YYYYMMDD>T<HHMMSS>Z/ (e.g. the
+# Debian snapshot service). Its Release files are frozen, so their Valid-Until
+# has passed by design: apt must not hold that against them.
+SNAPSHOT_PATH = re.compile(r"/\d{8}T\d{6}Z/?$")
+
+
+def is_snapshot(uri: str) -> bool:
+    """Whether ``uri`` is a snapshot archive (a path ending in a timestamp)."""
+    return SNAPSHOT_PATH.search(uri) is not None
 
 
 @dataclass(frozen=True)

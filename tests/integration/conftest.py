@@ -16,6 +16,7 @@ from tests.integration.dockerd import (
     unregister_binfmt,
 )
 from tests.integration.registry_fixtures import registry  # noqa: F401 (session fixture)
+from tests.sigstore_support import signed_wheel  # noqa: F401 (session fixture)
 
 
 @pytest.fixture(scope="session")

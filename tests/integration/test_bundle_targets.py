@@ -17,11 +17,9 @@ from distbuild.channel.serve import serving
 from distbuild.errors import DistbuildError
 from tests.channel_support import channel, client, make_build, make_keys
 from tests.conftest import run_cli
-from tests.integration.test_verify import BUNDLE, IDENTITY, ISSUER, WHEEL
+from tests.sigstore_support import BUNDLE, IDENTITY, ISSUER
 
-pytestmark = pytest.mark.skipif(
-    not (WHEEL.is_file() and BUNDLE.is_file()), reason="the Sigstore fixture is missing"
-)
+pytestmark = pytest.mark.network
 
 
 def build_with(out: Path, payload: Path, name: str) -> tuple[Path, dict]:  # type: ignore[type-arg]
@@ -38,15 +36,16 @@ def build_with(out: Path, payload: Path, name: str) -> tuple[Path, dict]:  # typ
     return build, root
 
 
-def test_bundle_is_a_target_next_to_its_file(tmp_path: Path) -> None:
-    build, root = build_with(tmp_path / "out", WHEEL, WHEEL.name)
+def test_bundle_is_a_target_next_to_its_file(tmp_path: Path, signed_wheel: Path) -> None:
+    wheel = signed_wheel
+    build, root = build_with(tmp_path / "out", wheel, wheel.name)
     bundle = build / "sigstore" / (root["path"] + ".sigstore.json")
     bundle.parent.mkdir(parents=True)
     shutil.copy(BUNDLE, bundle)
     repo = tmp_path / "repo"
     keys = make_keys(tmp_path / "keys")
     outcome = publish(repo, channel("beta"), build, keys)
-    name = f"node/1.0.0/amd64/{WHEEL.name}"
+    name = f"node/1.0.0/amd64/{wheel.name}"
     assert f"{name}.sigstore.json" in outcome.targets
 
     got = tmp_path / "got"
@@ -62,21 +61,24 @@ def test_bundle_is_a_target_next_to_its_file(tmp_path: Path) -> None:
             "version": "1.0.0",
             "arch": "amd64",
             "kind": "sigstore-bundle",
-            "signs": WHEEL.name,
+            "signs": wheel.name,
         }
         assert info.hashes["sha256"] == hashlib.sha256(BUNDLE.read_bytes()).hexdigest()
         fetched_bundle = Path(updater.download_target(info, str(got / "b.sigstore.json")))
         art = updater.get_targetinfo(name)
         assert art is not None
-        fetched = Path(updater.download_target(art, str(got / WHEEL.name)))
+        fetched = Path(updater.download_target(art, str(got / wheel.name)))
     rc = run_cli(
         "verify", fetched, "--bundle", fetched_bundle, "--identity", IDENTITY, "--issuer", ISSUER
     )
     assert rc == 0
 
 
-def test_bundle_of_another_file_is_refused_before_publishing(tmp_path: Path) -> None:
-    build, root = build_with(tmp_path / "out", WHEEL, "root.img")
+def test_bundle_of_another_file_is_refused_before_publishing(
+    tmp_path: Path, signed_wheel: Path
+) -> None:
+    wheel = signed_wheel
+    build, root = build_with(tmp_path / "out", wheel, "root.img")
     (build / root["path"]).write_bytes(b"other bytes")  # a rebuild, signed bundle left over
     record = json.loads((build / "build.json").read_text())
     for a in record["artifacts"]:

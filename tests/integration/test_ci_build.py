@@ -1,0 +1,80 @@
+"""The build workflow, run here as GitHub would: its run steps (read from build.yml)
+in order, in a fresh clone of this commit, with the environment the workflow gives
+them: one lock job, one job per arch building --locked from the lock job's artifact
+(SOURCE_DATE_EPOCH exported through GITHUB_ENV), the merge. The merged index is
+the one a single ``--arch all`` build of the same locks makes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.ci_support import (
+    REPO,
+    Runner,
+    git,
+    github_context,
+    host_env,
+    load,
+    read_github_env,
+    scripts_in_order,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.network]
+
+
+def test_build_workflow_steps_make_the_index_of_one_all_build(tmp_path: Path) -> None:
+    workflow = load("build.yml")
+    for name, job in workflow["jobs"].items():  # set-up (apt, pip) is skipped below
+        assert next(s["run"] for s in job["steps"] if "run" in s) == ".ci/setup", name
+    commit = git("-C", REPO, "rev-parse", "HEAD")
+    runner = Runner(
+        workflow,
+        tmp_path,
+        source=str(REPO),
+        commit=commit,
+        context={"github": github_context(commit, "refs/heads/main", "build.yml")},
+        host_env=host_env(),
+        skip=frozenset({".ci/setup"}),
+        venv=REPO / ".venv",
+    )
+    arches = workflow["jobs"]["image"]["strategy"]["matrix"]["arch"]
+    assert arches == ["armv7", "arm64", "amd64"]
+    lock_ws = runner.run_job("lock")
+    for arch in arches:
+        ws = runner.run_job("image", {"arch": arch})
+        exported = read_github_env(ws.parent / "github_env")
+        assert exported["SOURCE_DATE_EPOCH"] == git("-C", ws, "log", "-1", "--format=%ct")
+    merge_ws = runner.run_job("merge")
+    expected = scripts_in_order(workflow, [("lock", 1), ("image", 3), ("merge", 1)])
+    assert [c.removeprefix("skipped ") for c in runner.log] == expected
+
+    # The locks ship with the build, and the arch jobs built from the lock job's.
+    locks = sorted(p.name for p in (runner.artifacts / "locks").iterdir())
+    image = workflow["env"]["IMAGE"]
+    for arch in arches:
+        assert f"{image}.{arch}.lock.json" in locks and f"{image}-boot.{arch}.lock.json" in locks
+    [merged] = list((merge_ws / "out" / image).iterdir())
+    record = json.loads((merged / "build.json").read_text())
+    for arch in arches:
+        [shipped] = [a for a in record["artifacts"] if a["kind"] == "lock" and a["arch"] == arch]
+        assert (merged / shipped["path"]).read_bytes() == (
+            runner.artifacts / "locks" / f"{image}.{arch}.lock.json"
+        ).read_bytes()
+
+    # One --arch all build of the same commit, locks and epoch.
+    epoch = read_github_env(tmp_path / "jobs" / "image-amd64" / "github_env")["SOURCE_DATE_EPOCH"]
+    proc = subprocess.run(
+        [str(REPO / ".venv/bin/distbuild"), "image", "--arch", "all", "--image", image,
+         "--locked", "--out", str(tmp_path / "all")],
+        cwd=lock_ws, env={**host_env(SOURCE_DATE_EPOCH=epoch), "PYTHONPATH": str(lock_ws)},
+        capture_output=True, text=True, timeout=3600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    one = json.loads((tmp_path / "all" / image / record["version"] / "build.json").read_text())
+    assert record["oci"]["index"] == one["oci"]["index"]
+    shas = {(a["arch"], a["kind"], a["path"]): a["sha256"] for a in record["artifacts"]}
+    assert shas == {(a["arch"], a["kind"], a["path"]): a["sha256"] for a in one["artifacts"]}
