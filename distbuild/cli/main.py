@@ -21,7 +21,7 @@ from distbuild import __version__, ui
 from distbuild.cli import build as build_cmds
 from distbuild.cli import options
 from distbuild.cli.common import State
-from distbuild.errors import DistbuildError, Interrupted, UsageError
+from distbuild.errors import DistbuildError, Interrupted
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
