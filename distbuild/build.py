@@ -180,8 +180,9 @@ def check_writable(out: Path) -> None:
 
 
 # Locks an output needs beside the image's own: kind -> (lock name suffix,
-# fn(recipe) -> the packages to lock). The disk outputs register the boot lock.
-ExtraLock = tuple[str, Callable[[Recipe], tuple[str, ...]]]
+# fn(recipe, image) -> the packages to lock, or an error if the image cannot
+# have that output). The disk outputs register the boot lock.
+ExtraLock = tuple[str, Callable[[Recipe, ImageDef], tuple[str, ...]]]
 EXTRA_LOCKS: dict[str, ExtraLock] = {}
 
 
@@ -191,7 +192,7 @@ def lock_requests(recipe: Recipe, image: ImageDef) -> dict[str, tuple[str, ...]]
     for kind in image.outputs:
         if kind in EXTRA_LOCKS:
             suffix, packages = EXTRA_LOCKS[kind]
-            wanted[image.name + suffix] = tuple(sorted(packages(recipe)))
+            wanted[image.name + suffix] = tuple(sorted(packages(recipe, image)))
     return wanted
 
 
