@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Callable
@@ -181,8 +182,9 @@ def check_writable(out: Path) -> None:
 
 
 # Locks an output needs beside the image's own: kind -> (lock name suffix,
-# fn(recipe) -> the packages to lock). The disk outputs register the boot lock.
-ExtraLock = tuple[str, Callable[[Recipe], tuple[str, ...]]]
+# fn(recipe, image) -> the packages to lock, or an error if the image cannot
+# have that output). The disk outputs register the boot lock.
+ExtraLock = tuple[str, Callable[[Recipe, ImageDef], tuple[str, ...]]]
 EXTRA_LOCKS: dict[str, ExtraLock] = {}
 
 
@@ -192,7 +194,7 @@ def lock_requests(recipe: Recipe, image: ImageDef) -> dict[str, tuple[str, ...]]
     for kind in image.outputs:
         if kind in EXTRA_LOCKS:
             suffix, packages = EXTRA_LOCKS[kind]
-            wanted[image.name + suffix] = tuple(sorted(packages(recipe)))
+            wanted[image.name + suffix] = tuple(sorted(packages(recipe, image)))
     return wanted
 
 
@@ -374,7 +376,7 @@ def _build(opts: BuildOptions) -> tuple[BuildRecord, Path]:
         final = opts.out / opts.image / builds[0].version
         final.parent.mkdir(parents=True, exist_ok=True)
         scratch.reap(final.parent, ".partial-")
-        scratch.reap(final.parent, ".old-")
+        recover_swaps(final.parent)
         staging = scratch.make_dir(final.parent, f".{final.name}.partial-")
         try:
             with scratch.user_errors(opts.out, opts.cache):
@@ -469,17 +471,44 @@ def finish_index(
 
 
 def _swap_into_place(staging: Path, final: Path) -> None:
-    """Replace ``final`` with ``staging`` so readers see the old or the new build."""
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{scratch.owner_tag()}-")
-        os.replace(final, old)
-        os.replace(staging, final)
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old, ignore_errors=True)
+    """Replace ``final`` with ``staging`` so readers see the old or the new build.
+
+    SIGTERM/SIGINT wait until both renames are done; a build killed between
+    them leaves ``.<version>.old-*``, which :func:`recover_swaps` puts back.
+    """
+    signals = {signal.SIGTERM, signal.SIGINT}
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    try:
+        if final.exists():
+            old = final.with_name(f".{final.name}.old-{scratch.owner_tag()}-")
+            os.replace(final, old)
+            os.replace(staging, final)
         else:
-            old.unlink(missing_ok=True)
+            old = None
+            os.replace(staging, final)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    if old is None:
+        return
+    if old.is_dir() and not old.is_symlink():
+        shutil.rmtree(old, ignore_errors=True)
     else:
-        os.replace(staging, final)
+        old.unlink(missing_ok=True)
+
+
+def recover_swaps(parent: Path) -> None:
+    """Put back a build a killed swap moved aside; remove the ones it replaced."""
+    for name in sorted(os.listdir(parent)):
+        version = name[1:].split(".old-", 1)[0] if name.startswith(".") else ""
+        if (
+            ".old-" in name
+            and version
+            and not (parent / version).exists()
+            and not scratch.owner_alive(name, ".old-")
+        ):
+            os.replace(parent / name, parent / version)
+            ui.note(f"restored {parent / version}, moved aside by a build that was killed")
+    scratch.reap(parent, ".old-")
 
 
 # The root and disk outputs register themselves into OUTPUT_BUILDERS; imported
