@@ -181,3 +181,17 @@ def test_a_directory_swapped_for_a_link_mid_walk_is_not_followed(root: Path) -> 
     trap_untouched(out, seeds)
     assert isinstance(out.error, RootPathError), out.stderr
     assert (root / "etc/swapped").is_symlink()  # the swap happened; the write did not follow
+
+
+def test_the_parent_cache_forgets_when_a_link_changes_meaning(root: Path) -> None:
+    with RootDir(root, cache=True) as r:
+        r.write_file("/etc/abs/doc/one", b"1")  # caches etc/abs/doc -> usr/share/doc
+        r.symlink("/etc/abs", "/tmp")  # etc/abs now means /tmp
+        r.write_file("/etc/abs/two", b"2")
+        r.remove("/etc/abs")
+        r.mkdirs("/etc/abs/doc")  # a real directory this time
+        r.write_file("/etc/abs/doc/three", b"3")
+    assert (root / "usr/share/doc/one").read_bytes() == b"1"
+    assert (root / "tmp/two").read_bytes() == b"2"
+    assert (root / "etc/abs/doc/three").read_bytes() == b"3"
+    assert not (root / "usr/share/doc/three").exists()
