@@ -187,30 +187,7 @@ def load_image(
             raise doc.error(("packages", i), f"{pkg!r} is not a Debian package name")
     files = [_file(doc, fpath, spec) for fpath, spec in data["files"].items()]
     _check_paths(doc, data)
-    users = []
-    for i, u in enumerate(data["users"] or []):
-        u = check(doc, _USER_SPEC, u, ("users", i))
-        if not _NAME.match(u["name"]):
-            raise doc.error(("users", i, "name"), f"{u['name']!r} is not a valid user name")
-        for k in ("home", "shell"):
-            if u[k] is not None:
-                _usable_path(doc, ("users", i, k), u[k])
-        users.append(
-            User(
-                u["name"],
-                u["uid"],
-                u["gid"] if u["gid"] is not None else u["uid"],
-                u["home"] or ("/root" if u["uid"] == 0 else f"/home/{u['name']}"),
-                u["shell"],
-                tuple(u["groups"]),
-            )
-        )
-    groups = []
-    for i, g in enumerate(data["groups"] or []):
-        g = check(doc, _GROUP_SPEC, g, ("groups", i))
-        if not _NAME.match(g["name"]):
-            raise doc.error(("groups", i, "name"), f"{g['name']!r} is not a valid group name")
-        groups.append(Group(**g))
+    users, groups = _users(doc, data), _groups(doc, data)
     overlay = _overlay(doc, path, boundary, data["overlay"])
     cfg = data["config"]
     if data["version"] is not None and not re.match(
@@ -242,6 +219,38 @@ def load_image(
         labels=tuple(sorted(cfg["labels"].items())),
         package_origin=tuple(origin),
     )
+
+
+def _users(doc: loader.Document, data: dict[str, Any]) -> list[User]:
+    users = []
+    for i, u in enumerate(data["users"] or []):
+        u = check(doc, _USER_SPEC, u, ("users", i))
+        if not _NAME.match(u["name"]):
+            raise doc.error(("users", i, "name"), f"{u['name']!r} is not a valid user name")
+        for k in ("home", "shell"):
+            if u[k] is not None:
+                _usable_path(doc, ("users", i, k), u[k])
+        users.append(
+            User(
+                u["name"],
+                u["uid"],
+                u["gid"] if u["gid"] is not None else u["uid"],
+                u["home"] or ("/root" if u["uid"] == 0 else f"/home/{u['name']}"),
+                u["shell"],
+                tuple(u["groups"]),
+            )
+        )
+    return users
+
+
+def _groups(doc: loader.Document, data: dict[str, Any]) -> list[Group]:
+    groups = []
+    for i, g in enumerate(data["groups"] or []):
+        g = check(doc, _GROUP_SPEC, g, ("groups", i))
+        if not _NAME.match(g["name"]):
+            raise doc.error(("groups", i, "name"), f"{g['name']!r} is not a valid group name")
+        groups.append(Group(**g))
+    return groups
 
 
 def _file(doc: loader.Document, fpath: str, spec: Any) -> FileEntry:
