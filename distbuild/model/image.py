@@ -177,6 +177,7 @@ def load_image(
                 for i, p in enumerate(body["packages"])
             ]
             for k, v in body.items():
+                _graft(doc, ("overrides", key, k), (k,), 0 if isinstance(v, dict) else len(data[k]))
                 data[k] = {**data[k], **v} if isinstance(v, dict) else data[k] + v
     packages = list(data["packages"])
     if data["kernel"]:
@@ -219,6 +220,16 @@ def load_image(
         labels=tuple(sorted(cfg["labels"].items())),
         package_origin=tuple(origin),
     )
+
+
+def _graft(doc: loader.Document, src: KeyPath, dst: KeyPath, offset: int) -> None:
+    """Give override entries merged into ``dst`` the lines they were written on."""
+    for key, where in list(doc.origin.items()):
+        if key[: len(src)] == src and len(key) > len(src):
+            first, *rest = key[len(src) :]
+            if isinstance(first, int):
+                first += offset
+            doc.origin[(*dst, first, *rest)] = where
 
 
 def _users(doc: loader.Document, data: dict[str, Any]) -> list[User]:

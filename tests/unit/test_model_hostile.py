@@ -463,6 +463,15 @@ def test_merged_list_entries_keep_their_origin(proj: Path) -> None:
     assert line_of(info.value, proj / "images/evil.yaml").startswith("packages:")
 
 
+def test_override_entries_keep_their_origin(proj: Path) -> None:
+    body = "directories: [/a]\noverrides:\n  amd64:\n    directories:\n      - /b\n      - ''\n"
+    e = refused(proj, body)
+    assert e.key == "directories[2]" and line_of(e, proj / "images/evil.yaml") == "      - ''"
+    body = "files: {/x: y}\noverrides:\n  amd64:\n    files:\n      /z: {content: q, mode: '99'}\n"
+    e = refused(proj, body)
+    assert e.key == "files./z.mode" and "/z: {content: q" in line_of(e, proj / "images/evil.yaml")
+
+
 def test_fifo_definition_does_not_hang(proj: Path) -> None:
     os.mkfifo(proj / "images/include/fifo.yaml")
     e = refused(proj, "include: include/fifo.yaml\n")
