@@ -228,6 +228,7 @@ def load_image(
             offsets = {k: len(v) for k, v in data.items() if isinstance(v, list)}
             origins.update(_entry_origins(doc, body, ("overrides", key), offsets))
             for k, v in body.items():
+                _graft(doc, ("overrides", key, k), (k,), 0 if isinstance(v, dict) else len(data[k]))
                 data[k] = {**data[k], **v} if isinstance(v, dict) else data[k] + v
     packages = list(data["packages"])
     if data["kernel"]:
@@ -244,33 +245,11 @@ def load_image(
             raise RecipeError("a link target cannot contain a NUL character", where=where, key=key)
     files = [_file(doc, fpath, spec) for fpath, spec in data["files"].items()]
     _check_paths(doc, data)
-    users = []
-    for i, u in enumerate(data["users"] or []):
-        u = check(doc, _USER_SPEC, u, ("users", i))
-        if not _NAME.match(u["name"]):
-            raise doc.error(("users", i, "name"), f"{u['name']!r} is not a valid user name")
-        home_key = ("users", i, "home") if u["home"] is not None else ("users", i)
-        origins[f"users:{i}"] = (u["home"] or "", doc.where(home_key), loader.dotted(home_key))
-        _check_inside(u["home"] or "", doc.where(home_key), loader.dotted(home_key))
-        for k in ("home", "shell"):
-            if u[k] is not None:
-                _usable_path(doc, ("users", i, k), u[k])
-        users.append(
-            User(
-                u["name"],
-                u["uid"],
-                u["gid"] if u["gid"] is not None else u["uid"],
-                u["home"] or ("/root" if u["uid"] == 0 else f"/home/{u['name']}"),
-                u["shell"],
-                tuple(u["groups"]),
-            )
-        )
-    groups = []
-    for i, g in enumerate(data["groups"] or []):
-        g = check(doc, _GROUP_SPEC, g, ("groups", i))
-        if not _NAME.match(g["name"]):
-            raise doc.error(("groups", i, "name"), f"{g['name']!r} is not a valid group name")
-        groups.append(Group(**g))
+    users, groups = _users(doc, data), _groups(doc, data)
+    for i, u in enumerate(users):
+        home_key = ("users", i, "home") if data["users"][i].get("home") is not None else ("users", i)
+        origins[f"users:{i}"] = (u.home, doc.where(home_key), loader.dotted(home_key))
+        _check_inside(u.home, doc.where(home_key), loader.dotted(home_key))
     overlay = _overlay(doc, path, boundary, data["overlay"])
     if overlay is not None:
         origins["overlay"] = (str(overlay), doc.where(("overlay",)), "overlay")
@@ -307,6 +286,48 @@ def load_image(
         package_origin=tuple(origin),
         entry_origin=tuple((k, where, key) for k, (_, where, key) in origins.items()),
     )
+
+
+def _graft(doc: loader.Document, src: KeyPath, dst: KeyPath, offset: int) -> None:
+    """Give override entries merged into ``dst`` the lines they were written on."""
+    for key, where in list(doc.origin.items()):
+        if key[: len(src)] == src and len(key) > len(src):
+            first, *rest = key[len(src) :]
+            if isinstance(first, int):
+                first += offset
+            doc.origin[(*dst, first, *rest)] = where
+
+
+def _users(doc: loader.Document, data: dict[str, Any]) -> list[User]:
+    users = []
+    for i, u in enumerate(data["users"] or []):
+        u = check(doc, _USER_SPEC, u, ("users", i))
+        if not _NAME.match(u["name"]):
+            raise doc.error(("users", i, "name"), f"{u['name']!r} is not a valid user name")
+        for k in ("home", "shell"):
+            if u[k] is not None:
+                _usable_path(doc, ("users", i, k), u[k])
+        users.append(
+            User(
+                u["name"],
+                u["uid"],
+                u["gid"] if u["gid"] is not None else u["uid"],
+                u["home"] or ("/root" if u["uid"] == 0 else f"/home/{u['name']}"),
+                u["shell"],
+                tuple(u["groups"]),
+            )
+        )
+    return users
+
+
+def _groups(doc: loader.Document, data: dict[str, Any]) -> list[Group]:
+    groups = []
+    for i, g in enumerate(data["groups"] or []):
+        g = check(doc, _GROUP_SPEC, g, ("groups", i))
+        if not _NAME.match(g["name"]):
+            raise doc.error(("groups", i, "name"), f"{g['name']!r} is not a valid group name")
+        groups.append(Group(**g))
+    return groups
 
 
 def _file(doc: loader.Document, fpath: str, spec: Any) -> FileEntry:

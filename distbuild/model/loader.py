@@ -20,18 +20,12 @@ import jinja2
 from distbuild.errors import RecipeError
 from distbuild.model import template, yamldoc
 from distbuild.model.boundary import OUTSIDE_HINT, Boundary
-from distbuild.model.yamldoc import KeyPath
+from distbuild.model.yamldoc import KeyPath, dotted
 
 __all__ = ["Document", "KeyPath", "dotted", "load", "merge", "parse", "render"]
 
 MAX_INCLUDES = 64  # files one definition pulls in, itself and every level of include: together
-
-
-def dotted(path: KeyPath) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
-    return out
+MAX_VALUES = 2 * yamldoc.MAX_NODES  # values in all those files together
 
 
 @dataclass
@@ -171,7 +165,7 @@ def load(path: Path, context: dict[str, Any], boundary: Boundary) -> Document:
         real = boundary.resolve(path.parent, path.name, "the definition")
     except ValueError as e:
         raise RecipeError(str(e), hint=OUTSIDE_HINT, where=str(path)) from None
-    return _load(real, context, boundary, (), [0])
+    return _load(real, context, boundary, (), [0, 0])
 
 
 def _load(
@@ -195,6 +189,13 @@ def _load(
             where=str(seen[-1]),
         )
     doc = parse(render(path, context, boundary), str(path))
+    count[1] += len(doc.origin)
+    if count[1] > MAX_VALUES:
+        raise RecipeError(
+            f"more than {MAX_VALUES} values in this file and its includes together",
+            hint="include each shared file once; definitions are small",
+            where=str(path),
+        )
     includes = doc.data.pop("include", [])
     if isinstance(includes, str):
         includes = [includes]
