@@ -342,3 +342,11 @@ def test_recipe_boards_are_names(definitions: Path) -> None:
         load_recipe(definitions, ARCHES["amd64"])
     assert "amd64.yaml:24: boards[1]: " in info.value.message
     assert "'../pc' is not a valid board" in info.value.message
+
+
+@pytest.mark.parametrize("name", ["beta\n", "a..b", "b" * 129, "Beta", "b\u0435ta"])
+def test_channel_definitions_refuse_what_the_grammar_refuses(tmp_path: Path, name: str) -> None:
+    from distbuild.channel.model import load_channel
+
+    with pytest.raises(UsageError, match="invalid channel name"):
+        load_channel(tmp_path, name)
