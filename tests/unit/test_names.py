@@ -342,3 +342,26 @@ def test_recipe_boards_are_names(definitions: Path) -> None:
         load_recipe(definitions, ARCHES["amd64"])
     assert "amd64.yaml:24: boards[1]: " in info.value.message
     assert "'../pc' is not a valid board" in info.value.message
+
+
+@pytest.mark.parametrize("name", ["beta\n", "a..b", "b" * 129, "Beta", "b\u0435ta"])
+def test_channel_definitions_refuse_what_the_grammar_refuses(tmp_path: Path, name: str) -> None:
+    from distbuild.channel.model import load_channel
+
+    with pytest.raises(UsageError, match="invalid channel name"):
+        load_channel(tmp_path, name)
+
+
+# -- registry tags and references: the OCI grammar is ASCII -------------------------
+
+
+@pytest.mark.parametrize("tag", ["x\n", "\uff561", "\u00e9", "1.0\u2024", ".x", "-x", "a" * 129])
+def test_registry_tags_are_ascii(tag: str) -> None:
+    from distbuild.oci.reference import Reference, check_tag
+
+    with pytest.raises(UsageError, match="invalid tag"):
+        check_tag(tag)
+    if tag.strip() == tag:  # parse strips surrounding white space, as from a shell
+        with pytest.raises(UsageError):
+            Reference.parse(f"localhost:5000/distbuild/node:{tag}")
+    assert check_tag("v1.0_a-b") == "v1.0_a-b"
