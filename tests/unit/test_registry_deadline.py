@@ -90,3 +90,17 @@ def test_an_oversized_answer_is_refused(tmp_path: Path, monkeypatch: pytest.Monk
             with pytest.raises(FetchError, match="more than 1000 allowed"):
                 client.get_manifest("latest")
             assert client.get_manifest("small").json() == {"mediaType": "x"}
+
+
+def test_kept_alive_tls_connections_are_watched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.stall_support import tls_static
+
+    (tmp_path / "www").mkdir()
+    with tls_static(tmp_path / "www", tmp_path) as host:
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "cert.pem"))
+        with RegistryClient(host, "x", plain_http=False, retries=0, deadline=5) as client:
+            for _ in range(3):  # the second and third reuse the first's TLS connection
+                assert client.manifest_digest("latest") is None
+                assert client.tags() == []
