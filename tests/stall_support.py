@@ -257,3 +257,27 @@ def tls_trickle(
         stop.set()
         thread.join(timeout=5)
         listener.close()
+
+
+@contextmanager
+def tls_static(directory: Path, certs: Path) -> Iterator[str]:
+    """``directory`` over HTTPS with keep-alive (HTTP/1.1) on 127.0.0.1; yields host:port.
+    Its certificate is ``certs/cert.pem``."""
+    import ssl
+
+    cert, key = self_signed(certs)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    handler = type("Handler", (RepoHandler,), {"protocol_version": "HTTP/1.1"})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(directory)))
+    httpd.daemon_threads = True
+    httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    host, port = httpd.server_address[:2]
+    try:
+        yield f"{host!s}:{port}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)

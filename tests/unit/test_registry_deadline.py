@@ -74,3 +74,33 @@ def test_a_credential_helper_that_hangs_is_cut(
     assert isinstance(error, DistbuildError), error
     assert "timed out" in error.message and error.hint and "stuck" in error.hint
     assert took < 1.0 + 2, took
+
+
+def test_an_oversized_answer_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from distbuild.errors import FetchError
+    from distbuild.oci import registry
+
+    monkeypatch.setattr(registry, "ANSWER_LIMIT", 1000)
+    (tmp_path / "v2/x/manifests").mkdir(parents=True)
+    (tmp_path / "v2/x/manifests/latest").write_bytes(b"{" + b" " * 4000 + b"}")
+    (tmp_path / "v2/x/manifests/small").write_bytes(b'{"mediaType": "x"}')
+    with stalling_server(tmp_path, Stall()) as url:
+        host = url.removeprefix("http://")
+        with RegistryClient(host, "x", plain_http=True, retries=0) as client:
+            with pytest.raises(FetchError, match="more than 1000 allowed"):
+                client.get_manifest("latest")
+            assert client.get_manifest("small").json() == {"mediaType": "x"}
+
+
+def test_kept_alive_tls_connections_are_watched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.stall_support import tls_static
+
+    (tmp_path / "www").mkdir()
+    with tls_static(tmp_path / "www", tmp_path) as host:
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "cert.pem"))
+        with RegistryClient(host, "x", plain_http=False, retries=0, deadline=5) as client:
+            for _ in range(3):  # the second and third reuse the first's TLS connection
+                assert client.manifest_digest("latest") is None
+                assert client.tags() == []
