@@ -311,11 +311,6 @@ def passphrase_from_env() -> bytes | None:
     return value.encode() if value else None
 
 
-def allow_root_from_env() -> bool:
-    """Whether ``DISTBUILD_ALLOW_ROOT_KEYS`` allows signing with a directory holding root keys."""
-    return os.environ.get(ALLOW_ROOT_ENV, "").lower() in {"1", "true", "yes"}
-
-
 def _make_private_dir(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(path, 0o700)
