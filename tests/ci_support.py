@@ -246,15 +246,12 @@ def host_env(**extra: str) -> dict[str, str]:
 
 def online_keys(all_keys: Path, dest: Path) -> Path:
     """The online half of a key directory, as the TUF_KEYS secret must hold it."""
-    distbuild = str(REPO / ".venv" / "bin" / "distbuild")
     proc = subprocess.run(
-        [distbuild, "keys", "export-online", "--keys", str(all_keys), "--out", str(dest)],
+        [str(REPO / ".venv/bin/distbuild"), "keys", "export-online",
+         "--keys", str(all_keys), "--out", str(dest)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    if proc.returncode == 0:
-        return dest
-    assert "No such command" in proc.stderr, proc.stderr  # not merged yet: copy, minus root
-    shutil.copytree(all_keys, dest, ignore=shutil.ignore_patterns("root-*"))
+    assert proc.returncode == 0, proc.stderr
     return dest
 
 
