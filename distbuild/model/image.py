@@ -247,7 +247,9 @@ def load_image(
     _check_paths(doc, data)
     users, groups = _users(doc, data), _groups(doc, data)
     for i, u in enumerate(users):
-        home_key = ("users", i, "home") if data["users"][i].get("home") is not None else ("users", i)
+        home_key = (
+            ("users", i, "home") if data["users"][i].get("home") is not None else ("users", i)
+        )
         origins[f"users:{i}"] = (u.home, doc.where(home_key), loader.dotted(home_key))
         _check_inside(u.home, doc.where(home_key), loader.dotted(home_key))
     overlay = _overlay(doc, path, boundary, data["overlay"])
