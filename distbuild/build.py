@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import tempfile
 import time
 from collections.abc import Callable
@@ -121,8 +122,13 @@ def _tree_digest(root: Path) -> str:
         dirnames.sort()
         for name in sorted(filenames):
             p = Path(dirpath) / name
-            h.update(f"{p.relative_to(root)}\0{p.lstat().st_mode}\0".encode())
-            h.update(os.readlink(p).encode() if p.is_symlink() else p.read_bytes())
+            mode = p.lstat().st_mode
+            h.update(f"{p.relative_to(root)}\0{mode}\0".encode())
+            # Only lstat for a FIFO or device: opening one would block (customise refuses it).
+            if stat.S_ISLNK(mode):
+                h.update(os.readlink(p).encode())
+            elif stat.S_ISREG(mode):
+                h.update(p.read_bytes())
     return h.hexdigest()
 
 

@@ -122,7 +122,7 @@ class _Walk:
                 continue
             try:
                 target = os.readlink(name, dir_fd=self.fd)
-            except (FileNotFoundError, OSError):
+            except OSError:  # not a link (EINVAL) or missing: down() tells which
                 self.down(name, create, mode)
                 continue
             self.link(target, queue)

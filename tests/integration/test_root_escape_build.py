@@ -33,14 +33,16 @@ def _project(tmp_path: Path, extra: str) -> tuple[Path, int]:
     return proj, len(text.splitlines()) + 1  # the first line of ``extra``
 
 
-def _build(tmp_path: Path, cache_dir: Path, proj: Path, trap: Path) -> tuple[Outcome, Path]:
+def _build(
+    tmp_path: Path, cache_dir: Path, proj: Path, trap: Path, timeout: float = 600
+) -> tuple[Outcome, Path]:
     out = tmp_path / "out"
     argv = [sys.executable, "-m", "distbuild.cli.main"]
     argv += image_args(proj, out, "toolbox", "amd64", "9.9.9")
     env = {**os.environ, "TMPDIR": str(tmp_path), "DISTBUILD_CACHE": str(cache_dir)}
     seeds = {trap: {"victim": b"host file"}}
     result = run_sandboxed(
-        argv, traps=seeds, writable=[tmp_path, cache_dir], timeout=600, cwd=REPO, env=env
+        argv, traps=seeds, writable=[tmp_path, cache_dir], timeout=timeout, cwd=REPO, env=env
     )
     assert not result.timed_out, result.stderr
     trap_untouched(result, seeds)
@@ -79,4 +81,16 @@ def test_dotdot_out_of_the_root_fails_at_its_line(tmp_path: Path, cache_dir: Pat
     assert result.returncode == 3, result.stderr
     error, _ = error_and_hint(result.stderr)
     assert f"toolbox.yaml:{line + 1}" in error and "leaves the image's root" in error
+    assert not (out / "toolbox/9.9.9").exists()
+
+
+def test_a_fifo_in_the_overlay_is_refused_not_a_hang(tmp_path: Path, cache_dir: Path) -> None:
+    trap = Path(f"/tmp/distbuild-trap-{secrets.token_hex(4)}")
+    proj, line = _project(tmp_path, "overlay: overlay\n")
+    (proj / "images/overlay/etc").mkdir(parents=True)
+    os.mkfifo(proj / "images/overlay/etc/pipe")
+    result, out = _build(tmp_path, cache_dir, proj, trap, timeout=240)  # it hung forever
+    assert result.returncode == 3, result.stderr
+    error, hint = error_and_hint(result.stderr)
+    assert f"toolbox.yaml:{line}" in error and "FIFO" in error and "overlay" in hint
     assert not (out / "toolbox/9.9.9").exists()

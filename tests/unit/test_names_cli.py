@@ -295,7 +295,17 @@ def test_hostile_build_records_are_refused(
     disk.write_bytes(b"\0" * 4096)
     before = tree(tmp_path)
     argv = {
-        "publish": ("publish", build, "--channel", "beta", "--repo", repo, "--keys", keys),
+        "publish": (
+            "publish",
+            build,
+            "--channel",
+            "beta",
+            "--repo",
+            repo,
+            "--keys",
+            keys,
+            "--allow-root-keys",
+        ),
         "merge": ("merge", build, "--out", out),
         "push": ("push", build, "localhost:5000/distbuild/node"),
         "load": ("load", build, "--docker-host", f"unix://{tmp_path}/no.sock"),
