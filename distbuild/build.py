@@ -348,6 +348,25 @@ OutputBuilder = Callable[[ArchBuild, Path], list[Artifact]]
 OUTPUT_BUILDERS: dict[str, OutputBuilder] = {}
 
 
+def _ship_locks(ctx: ArchBuild, staging: Path) -> list[Artifact]:
+    """Every lock the build used travels with it, so a release can be rebuilt from it.
+
+    The image's own lock is kind ``lock``; the others (the boot lock) are kind
+    ``<suffix>-lock`` (``boot-lock``), named after their suffix.
+    """
+    shipped = []
+    locks = {"packages": ("lock", ctx.lock)}
+    for name, lock in sorted(ctx.extra_locks.items()):
+        suffix = name.removeprefix(ctx.image.name).lstrip("-")
+        locks[suffix] = (f"{suffix}-lock", lock)
+    for stem, (kind, lock) in locks.items():
+        path = staging / ctx.arch.name / f"{stem}.lock.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(lock.to_json())
+        shipped.append(_artifact(staging, ctx.arch.name, kind, path))
+    return shipped
+
+
 def _artifact(staging: Path, arch: str, kind: str, path: Path) -> Artifact:
     return Artifact(
         arch, kind, str(path.relative_to(staging)), sha256_file(path), path.stat().st_size
@@ -432,10 +451,7 @@ def _build_into(staging: Path, builds: list[ArchBuild]) -> BuildRecord:
                     f"image {ctx.image.name} asks for output {kind!r}, which this distbuild cannot build",
                     hint="remove it from the image's outputs",
                 )
-        lock_copy = staging / ctx.arch.name / "packages.lock.json"
-        lock_copy.parent.mkdir(parents=True, exist_ok=True)
-        lock_copy.write_text(ctx.lock.to_json())
-        record.artifacts.append(_artifact(staging, ctx.arch.name, "lock", lock_copy))
+        record.artifacts.extend(_ship_locks(ctx, staging))
         sbom = write_sbom(
             staging / ctx.arch.name / "sbom.spdx.json",
             image=ctx.image.name,

@@ -34,7 +34,7 @@ TEMPLATES = Path(__file__).parent / "templates"
 # however long a channel's history is).
 SHOWN = 20
 # The kind a person most likely came for, first.
-_KIND_ORDER = ("disk", "root", "oci", "sbom", "lock", "sigstore-bundle")
+_KIND_ORDER = ("disk", "root", "oci", "sbom", "lock", "boot-lock", "sigstore-bundle")
 
 
 @dataclass(frozen=True)

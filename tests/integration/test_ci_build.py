@@ -60,10 +60,11 @@ def test_build_workflow_steps_make_the_index_of_one_all_build(tmp_path: Path) ->
     [merged] = list((merge_ws / "out" / image).iterdir())
     record = json.loads((merged / "build.json").read_text())
     for arch in arches:
-        [shipped] = [a for a in record["artifacts"] if a["kind"] == "lock" and a["arch"] == arch]
-        assert (merged / shipped["path"]).read_bytes() == (
-            runner.artifacts / "locks" / f"{image}.{arch}.lock.json"
-        ).read_bytes()
+        for kind, name in (("lock", image), ("boot-lock", f"{image}-boot")):
+            [shipped] = [a for a in record["artifacts"] if a["kind"] == kind and a["arch"] == arch]
+            assert (merged / shipped["path"]).read_bytes() == (
+                runner.artifacts / "locks" / f"{name}.{arch}.lock.json"
+            ).read_bytes()
 
     # One --arch all build of the same commit, locks and epoch.
     epoch = read_github_env(tmp_path / "jobs" / "image-amd64" / "github_env")["SOURCE_DATE_EPOCH"]
