@@ -14,11 +14,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from distbuild.channel.admin import create_channel
 from distbuild.channel.keys import KeyStore
 from distbuild.cli.main import main
 from tests.channel_support import channel, make_keys
+
+# Property tests (tests/integration/test_hostile_inputs.py): reproducible example
+# sets (derandomized, no example database), no per-example deadline (the
+# sandbox has its own). 'ci' is the default; '--hypothesis-profile dev' runs few.
+settings.register_profile(
+    "ci",
+    max_examples=250,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile("dev", settings.get_profile("ci"), max_examples=20)
+settings.load_profile("ci")
 
 REPO = Path(__file__).resolve().parent.parent
 EPOCH = 1764201600
