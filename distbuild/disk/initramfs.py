@@ -22,7 +22,8 @@ from pathlib import Path
 
 from distbuild.errors import DistbuildError
 from distbuild.model.recipe import Recipe
-from distbuild.rootfs.extract import Root, usr_path
+from distbuild.rootfs.extract import usr_path
+from distbuild.rootfs.rootpath import RootDir
 
 # Modules /init itself needs beyond the recipe's drivers: /etc and /var are
 # overlays on the data partition.
@@ -171,13 +172,13 @@ def _lib_dirs(tools: Path) -> list[Path]:
 def with_libraries(tools: Path, binary: str) -> dict[str, bytes]:
     """A binary from the tools tree plus every library it loads, by target path."""
     out: dict[str, bytes] = {}
-    root = Root(tools)
+    root = RootDir(tools)
     todo = [binary]
     while todo:
         rel = todo.pop()
         # Symlinks are followed inside the tools tree (never onto the host);
         # the copy holds the real bytes under the name the loader asks for.
-        data = Path(root.resolve(rel, follow_last=True)).read_bytes()
+        data = root.read_bytes(rel)
         out[rel] = data
         interp, needed = elf_needs(data)
         if interp:

@@ -110,12 +110,57 @@ class ImageDef:
     labels: tuple[tuple[str, str], ...]
     # Where each package was asked for (file:line, key path), for errors found later.
     package_origin: tuple[tuple[str, str, str], ...] = ()
+    # Where each path entry was written: ("files:/etc/x" or "directories:2", file:line, key).
+    entry_origin: tuple[tuple[str, str, str], ...] = ()
+
+    def locate(self, entry: str) -> tuple[str | None, str | None]:
+        """``file:line`` and key path of a path entry (``files:/etc/x``, ``users:0``...)."""
+        for name, where, key in self.entry_origin:
+            if name == entry:
+                return where, key
+        return None, None
 
     def origin_of(self, package: str) -> tuple[str | None, str | None]:
         for name, where, key in self.package_origin:
             if name == package:
                 return where, key
         return None, None
+
+
+# Keys whose entries are paths inside the image's root (map keys or list items).
+_ROOT_PATHS = ("files", "symlinks", "directories", "remove")
+
+
+def _entry_origins(
+    doc: loader.Document, body: dict[str, Any], prefix: loader.KeyPath, offsets: dict[str, int]
+) -> dict[str, tuple[str, str, str]]:
+    """Each path entry of ``body`` (at ``prefix`` in the file): its path, file:line, key."""
+    out = {}
+    for name in _ROOT_PATHS:
+        value = body[name]
+        pairs = [(k, k) for k in value] if isinstance(value, dict) else list(enumerate(value))
+        for k, entry in pairs:
+            path = (*prefix, name, k)
+            ident = k if isinstance(k, str) else k + offsets.get(name, 0)
+            out[f"{name}:{ident}"] = (str(entry), doc.where(path), loader.dotted(path))
+    return out
+
+
+def _check_inside(value: str, where: str, key: str) -> None:
+    """A path meant for the image's root must not climb out of it or hold a NUL."""
+    hint = "paths name files inside the image; fix that line, then run 'distbuild recipes check'"
+    if "\0" in value:
+        raise RecipeError("a path cannot contain a NUL character", hint, where=where, key=key)
+    depth = 0
+    for part in value.split("/"):
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                raise RecipeError(
+                    f"{value!r} leaves the image's root ('..' above /)", hint, where=where, key=key
+                )
+        elif part not in ("", "."):
+            depth += 1
 
 
 def image_names(project: Path) -> list[str]:
@@ -143,6 +188,7 @@ def load_image(
     origin = [
         (p, doc.where(("packages", i)), f"packages[{i}]") for i, p in enumerate(data["packages"])
     ]
+    origins = _entry_origins(doc, data, (), {})
     overrides = data.pop("overrides")
     for key, value in overrides.items():
         if key not in ARCHES:
@@ -155,6 +201,8 @@ def load_image(
                 (p, doc.where(("overrides", key, "packages", i)), f"overrides.{key}.packages[{i}]")
                 for i, p in enumerate(body["packages"])
             ]
+            offsets = {k: len(v) for k, v in data.items() if isinstance(v, list)}
+            origins.update(_entry_origins(doc, body, ("overrides", key), offsets))
             for k, v in body.items():
                 data[k] = {**data[k], **v} if isinstance(v, dict) else data[k] + v
     packages = list(data["packages"])
@@ -164,6 +212,8 @@ def load_image(
     for i, pkg in enumerate(packages):
         if not re.match(r"^[a-z0-9][a-z0-9+.-]+$", pkg):
             raise doc.error(("packages", i), f"{pkg!r} is not a Debian package name")
+    for entry, where, key in origins.values():
+        _check_inside(entry, where, key)
     files = []
     for fpath, spec in data["files"].items():
         p = ("files", fpath)
@@ -190,6 +240,10 @@ def load_image(
         u = check(doc, _USER_SPEC, u, ("users", i))
         if not _NAME.match(u["name"]):
             raise doc.error(("users", i, "name"), f"{u['name']!r} is not a valid user name")
+        if u["home"] is not None:
+            home_key = ("users", i, "home")
+            origins[f"users:{i}"] = (u["home"], doc.where(home_key), loader.dotted(home_key))
+            _check_inside(u["home"], doc.where(home_key), loader.dotted(home_key))
         users.append(
             User(
                 u["name"],
@@ -209,6 +263,7 @@ def load_image(
         overlay = (path.parent / data["overlay"]).resolve()
         if not overlay.is_dir():
             raise doc.error(("overlay",), f"overlay directory not found: {overlay}")
+        origins["overlay"] = (str(overlay), doc.where(("overlay",)), "overlay")
     cfg = data["config"]
     if data["version"] is not None and not re.match(
         r"^[0-9A-Za-z][0-9A-Za-z._+-]*$", data["version"]
@@ -238,6 +293,7 @@ def load_image(
         user=cfg["user"],
         labels=tuple(sorted(cfg["labels"].items())),
         package_origin=tuple(origin),
+        entry_origin=tuple((k, where, key) for k, (_, where, key) in origins.items()),
     )
 
 

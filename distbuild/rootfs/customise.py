@@ -7,15 +7,17 @@ here, followed by the image definition's own files, links and overlay.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
-import shutil
-from collections.abc import Callable
-from pathlib import Path
+import stat
+from collections.abc import Callable, Iterator
+from pathlib import Path, PurePosixPath
 
 from distbuild import ui
-from distbuild.errors import DistbuildError
+from distbuild.errors import DistbuildError, RecipeError
 from distbuild.model.image import Group, ImageDef, User
+from distbuild.rootfs.rootpath import RootDir, RootPathError, remove_at
 
 Hook = Callable[[Path, ImageDef], None]
 HOOKS: dict[str, Hook] = {}
@@ -29,13 +31,13 @@ def hook(package: str) -> Callable[[Hook], Hook]:
     return register
 
 
-def installed(root: Path) -> set[str]:
-    status = root / "var/lib/dpkg/status"
-    if not status.exists():
+def installed(tree: RootDir) -> set[str]:
+    status = "var/lib/dpkg/status"
+    if tree.lstat(status, follow=True) is None:
         return set()
     return {
         line.split(":", 1)[1].strip()
-        for line in status.read_text().splitlines()
+        for line in tree.read_bytes(status).decode(errors="replace").splitlines()
         if line.startswith("Package:")
     }
 
@@ -43,12 +45,17 @@ def installed(root: Path) -> set[str]:
 @hook("ca-certificates")
 def ca_bundle(root: Path, image: ImageDef) -> None:
     """What update-ca-certificates would write: one PEM bundle of Mozilla's CAs."""
-    certs = sorted((root / "usr/share/ca-certificates").rglob("*.crt"))
-    bundle = b"".join(c.read_bytes().rstrip(b"\n") + b"\n" for c in certs)
-    out = root / "etc/ssl/certs"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "ca-certificates.crt").write_bytes(bundle)
-    (out / "ca-certificates.crt").chmod(0o644)
+    tree = RootDir(root)
+    base = "usr/share/ca-certificates"
+    found = tree.lstat(base, follow=True)
+    certs: list[PurePosixPath] = []
+    if found is not None and stat.S_ISDIR(found.st_mode):
+        for rel, _, files, _ in tree.walk(base):
+            certs += [PurePosixPath(rel, f) for f in files if f.endswith(".crt")]
+    # The root's own links are followed inside it: a .crt linking out reads the root's file.
+    bundle = b"".join(tree.read_bytes(str(c)).rstrip(b"\n") + b"\n" for c in sorted(certs))
+    tree.mkdirs("etc/ssl/certs")
+    tree.write_file("etc/ssl/certs/ca-certificates.crt", bundle, 0o644)
     ui.debug(f"ca-certificates: {len(certs)} certificates bundled")
 
 
@@ -135,26 +142,35 @@ def busybox_applets(binary: bytes) -> list[str]:
 def busybox_links(root: Path, image: ImageDef) -> None:
     if not image.busybox_links:
         return
-    binary = root / "usr/bin/busybox"
-    applets = busybox_applets(binary.read_bytes())
+    tree = RootDir(root)
+    applets = busybox_applets(tree.read_bytes("usr/bin/busybox"))
     made = 0
     for name in applets:
-        if name in ("busybox", "[["):
+        if name in ("busybox", "[[") or "/" in name or name in (".", ".."):
             continue
-        where = "usr/sbin" if name in _SBIN else "usr/bin"
-        link = root / where / name
-        if link.exists() or link.is_symlink():
+        link = f"{'usr/sbin' if name in _SBIN else 'usr/bin'}/{name}"
+        if tree.lstat(link) is not None:
             continue  # a real tool from a package wins over the applet
-        link.symlink_to("/usr/bin/busybox")
+        tree.symlink(link, "/usr/bin/busybox")
         made += 1
     ui.debug(f"busybox: {made} applet links")
 
 
-def _accounts(root: Path, image: ImageDef) -> None:
-    master = root / "usr/share/base-passwd"
-    if (master / "passwd.master").exists():
-        passwd = (master / "passwd.master").read_text().splitlines()
-        group = (master / "group.master").read_text().splitlines()
+@contextlib.contextmanager
+def _entry(image: ImageDef, entry: str) -> Iterator[None]:
+    """Report a path that cannot be made inside the root at its definition line."""
+    try:
+        yield
+    except RootPathError as e:
+        where, key = image.locate(entry)
+        raise RecipeError(e.message, e.hint, where=where or str(image.path), key=key) from None
+
+
+def _accounts(tree: RootDir, image: ImageDef) -> None:
+    master = "usr/share/base-passwd"
+    if tree.lstat(f"{master}/passwd.master", follow=True) is not None:
+        passwd = tree.read_bytes(f"{master}/passwd.master").decode().splitlines()
+        group = tree.read_bytes(f"{master}/group.master").decode().splitlines()
     else:
         passwd = [
             "root:x:0:0:root:/root:/bin/sh",
@@ -180,93 +196,118 @@ def _accounts(root: Path, image: ImageDef) -> None:
         line + ",".join(members.get(line.split(":")[0], [])) if line.endswith(":") else line
         for line in group
     ]
-    etc = root / "etc"
-    etc.mkdir(exist_ok=True)
-    (etc / "passwd").write_text("\n".join(passwd) + "\n")
-    (etc / "group").write_text("\n".join(group) + "\n")
+    tree.mkdirs("etc")
+    tree.write_file("etc/passwd", ("\n".join(passwd) + "\n").encode())
+    tree.write_file("etc/group", ("\n".join(group) + "\n").encode())
     # No passwords: accounts are locked; SSH keys are the way in.
     shadow = [f"{p.split(':')[0]}:*:0:0:99999:7:::" for p in passwd]
-    (etc / "shadow").write_text("\n".join(shadow) + "\n")
-    (etc / "shadow").chmod(0o600)
-    for u in image.users:
-        home = root / u.home.lstrip("/")
-        if not home.exists():
-            home.mkdir(parents=True)
-            os.chown(home, u.uid, u.gid)
-            home.chmod(0o700 if u.uid == 0 else 0o755)
+    tree.write_file("etc/shadow", ("\n".join(shadow) + "\n").encode(), 0o600)
+    for i, u in enumerate(image.users):
+        with _entry(image, f"users:{i}"):
+            tree.make_dir(u.home, 0o700 if u.uid == 0 else 0o755, u.uid, u.gid)
 
 
-def _copy_overlay(src: Path, root: Path) -> None:
+def _overlay_entries(src: Path, image: ImageDef) -> list[tuple[str, os.stat_result]]:
+    """Every entry of the overlay (sorted, parents first), refusing special files.
+
+    Only lstat here: a FIFO or device is refused before anything opens it.
+    """
+    entries = []
     for dirpath, dirnames, filenames in os.walk(src):
         dirnames.sort()
-        rel = Path(dirpath).relative_to(src)
-        (root / rel).mkdir(parents=True, exist_ok=True)
-        for name in sorted(filenames):
-            s, d = Path(dirpath) / name, root / rel / name
-            if d.is_symlink() or d.exists():
-                d.unlink()
-            if s.is_symlink():
-                d.symlink_to(os.readlink(s))
+        for name in sorted(dirnames + filenames):
+            path = Path(dirpath) / name
+            st = path.lstat()
+            if not (
+                stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode)
+            ):
+                where, key = image.locate("overlay")
+                raise RecipeError(
+                    f"{path} is a {_kind(st.st_mode)}: the overlay may hold only files, "
+                    "directories and symlinks",
+                    hint="remove it from the overlay, or create it on the node at run time",
+                    where=where or str(image.path),
+                    key=key,
+                )
+            entries.append((str(path.relative_to(src)), st))
+    return entries
+
+
+def _kind(mode: int) -> str:
+    kinds = [(stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device")]
+    kinds.append((stat.S_ISBLK, "block device"))
+    return next((name for test, name in kinds if test(mode)), "special file")
+
+
+def _copy_overlay(src: Path, tree: RootDir, image: ImageDef) -> None:
+    for rel, st in _overlay_entries(src, image):
+        host = src / rel
+        with _entry(image, "overlay"):
+            if stat.S_ISDIR(st.st_mode):
+                tree.mkdirs(rel)
+            elif stat.S_ISLNK(st.st_mode):
+                tree.symlink(rel, os.readlink(host))
             else:
-                shutil.copyfile(s, d)
-                d.chmod(s.stat().st_mode & 0o7777)
-                os.chown(d, 0, 0)
+                flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+                with os.fdopen(os.open(host, flags), "rb") as f:
+                    if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # swapped since lstat
+                        raise RootPathError(str(host), "is no longer a regular file")
+                    tree.write_file(rel, f, st.st_mode & 0o7777)
 
 
-def _remove(root: Path, patterns: tuple[str, ...]) -> None:
-    """Delete every path matching a glob (``*`` spans directories)."""
-    pats = [p.strip("/") for p in patterns]
-    if not pats:
+def _remove(tree: RootDir, image: ImageDef) -> None:
+    """Delete every path matching a glob (``*`` spans directories).
+
+    A plain path is resolved like any other (its parents' links followed
+    inside the root); a glob matches the tree as it lies, links not followed.
+    """
+    globs = []
+    for i, pattern in enumerate(image.remove):
+        if any(c in pattern for c in "*?["):
+            globs.append(os.path.normpath(pattern.strip("/")))
+        else:
+            with _entry(image, f"remove:{i}"):
+                tree.remove(pattern)
+    if not globs:
         return
-    for dirpath, dirnames, filenames in os.walk(root):
-        rel_dir = os.path.relpath(dirpath, root)
-        for name in sorted(dirnames):
-            rel = os.path.normpath(os.path.join(rel_dir, name))
-            if any(fnmatch.fnmatchcase(rel, p) for p in pats):
-                path = os.path.join(dirpath, name)
-                os.unlink(path) if os.path.islink(path) else shutil.rmtree(path)
-                dirnames.remove(name)
-        for name in filenames:
-            rel = os.path.normpath(os.path.join(rel_dir, name))
-            if any(fnmatch.fnmatchcase(rel, p) for p in pats):
-                os.unlink(os.path.join(dirpath, name))
+    for rel_dir, dirnames, filenames, dfd in tree.walk():
+        for name in sorted(dirnames + filenames):
+            rel = f"{rel_dir}/{name}" if rel_dir else name
+            if any(fnmatch.fnmatchcase(rel, p) for p in globs):
+                remove_at(dfd, name)
+                if name in dirnames:
+                    dirnames.remove(name)
 
 
 def customise(root: Path, image: ImageDef, release: dict[str, str]) -> None:
     """Apply package hooks, accounts, files, links, overlay and removals."""
-    have = installed(root)
+    tree = RootDir(root)
+    have = installed(tree)
     for package, fn in sorted(HOOKS.items()):
         if package in have:
             fn(root, image)
-    _accounts(root, image)
-    for d in image.directories:
-        (root / d.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    _accounts(tree, image)
+    for i, d in enumerate(image.directories):
+        with _entry(image, f"directories:{i}"):
+            tree.mkdirs(d)
     for sticky in ("tmp", "var/tmp"):
-        if (root / sticky).is_dir():
-            (root / sticky).chmod(0o1777)
+        found = tree.lstat(sticky, follow=True)
+        if found is not None and stat.S_ISDIR(found.st_mode):
+            tree.chmod(sticky, 0o1777)
     for entry in image.files:
-        dest = root / entry.path.lstrip("/")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if dest.is_symlink():
-            dest.unlink()
-        dest.write_bytes(entry.content)
-        dest.chmod(entry.mode)
+        with _entry(image, f"files:{entry.path}"):
+            tree.write_file(entry.path, entry.content, entry.mode)
     for path, target in image.symlinks:
-        link = root / path.lstrip("/")
-        link.parent.mkdir(parents=True, exist_ok=True)
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        link.symlink_to(target)
+        with _entry(image, f"symlinks:{path}"):
+            tree.symlink(path, target)
     if image.overlay:
-        _copy_overlay(image.overlay, root)
-    _remove(root, image.remove)
-    etc = root / "etc"
-    (etc / "distbuild").mkdir(parents=True, exist_ok=True)
-    (etc / "distbuild/release").write_text(
-        "".join(f"{k}={v}\n" for k, v in sorted(release.items()))
-    )
-    if not (etc / "hostname").exists():
-        (etc / "hostname").write_text(f"{image.name}\n")
+        _copy_overlay(image.overlay, tree, image)
+    _remove(tree, image)
+    tree.mkdirs("etc/distbuild")
+    text = "".join(f"{k}={v}\n" for k, v in sorted(release.items()))
+    tree.write_file("etc/distbuild/release", text.encode())
+    if tree.lstat("etc/hostname") is None:
+        tree.write_file("etc/hostname", f"{image.name}\n".encode())
 
 
 __all__ = ["Group", "User", "busybox_applets", "customise"]

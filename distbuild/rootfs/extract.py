@@ -8,7 +8,6 @@ what is installed.
 
 from __future__ import annotations
 
-import os
 import stat
 import tarfile
 from pathlib import Path
@@ -18,6 +17,7 @@ from distbuild.errors import DistbuildError
 from distbuild.rootfs import deb
 from distbuild.rootfs.fetch import DebCache
 from distbuild.rootfs.lock import Lock, LockedPackage
+from distbuild.rootfs.rootpath import RootDir
 
 MERGED = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 
@@ -31,90 +31,36 @@ def usr_path(name: str) -> str:
     return name
 
 
-class Root:
-    """A root directory being filled; resolves paths without leaving it."""
+def extract_package(root: RootDir, path: Path) -> list[str]:
+    """Unpack one .deb's data; return the package's paths as dpkg lists them.
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._dirs: dict[str, str] = {"": str(path)}
-
-    def resolve(self, rel: str, follow_last: bool = False) -> str:
-        """The host path of ``rel`` inside the root, following symlinks inside it."""
-        parts = [p for p in rel.split("/") if p not in ("", ".")]
-        if any(p == ".." for p in parts):
-            raise DistbuildError(f"refusing path with '..': {rel}")
-        last = parts[-1] if parts and not follow_last else None
-        dir_parts = parts[:-1] if last is not None else parts
-        current: list[str] = []
-        hops = 0
-        queue = list(dir_parts)
-        while queue:
-            part = queue.pop(0)
-            if part == "..":
-                if current:
-                    current.pop()
-                continue
-            if part == ".":
-                continue
-            candidate = [*current, part]
-            host = os.path.join(str(self.path), *candidate)
-            if os.path.islink(host):
-                hops += 1
-                if hops > 40:
-                    raise DistbuildError(f"too many symlinks resolving {rel}")
-                target = os.readlink(host)
-                if target.startswith("/"):
-                    current = []
-                queue = [p for p in target.split("/") if p] + queue
-                continue
-            current = candidate
-        base = os.path.join(str(self.path), *current)
-        return os.path.join(base, last) if last is not None else base
-
-
-def _remove(path: str) -> None:
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if stat.S_ISDIR(st.st_mode):
-        return
-    os.unlink(path)
-
-
-def extract_package(root: Root, path: Path) -> list[str]:
-    """Unpack one .deb's data; return the package's paths as dpkg lists them."""
+    Every member goes through ``root`` (links resolved inside it, writes
+    beneath it): a package cannot place a file outside the root.
+    """
     listed = []
     with deb.open_tar(path, "data") as tar:
         for ti in tar:
             orig = "/" + ti.name.removeprefix("./").strip("/")
             listed.append("/." if orig == "/" else orig)
             rel = usr_path(ti.name)
-            if not rel:
-                continue
-            dest = root.resolve(rel)
+            parts = [p for p in rel.split("/") if p not in ("", ".")]
+            if not parts:
+                continue  # the root itself
+            if ".." in parts:
+                raise DistbuildError(
+                    f"{path.name}: refusing member with '..': {ti.name}",
+                    hint="the package is malformed or hostile; check the lock and the mirror",
+                )
             if ti.isdir():
-                if os.path.islink(dest):
-                    continue  # a merged-/usr link stands for this directory
-                os.makedirs(dest, exist_ok=True)
-                os.chown(dest, ti.uid, ti.gid)
-                os.chmod(dest, ti.mode)
+                root.make_dir(rel, ti.mode, ti.uid, ti.gid, follow=False, reown=True)
             elif ti.isreg():
-                _remove(dest)
                 src = tar.extractfile(ti)
                 assert src is not None
-                with open(dest, "wb") as out:
-                    while chunk := src.read(1 << 20):
-                        out.write(chunk)
-                os.chown(dest, ti.uid, ti.gid)
-                os.chmod(dest, ti.mode)
+                root.write_file(rel, src, ti.mode, ti.uid, ti.gid)
             elif ti.issym():
-                _remove(dest)
-                os.symlink(ti.linkname, dest)
-                os.lchown(dest, ti.uid, ti.gid)
+                root.symlink(rel, ti.linkname, ti.uid, ti.gid)
             elif ti.islnk():
-                _remove(dest)
-                os.link(root.resolve(usr_path(ti.linkname)), dest)
+                root.hardlink(usr_path(ti.linkname), rel)
             else:
                 kind = {
                     tarfile.CHRTYPE: "char device",
@@ -144,9 +90,9 @@ def populate(root_dir: Path, lock: Lock, cache: DebCache, debian_arch: str) -> N
         link = root_dir / name
         if not link.is_symlink():
             link.symlink_to(f"usr/{name}")
-    root = Root(root_dir)
-    info = root_dir / "var/lib/dpkg/info"
-    info.mkdir(parents=True, exist_ok=True)
+    root = RootDir(root_dir)
+    info = "var/lib/dpkg/info"
+    root.mkdirs(info)
     status = []
     with ui.progress("extract", len(lock.packages)) as bar:
         for pkg in sorted(lock.packages, key=lambda p: p.name):
@@ -156,19 +102,19 @@ def populate(root_dir: Path, lock: Lock, cache: DebCache, debian_arch: str) -> N
             fields = ctl.get("control", b"").decode(errors="replace")
             status.append(_status_paragraph(fields))
             qual = _qualified(pkg, deb.parse_fields(fields))
-            (info / f"{qual}.list").write_text("\n".join(listed) + "\n")
+            root.write_file(f"{info}/{qual}.list", ("\n".join(listed) + "\n").encode())
             for extra in ("md5sums", "conffiles"):
                 if extra in ctl:
-                    (info / f"{qual}.{extra}").write_bytes(ctl[extra])
+                    root.write_file(f"{info}/{qual}.{extra}", ctl[extra])
             bar.update(1)
     # lib64 and friends appear only on arches whose packages use them.
     for name in MERGED[3:]:
-        if (root_dir / "usr" / name).is_dir() and not (root_dir / name).exists():
-            (root_dir / name).symlink_to(f"usr/{name}")
-    dpkg = root_dir / "var/lib/dpkg"
-    (dpkg / "status").write_text("\n".join(status))
-    (dpkg / "available").touch()
-    (dpkg / "arch").write_text(debian_arch + "\n")
+        found = root.lstat(f"usr/{name}", follow=True)
+        if found and stat.S_ISDIR(found.st_mode) and root.lstat(name) is None:
+            root.symlink(name, f"usr/{name}")
+    root.write_file("var/lib/dpkg/status", "\n".join(status).encode())
+    root.write_file("var/lib/dpkg/available", b"")
+    root.write_file("var/lib/dpkg/arch", f"{debian_arch}\n".encode())
 
 
 def _qualified(pkg: LockedPackage, fields: dict[str, str]) -> str:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from distbuild.oci.layer import write_layer
 from distbuild.rootfs.customise import busybox_applets
-from distbuild.rootfs.extract import Root, usr_path
+from distbuild.rootfs.extract import usr_path
+from distbuild.rootfs.rootpath import RootDir
 from distbuild.rootfs.sources import host_sources
 
 
@@ -46,9 +47,10 @@ def test_root_resolve_stays_inside(tmp_path: Path) -> None:
     (root / "bin").symlink_to("usr/bin")
     (root / "etc").mkdir()
     (root / "etc/escape").symlink_to("/")  # absolute links resolve inside the root
-    r = Root(root)
-    assert r.resolve("bin/x") == str(root / "usr/bin/x")
-    assert r.resolve("etc/escape/tmp/f") == str(root / "tmp/f")
+    (root / "tmp").mkdir()
+    r = RootDir(root)
+    assert r.resolve("bin/x") == root / "usr/bin/x"
+    assert r.resolve("etc/escape/tmp/f") == root / "tmp/f"
 
 
 def test_busybox_applets_from_name_table() -> None:
