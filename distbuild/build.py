@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import distbuild
-from distbuild import ui
+from distbuild import names, ui
 from distbuild.arch import Arch
 from distbuild.errors import DistbuildError, LockError, MissingPackageError
 from distbuild.model.image import ImageDef, load_image
 from distbuild.model.recipe import Recipe, load_recipe
+from distbuild.names import check_name
 from distbuild.oci import layout as oci
 from distbuild.oci.layer import Layer, write_layer
 from distbuild.record import Artifact, BuildRecord
@@ -217,13 +218,14 @@ def resolve(opts: BuildOptions, recipe: Recipe, image: ImageDef) -> Lock:
 
 def prepare(opts: BuildOptions, arch: Arch, workdir: Path) -> ArchBuild:
     recipe = load_recipe(opts.project, arch)
-    image = load_image(opts.project, opts.image, recipe)
+    image = load_image(opts.project, check_name(opts.image, names.IMAGE), recipe)
     epoch = (
         opts.source_date_epoch
         if opts.source_date_epoch is not None
         else default_epoch(opts.project)
     )
-    version = opts.version or image.version or default_version(epoch)
+    # The version names OUT/<image>/<version>, which a finished build replaces: check it.
+    version = check_name(opts.version or image.version or default_version(epoch), names.VERSION)
     lock = get_lock(opts, recipe, image)
     DebCache(opts.cache).ensure(list(lock.packages))
     return ArchBuild(recipe, image, lock, version, epoch, opts, workdir)

@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distbuild import names
 from distbuild.errors import DistbuildError
 from distbuild.fsutil import write_atomic
+from distbuild.names import check_name, check_relative_path
 
 RECORD = "build.json"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_HINT = "the build record was changed or damaged; rebuild, or copy the build directory whole"
+
+
+class RecordError(DistbuildError):
+    """A build record (build.json) is unreadable or names something it may not."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message, hint or _HINT)
 
 
 @dataclass(frozen=True)
@@ -84,7 +97,9 @@ def record_dir(path: Path) -> Path:
 
 
 def load_record(path: Path) -> tuple[BuildRecord, Path]:
+    """Read and check a build record: its names, paths, hashes and sizes are hostile."""
     directory = record_dir(path)
+    where = str(directory / RECORD)
     try:
         data = json.loads((directory / RECORD).read_text())
         record = BuildRecord(
@@ -95,5 +110,42 @@ def load_record(path: Path) -> tuple[BuildRecord, Path]:
             oci=data.get("oci", {}),
         )
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise DistbuildError(f"{directory / RECORD}: unreadable build record ({e})") from None
+        raise RecordError(f"{where}: unreadable build record ({e})") from None
+    check_record(record, directory, where)
     return record, directory
+
+
+def check_record(record: BuildRecord, directory: Path, where: str) -> None:
+    """Refuse a record whose names break the grammar or whose paths leave ``directory``."""
+    check_name(record.image, names.IMAGE, error=RecordError, where=where)
+    check_name(record.version, names.VERSION, error=RecordError, where=where)
+    if not isinstance(record.source_date_epoch, int) or not 0 <= record.source_date_epoch < 2**32:
+        raise RecordError(f"{where}: source_date_epoch {record.source_date_epoch} is out of range")
+    for a in record.artifacts:
+        check_name(a.arch, names.ARCH, error=RecordError, where=where)
+        check_name(a.kind, names.KIND, error=RecordError, where=where)
+        check_relative_path(a.path, directory, what="artifact path", error=RecordError, where=where)
+        if not isinstance(a.sha256, str) or _SHA256.fullmatch(a.sha256) is None:
+            raise RecordError(f"{where}: artifact {a.path!r} has no valid sha256")
+        if not isinstance(a.size, int) or a.size < 0:
+            raise RecordError(f"{where}: artifact {a.path!r} has an invalid size {a.size!r}")
+    _check_oci(record.oci, directory, where)
+
+
+def _check_oci(oci: object, directory: Path, where: str) -> None:
+    if not isinstance(oci, dict):
+        raise RecordError(f"{where}: 'oci' is not an object")
+    if not oci:
+        return
+    if "layout" in oci:
+        check_relative_path(
+            oci["layout"], directory, what="OCI layout", error=RecordError, where=where
+        )
+    if "ref" in oci:
+        check_name(oci["ref"], names.VERSION, error=RecordError, where=where)
+    index = oci.get("index")
+    if index is not None and (not isinstance(index, str) or _DIGEST.fullmatch(index) is None):
+        raise RecordError(f"{where}: invalid OCI index digest {index!r}")
+    size = oci.get("index_size", 0)
+    if not isinstance(size, int) or size < 0:
+        raise RecordError(f"{where}: invalid OCI index size {size!r}")

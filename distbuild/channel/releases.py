@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from distbuild import names
 from distbuild.errors import DistbuildError
+from distbuild.names import check_name
 
 INDEX_TARGET = "releases.json"
 INDEX_KIND = "releases"
@@ -87,13 +89,23 @@ class Release:
 
     @classmethod
     def from_dict(cls, r: dict[str, Any]) -> Release:
-        """The inverse of :meth:`to_dict`; raises KeyError/TypeError/ValueError if malformed."""
+        """The inverse of :meth:`to_dict`; raises KeyError/TypeError/ValueError if malformed.
+
+        Names (image, version, arches, files, kinds) become paths and target
+        names, and the index may come from a hostile server: a name outside
+        the grammar raises :class:`IndexNameError`.
+        """
         return cls(
-            image=str(r["image"]),
-            version=str(r["version"]),
+            image=_name(r["image"], names.IMAGE),
+            version=_name(r["version"], names.VERSION),
             published=parse_iso(r["published"]),
             waves=tuple(Wave(int(w["after"]), int(w["max_seed"])) for w in r["waves"]),
-            files={str(a): {str(f): str(k) for f, k in fs.items()} for a, fs in r["files"].items()},
+            files={
+                _name(a, names.ARCH): {
+                    _name(f, names.FILE): _name(k, names.KIND) for f, k in fs.items()
+                }
+                for a, fs in r["files"].items()
+            },
         )
 
     def to_dict(self) -> dict[str, object]:
@@ -196,18 +208,47 @@ class ReleaseIndex:
             if raw.get("format") != INDEX_FORMAT:
                 raise ValueError(f"unsupported format {raw.get('format')!r}")
             releases = [Release.from_dict(r) for r in raw["releases"]]
-            totals = {str(k): int(v) for k, v in raw.get("totals", {}).items()}
-            return cls(str(raw["channel"]), _sorted(releases), totals)
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            totals = {_name(k, names.IMAGE): int(v) for k, v in raw.get("totals", {}).items()}
+            return cls(_name(raw["channel"], names.CHANNEL), _sorted(releases), totals)
+        except (
+            ValueError,
+            KeyError,
+            TypeError,
+            AttributeError,
+            OverflowError,
+            RecursionError,
+        ) as e:
             raise DistbuildError(
                 f"unreadable release index ({e})",
                 hint="the channel was written by an incompatible distbuild; republish it",
             ) from None
 
 
+class IndexNameError(DistbuildError):
+    """A release index or a target names something outside the grammar of names."""
+
+
 def target_path(image: str, version: str, arch: str, file: str) -> str:
-    """The target name of a release file: ``<image>/<version>/<arch>/<file>``."""
+    """The target name of a release file: ``<image>/<version>/<arch>/<file>``.
+
+    Each part must be a name (:mod:`distbuild.names`): a bad one is refused,
+    never rewritten, so no target leaves its release's directory.
+    """
+    hint = "a target name is <image>/<version>/<arch>/<file>, each part a name: " + names.GRAMMAR
+    for value, what in ((image, names.IMAGE), (version, names.VERSION), (arch, names.ARCH)):
+        check_name(value, what, error=IndexNameError, where="target name", hint=hint)
+    check_name(file, names.FILE, error=IndexNameError, where="target name", hint=hint)
     return f"{image}/{version}/{arch}/{file}"
+
+
+def _name(value: object, what: str) -> str:
+    return check_name(
+        value,
+        what,
+        error=IndexNameError,
+        where=INDEX_TARGET,
+        hint="the channel lists a name distbuild never publishes; the index is refused",
+    )
 
 
 def version_key(version: str) -> tuple[tuple[int, int | str], ...]:

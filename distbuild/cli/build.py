@@ -9,6 +9,7 @@ import click
 from distbuild import ui
 from distbuild.arch import parse_arches
 from distbuild.build import BuildOptions, build, default_epoch, resolve
+from distbuild.cli import options
 from distbuild.cli.common import State, pass_state, print_json
 from distbuild.errors import UsageError
 from distbuild.merge import merge
@@ -21,6 +22,7 @@ from distbuild.rootfs.updater import UpdaterSetup
 arch_option = click.option(
     "--arch",
     "arches",
+    type=options.ARCHES,
     multiple=True,
     required=True,
     help="armv7, arm64, amd64, a comma list, or all.",
@@ -34,7 +36,14 @@ mirror_option = click.option(
 
 @click.command("image")
 @arch_option
-@click.option("--image", "image", default="node", show_default=True, help="Image definition name.")
+@click.option(
+    "--image",
+    "image",
+    type=options.IMAGE,
+    default="node",
+    show_default=True,
+    help="Image definition name.",
+)
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -42,8 +51,15 @@ mirror_option = click.option(
     show_default=True,
     help="Output directory.",
 )
-@click.option("--version", "version", help="Release version. Default: from the image or the date.")
-@click.option("--source-date-epoch", type=int, help="Timestamp for every file and record.")
+@click.option(
+    "--version",
+    "version",
+    type=options.VERSION,
+    help="Release version. Default: from the image or the date.",
+)
+@click.option(
+    "--source-date-epoch", type=options.EPOCH, help="Timestamp for every file and record."
+)
 @click.option("--compression-level", type=click.IntRange(1, 9), default=6, show_default=True)
 @click.option("--update-lock", is_flag=True, help="Resolve packages anew and rewrite the lock.")
 @click.option("--locked", is_flag=True, help="Fail if the lock is missing or stale (for CI).")
@@ -54,7 +70,7 @@ mirror_option = click.option(
     "--channel-url",
     help="Where the node's updater finds its channels (baked into /etc/distbuild/update.yaml).",
 )
-@click.option("--channel", "channel", default="stable", show_default=True)
+@click.option("--channel", "channel", type=options.CHANNEL, default="stable", show_default=True)
 @click.option(
     "--trust-root",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -129,7 +145,7 @@ def image_cmd(
 
 @click.command("lock")
 @arch_option
-@click.option("--image", "image", default="node", show_default=True)
+@click.option("--image", "image", type=options.IMAGE, default="node", show_default=True)
 @mirror_option
 @pass_state
 def lock_cmd(state: State, arches: tuple[str, ...], image: str, mirror: str | None) -> None:

@@ -13,6 +13,7 @@ from distbuild.channel.model import ROLES, channel_names, load_channel, parse_du
 from distbuild.channel.publish import Outcome, promote, publish
 from distbuild.channel.repo import ChannelRepo, list_channels, utcnow
 from distbuild.channel.view import ChannelView, describe
+from distbuild.cli import options
 from distbuild.cli.common import State, pass_state, print_json
 from distbuild.errors import UsageError
 
@@ -42,10 +43,12 @@ def _thresholds(values: tuple[str, ...]) -> dict[str, int]:
     out = {}
     for value in values:
         role, sep, number = value.partition("=")
-        if not sep or role not in ROLES or not number.isdigit():
+        digits = number.isascii() and number.isdigit()
+        if not sep or role not in ROLES or not digits or not 1 <= int(number) <= options.MAX_KEYS:
             raise UsageError(
                 f"invalid --threshold {value!r}",
-                hint=f"write ROLE=N with ROLE one of {', '.join(ROLES)}, e.g. root=2",
+                hint=f"write ROLE=N with ROLE one of {', '.join(ROLES)} and N from 1 to "
+                f"{options.MAX_KEYS}, e.g. root=2",
             )
         out[role] = int(number)
     return out
@@ -61,10 +64,10 @@ def keys_group() -> None:
 
 @keys_group.command("init")
 @keys_option
-@click.option("--root-keys", type=click.IntRange(1), help="Number of root keys.")
-@click.option("--targets-keys", type=click.IntRange(1), help="Number of targets keys.")
-@click.option("--snapshot-keys", type=click.IntRange(1), help="Number of snapshot keys.")
-@click.option("--timestamp-keys", type=click.IntRange(1), help="Number of timestamp keys.")
+@click.option("--root-keys", type=options.COUNT, help="Number of root keys.")
+@click.option("--targets-keys", type=options.COUNT, help="Number of targets keys.")
+@click.option("--snapshot-keys", type=options.COUNT, help="Number of snapshot keys.")
+@click.option("--timestamp-keys", type=options.COUNT, help="Number of timestamp keys.")
 @click.option(
     "--threshold",
     "thresholds",
@@ -91,10 +94,8 @@ def keys_init(keys_dir: Path, thresholds: tuple[str, ...], **counts: int | None)
 @keys_group.command("rotate-root")
 @keys_option
 @repo_option
-@click.option(
-    "--root-keys", type=click.IntRange(1), help="Number of new root keys (default: as now)."
-)
-@click.option("--threshold", type=click.IntRange(1), help="Threshold of the new root keys.")
+@click.option("--root-keys", type=options.COUNT, help="Number of new root keys (default: as now).")
+@click.option("--threshold", type=options.COUNT, help="Threshold of the new root keys.")
 @click.option(
     "--no-new-keys",
     is_flag=True,
@@ -156,7 +157,12 @@ def _report(outcome: Outcome, as_json: bool, verb: str) -> None:
 
 @click.command("publish")
 @click.argument("build", type=click.Path(path_type=Path))
-@click.option("--channel", required=True, help="Channel to publish to (channels/<name>.yaml).")
+@click.option(
+    "--channel",
+    type=options.CHANNEL,
+    required=True,
+    help="Channel to publish to (channels/<name>.yaml).",
+)
 @repo_option
 @keys_option
 @json_option
@@ -171,10 +177,14 @@ def publish_cmd(
 
 
 @click.command("promote")
-@click.argument("source")
-@click.argument("dest")
-@click.option("--version", "version", required=True, help="The release to promote.")
-@click.option("--image", help="The image, when the source holds that version of several.")
+@click.argument("source", type=options.CHANNEL)
+@click.argument("dest", type=options.CHANNEL)
+@click.option(
+    "--version", "version", type=options.VERSION, required=True, help="The release to promote."
+)
+@click.option(
+    "--image", type=options.IMAGE, help="The image, when the source holds that version of several."
+)
 @repo_option
 @keys_option
 @json_option
@@ -205,7 +215,7 @@ def channel_group() -> None:
 
 
 @channel_group.command("init")
-@click.argument("name")
+@click.argument("name", type=options.CHANNEL)
 @repo_option
 @keys_option
 @pass_state
@@ -219,8 +229,8 @@ def channel_init(state: State, name: str, repo: Path, keys_dir: Path) -> None:
 
 
 @channel_group.command("show")
-@click.argument("name")
-@click.option("--arch", help="Only this arch.")
+@click.argument("name", type=options.CHANNEL)
+@click.option("--arch", type=options.ARCH, help="Only this arch.")
 @repo_option
 @json_option
 def channel_show(name: str, arch: str | None, repo: Path, as_json: bool) -> None:
@@ -252,7 +262,13 @@ def _print_view(view: ChannelView) -> None:
 
 
 @channel_group.command("refresh")
-@click.option("--channel", "names", multiple=True, help="Channel(s); default: every one in --repo.")
+@click.option(
+    "--channel",
+    "names",
+    type=options.CHANNEL,
+    multiple=True,
+    help="Channel(s); default: every one in --repo.",
+)
 @click.option("--force", is_flag=True, help="Re-sign everything, expiring soon or not.")
 @click.option(
     "--margin", help="Re-sign roles expiring within this (e.g. 12h). Default: half their lifetime."
@@ -303,7 +319,7 @@ def channel_list(state: State, repo: Path) -> None:
 
 @click.command("serve")
 @repo_option
-@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option("--port", type=options.LISTEN_PORT, default=8080, show_default=True)
 @click.option("--bind", default="127.0.0.1", show_default=True, help="Address to listen on.")
 def serve_cmd(repo: Path, port: int, bind: str) -> None:
     """Serve the repository over HTTP (static files, Range requests) until interrupted."""

@@ -10,13 +10,14 @@ import click
 
 from distbuild.arch import get_arch
 from distbuild.boot import boot_disk
+from distbuild.cli import options
 from distbuild.cli.common import State, pass_state, print_json
 from distbuild.disk.slots import disk_bootctl, payload_from_build, write_slot
 from distbuild.errors import DistbuildError, UsageError
 from distbuild.model.recipe import Recipe, load_recipe
 from distbuild.record import RECORD, load_record
 
-arch_option = click.option("--arch", "arch", help="amd64, arm64 or armv7.")
+arch_option = click.option("--arch", "arch", type=options.ARCH, help="amd64, arm64 or armv7.")
 slot_option = click.option(
     "--slot", type=click.Choice(["a", "b"]), required=True, help="The root slot."
 )
@@ -52,7 +53,7 @@ def _find_disk(target: Path, arch: str | None) -> tuple[Path, str | None]:
 @click.command("boot")
 @click.argument("target", metavar="IMAGE_OR_BUILD", type=click.Path(exists=True, path_type=Path))
 @arch_option
-@click.option("--timeout", type=float, default=300, show_default=True, help="Seconds.")
+@click.option("--timeout", type=options.SECONDS, default=300, show_default=True, help="Seconds.")
 @click.option(
     "--expect",
     "expect",
@@ -60,7 +61,7 @@ def _find_disk(target: Path, arch: str | None) -> tuple[Path, str | None]:
     help="Exit 0 once the console printed this (repeat: all, in order).",
 )
 @click.option("--write", is_flag=True, help="Write to the image instead of a throwaway overlay.")
-@click.option("--memory", type=int, help="Guest memory in MiB (default: the recipe's).")
+@click.option("--memory", type=options.MEMORY, help="Guest memory in MiB (default: the recipe's).")
 @pass_state
 def boot_cmd(
     state: State,
@@ -119,7 +120,7 @@ def write_slot_cmd(state: State, disk: Path, build: Path, arch: str | None, slot
 @arch_option
 @slot_option
 @click.option(
-    "--tries", type=int, default=None, help="Tries before falling back (default: recipe)."
+    "--tries", type=options.TRIES, default=None, help="Tries before falling back (default: recipe)."
 )
 @pass_state
 def set_slot_cmd(state: State, disk: Path, arch: str | None, slot: str, tries: int | None) -> None:

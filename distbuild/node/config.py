@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from distbuild import names
 from distbuild.arch import ARCHES
 from distbuild.errors import DistbuildError
 
@@ -215,6 +216,21 @@ def _nonneg_duration(v: object) -> float:
     return n
 
 
+def _name(what: str, *, optional: bool = False) -> Callable[[object], str | None]:
+    """A parser for a name (channel, image, board): the one grammar of distbuild.names."""
+
+    def check(v: object) -> str | None:
+        if optional and (v is None or v == ""):
+            return None
+        text = _str(v)
+        reason = names.problem(text)
+        if reason is not None:
+            raise ValueError(f"not a valid {what} ({reason}); a {what} is {names.GRAMMAR}")
+        return text
+
+    return check
+
+
 def _seed(v: object) -> int | None:
     if v is None:
         return None
@@ -227,9 +243,9 @@ def _seed(v: object) -> int | None:
 # key -> parser (raises ValueError with what is wrong)
 _KEYS: dict[str, Callable[[object], Any]] = {
     "channel_url": _str,
-    "channel": _str,
-    "image": _opt_str,
-    "board": _opt_str,
+    "channel": _name(names.CHANNEL),
+    "image": _name(names.IMAGE, optional=True),
+    "board": _name(names.BOARD, optional=True),
     "reboot": _policy,
     "reboot_command": _argv,
     "fleetlock_url": _opt_str,

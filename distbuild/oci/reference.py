@@ -43,6 +43,7 @@ class Reference:
                 f"image reference {text!r} names no registry",
                 hint=f"{_REF_HINT} (there is no default registry)",
             )
+        _check_port(registry, text)
         if len(m["repository"]) > 255:
             raise UsageError(f"repository name in {text!r} is longer than 255 characters")
         return cls(registry, m["repository"], m["tag"], m["digest"])
@@ -57,6 +58,18 @@ class Reference:
         if self.digest:
             text += f"@{self.digest}"
         return text
+
+
+def _check_port(registry: str, text: str) -> None:
+    port = re.search(r":([0-9]+)$", registry)
+    if port is None:
+        return
+    digits = port[1].lstrip("0") or "0"
+    if len(digits) > 5 or not 1 <= int(digits) <= 65535:
+        raise UsageError(
+            f"image reference {text[:120]!r} names port {digits[:12]}",
+            hint=f"a port is a number from 1 to 65535; {_REF_HINT}",
+        )
 
 
 def check_tag(tag: str) -> str:

@@ -54,6 +54,7 @@ NODE_MODULES = (
     "ui.py",
     "bootctl/*.py",
     "channel/releases.py",
+    "names.py",
     "node/*.py",
 )
 

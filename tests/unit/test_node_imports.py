@@ -30,6 +30,7 @@ SHARED = {
     "distbuild.bootctl.uboot",
     "distbuild.bootctl.systemd_boot",
     "distbuild.bootctl.__main__",
+    "distbuild.names",  # stdlib-only grammar of names (channels, versions, target parts)
     "distbuild.channel.releases",  # stdlib-only release index (its docstring says the node uses it)
     "distbuild.run",  # the one door for processes; stdlib + ui
     "distbuild.ui",
