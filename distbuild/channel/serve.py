@@ -4,21 +4,34 @@ Any web server, object store or CDN can serve channels; this one exists so
 that ``distbuild serve`` and the tests need nothing else. It serves files
 only (no directory listings), answers ``Range`` requests (the node resumes
 downloads with them) and counts the bytes it sends per request.
+
+It never serves what is not the repository's to publish: a path that resolves
+outside the directory (a symlink out of it), any path with a component that
+starts with ``.`` (``.git``, dotfiles, in-progress temp files) or names a
+``*.lock`` file is answered 404. Its resources are bounded: connections wait
+for their first byte in one selector thread (dropped after
+``idle_timeout``), at most ``workers`` threads answer requests, a request's
+line and headers must arrive within ``header_timeout`` and fit in
+``HEADER_LIMIT`` bytes, and at most ``max_connections`` are open at once.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from http import HTTPStatus
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 from typing import Any
+
+from distbuild.channel.bounded import HEADER_LIMIT, BoundedServer, DeadlineReader
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
@@ -102,9 +115,41 @@ class RepoHandler(SimpleHTTPRequestHandler):
     error_message_format = "%(code)d %(message)s\n"
     error_content_type = "text/plain"
 
+    timeout = 30.0  # seconds one socket read or write may block
+    header_timeout = 10.0  # seconds for a request's line and headers, all of them
+
     def setup(self) -> None:
         super().setup()
         self.wfile = _Counter(self.wfile)  # type: ignore[assignment]
+        self.rfile.close()  # the socket's own file: replaced by the bounded reader
+        self._reader = DeadlineReader(self.connection, self.timeout, HEADER_LIMIT)
+        self.rfile = io.BufferedReader(self._reader)
+
+    def parse_request(self) -> bool:
+        ok = super().parse_request()
+        self._reader.body()  # the headers are in (or refused): no deadline for what follows
+        return ok
+
+    def translate_path(self, path: str) -> str:
+        """The file under the directory, resolved; links out of it resolve to nothing."""
+        local = super().translate_path(path)
+        root = os.path.realpath(self.directory)
+        real = os.path.realpath(local)
+        if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
+            return os.path.join(root, ".outside")  # a dotfile: never served
+        return real
+
+    def _refused(self) -> bool:
+        """A path naming a dotfile, a dot directory or a lock file (never published)."""
+        path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
+        for part in path.split("/"):
+            if part.startswith(".") or part.endswith(".lock"):
+                return True
+        real = self.translate_path(self.path)
+        rel = os.path.relpath(real, os.path.realpath(self.directory))
+        return rel != "." and any(
+            p.startswith(".") or p.endswith(".lock") for p in rel.split(os.sep)
+        )
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet: tests and benchmarks read Traffic instead
@@ -114,6 +159,9 @@ class RepoHandler(SimpleHTTPRequestHandler):
         return None
 
     def send_head(self) -> Any:
+        if self._refused():
+            self.send_error(HTTPStatus.NOT_FOUND, "not found")
+            return None
         match = _RANGE.match(self.headers.get("Range", "").strip())
         path = Path(self.translate_path(self.path))
         if match is None or not path.is_file():
@@ -156,6 +204,7 @@ class RepoHandler(SimpleHTTPRequestHandler):
     def handle_one_request(self) -> None:
         self._remaining = None
         self._status = 0
+        self._reader.headers(self.header_timeout)
         traffic = self.traffic
         if traffic is None:
             super().handle_one_request()
@@ -182,27 +231,45 @@ class Server:
 
     url: str
     traffic: Traffic
-    httpd: ThreadingHTTPServer
+    httpd: BoundedServer
 
     def channel_urls(self, channel: str) -> tuple[str, str]:
         """The metadata and targets base URLs of one channel."""
         return f"{self.url}/{channel}/metadata/", f"{self.url}/{channel}/targets/"
 
 
-def make_server(directory: Path, port: int = 0, bind: str = "127.0.0.1") -> Server:
+def make_server(
+    directory: Path,
+    port: int = 0,
+    bind: str = "127.0.0.1",
+    *,
+    workers: int = 16,
+    idle_timeout: float = 5.0,
+    header_timeout: float = 10.0,
+) -> Server:
     """Bind a server for ``directory`` (port 0: any free port); call serve_forever."""
     traffic = Traffic()
-    handler = type("Handler", (RepoHandler,), {"traffic": traffic})
-    httpd = ThreadingHTTPServer((bind, port), partial(handler, directory=str(directory)))
-    httpd.daemon_threads = True
+    handler = type(
+        "Handler", (RepoHandler,), {"traffic": traffic, "header_timeout": header_timeout}
+    )
+    root = os.path.realpath(directory)
+    httpd = BoundedServer(
+        (bind, port),
+        partial(handler, directory=root),
+        workers=workers,
+        idle_timeout=idle_timeout,
+    )
     host, real_port = httpd.server_address[:2]
     return Server(f"http://{host!s}:{real_port}", traffic, httpd)
 
 
 @contextmanager
-def serving(directory: Path, port: int = 0, bind: str = "127.0.0.1") -> Iterator[Server]:
-    """Serve ``directory`` from a background thread for the duration of the block."""
-    server = make_server(directory, port, bind)
+def serving(
+    directory: Path, port: int = 0, bind: str = "127.0.0.1", **limits: Any
+) -> Iterator[Server]:
+    """Serve ``directory`` from a background thread for the duration of the block
+    (``limits``: :func:`make_server`'s keywords)."""
+    server = make_server(directory, port, bind, **limits)
     thread = threading.Thread(target=server.httpd.serve_forever, daemon=True)
     thread.start()
     try:

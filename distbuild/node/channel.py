@@ -13,19 +13,23 @@ custom metadata. The payload bytes themselves are streamed by
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 from tuf.api import exceptions
 from tuf.ngclient.fetcher import FetcherInterface
 from tuf.ngclient.updater import Updater
 
 from distbuild.channel.releases import INDEX_TARGET, Release, ReleaseIndex, version_key
 from distbuild.errors import DistbuildError
-from distbuild.node.http import Http, HttpStatusError, TransferError
+from distbuild.node.http import Body, Http, HttpStatusError, TooSlow, TransferError
+
+log = logging.getLogger("distbuild.node")
 
 # Roles of a root release's files: the artifact kinds of the build's ``root``
 # output (distbuild/disk/outputs.py), with file names as a fallback.
@@ -42,6 +46,9 @@ _NAMES = {
 
 # Largest metadata ngclient may fetch through us; it enforces its own limits too.
 _METADATA_LIMIT = 1 << 40
+# The size a metadata file without a Content-Length is given time for (ngclient's
+# own limits are 512 kB for root.json and 5 MB for targets.json).
+_METADATA_EXPECT = 32 << 20
 
 
 class Refused(DistbuildError):
@@ -51,17 +58,52 @@ class Refused(DistbuildError):
 
 
 class _Fetcher(FetcherInterface):
-    """ngclient's fetcher over :class:`Http` (timeouts, throughput floor, byte count)."""
+    """ngclient's fetcher over :class:`Http` (timeouts, deadline, throughput floor,
+    byte count). A server error (5xx, 408, 429) or a failed connection is tried
+    again with exponential back-off, :attr:`Limits.tries` times in all, within
+    the round; a 404 (ngclient probing for a newer root) or a cut-off is not."""
 
     def __init__(self, http: Http) -> None:
         self.http = http
+        self.tries = 0  # requests made, retries included (tests read it)
 
     def _fetch(self, url: str) -> Iterator[bytes]:
+        limits = self.http.limits
+        attempts = max(1, limits.tries)
+        retrying = Retrying(
+            stop=stop_after_attempt(attempts),
+            wait=wait_random_exponential(
+                multiplier=limits.retry_wait, max=max(limits.retry_wait, limits.retry_wait_max)
+            ),
+            retry=retry_if_exception(_worth_retrying),
+            before_sleep=lambda s: log.warning(
+                "%s; trying again (%d of %d)",
+                s.outcome.exception() if s.outcome else "failed",
+                s.attempt_number + 1,
+                attempts,
+            ),
+            reraise=True,
+        )
         try:
-            body = self.http.open(url)
+            body = retrying(self._open, url)
         except HttpStatusError as e:
-            raise exceptions.DownloadHTTPError(str(e), e.status) from None
+            if e.retryable and attempts > 1:
+                e.message += f" (tried {attempts} times)"
+            raise exceptions.DownloadHTTPError(e.message, e.status) from e
+        except TransferError as e:
+            if e.retryable and not isinstance(e, TooSlow) and attempts > 1:
+                e.message += f" (tried {attempts} times)"
+            raise
         return self.http.chunks(body, _METADATA_LIMIT)
+
+    def _open(self, url: str) -> Body:
+        self.tries += 1
+        return self.http.open(url, expect=_METADATA_EXPECT)
+
+
+def _worth_retrying(e: BaseException) -> bool:
+    """A server error or a failed connection; not a refusal, a 404 or a cut-off."""
+    return isinstance(e, TransferError) and e.retryable and not isinstance(e, TooSlow)
 
 
 @dataclass(frozen=True)

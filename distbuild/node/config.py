@@ -118,6 +118,7 @@ class Config:
     read_timeout: float = 30.0
     min_rate: int = 16 * 1024  # bytes/s averaged over rate_window
     rate_window: float = 60.0
+    request_deadline: float = 120.0  # headers within this; a body also gets length/min_rate
     retries: int = 5
     retry_wait: float = 2.0  # first back-off; doubles up to retry_wait_max
     retry_wait_max: float = 60.0
@@ -266,6 +267,7 @@ _KEYS: dict[str, Callable[[object], Any]] = {
     "read_timeout": _positive(parse_duration),
     "min_rate": _int,
     "rate_window": _positive(parse_duration),
+    "request_deadline": _positive(parse_duration),
     "retries": _int,
     "retry_wait": _nonneg_duration,
     "retry_wait_max": _nonneg_duration,

@@ -1,24 +1,32 @@
-"""HTTP for the node: streamed bodies with Range, read timeouts and a throughput floor.
+"""HTTP for the node: streamed bodies with Range, read timeouts, a throughput floor
+and a deadline for every request.
 
 Standard library only (``urllib.request``: proxies from the environment, TLS
 against the system's CA store, redirects). The payload is read with
 ``read1`` so a server that trickles bytes gives control back after every
 packet and the throughput floor can cut it off; a read timeout ends a
-server that goes silent. Every body byte received is counted in
+server that goes silent. Neither bounds the headers (one byte every few
+seconds passes both), so every request also has a wall-clock deadline
+(:mod:`distbuild.node.deadline`): its headers must arrive within
+:attr:`Limits.deadline`, and its body within that plus what the throughput
+floor allows for the body's length. Every body byte received is counted in
 :attr:`Http.received` (resume tests and benchmarks read it).
 """
 
 from __future__ import annotations
 
 import http.client
+import socket
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from distbuild import __version__
 from distbuild.errors import FetchError
+from distbuild.node.deadline import Watchdog, current, watching
 
 CHUNK = 1 << 20
 """Upper bound of one read; memory use stays at a few of these."""
@@ -48,12 +56,23 @@ class TooSlow(TransferError):
 
 @dataclass(frozen=True)
 class Limits:
-    """When to give up on a server: silent for ``read_timeout`` seconds, or slower
-    than ``min_rate`` bytes/s over a ``rate_window``-second window."""
+    """When to give up on a server: silent for ``read_timeout`` seconds, slower
+    than ``min_rate`` bytes/s over a ``rate_window``-second window, or no headers
+    within ``deadline`` seconds of the request (the body gets that plus the time
+    the floor allows for its length: see :meth:`body_deadline`)."""
 
     read_timeout: float = 30.0
     min_rate: int = 16 * 1024
     rate_window: float = 60.0
+    deadline: float = 120.0
+    tries: int = 5  # metadata answered 5xx (or unreachable) is asked again, this often
+    retry_wait: float = 2.0  # first back-off between those tries; doubles up to ...
+    retry_wait_max: float = 30.0
+
+    def body_deadline(self, length: int) -> float:
+        """Seconds from the request's start by which a ``length``-byte body must be in:
+        a server that keeps to the throughput floor always makes it."""
+        return self.deadline + self.rate_window + length / max(1, self.min_rate)
 
 
 class RateGuard:
@@ -89,9 +108,61 @@ class Body:
     start: int  # offset of the first byte in the whole file
     length: int | None  # Content-Length, if the server sent one
     total: int | None  # the whole file's size, from Content-Range, if any
+    watchdog: Watchdog | None = None  # cuts the request off at its deadline
 
     def close(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.close()
         self.response.close()
+
+    def cut_off(self) -> bool:
+        """Whether the deadline passed (a read that failed or ended was cut off by it)."""
+        return self.watchdog is not None and self.watchdog.fired
+
+
+class _Watched:
+    """Connections that hand their socket to the calling thread's :class:`Watchdog`."""
+
+    def _watch(self, sock: socket.socket) -> socket.socket:
+        dog = current()
+        if dog is not None:
+            dog.attach(sock)
+        return sock
+
+    def _connect_watched(self, address: tuple[str, int], *args: object) -> socket.socket:
+        dog = current()
+        timeout = args[0] if args else None
+        if dog is not None and isinstance(timeout, int | float):
+            args = (min(float(timeout), max(0.1, dog.remaining())), *args[1:])
+        return self._watch(socket.create_connection(address, *args))  # type: ignore[arg-type]
+
+
+class _HTTPConnection(_Watched, http.client.HTTPConnection):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._create_connection = self._connect_watched
+
+
+class _HTTPSConnection(_Watched, http.client.HTTPSConnection):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._create_connection = self._connect_watched
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_HTTPConnection, req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        context = getattr(self, "_context", None)
+        return self.do_open(_HTTPSConnection, req, context=context)
+
+
+def opener() -> urllib.request.OpenerDirector:
+    """urllib's opener (proxies, redirects, TLS) whose connections a watchdog can cut."""
+    return urllib.request.build_opener(_HTTPHandler, _HTTPSHandler)
 
 
 class Http:
@@ -101,31 +172,80 @@ class Http:
         self.limits = limits or Limits()
         self.received = 0
         self.user_agent = f"distbuild-update/{__version__}"
+        self._opener = opener()
 
-    def open(self, url: str, start: int = 0, end: int | None = None) -> Body:
+    def open(
+        self, url: str, start: int = 0, end: int | None = None, *, expect: int | None = None
+    ) -> Body:
         """GET ``url``, from byte ``start`` up to ``end`` (exclusive; None: the file's
-        end) with a Range request; raise on HTTP errors."""
+        end) with a Range request; raise on HTTP errors.
+
+        The headers must arrive within :attr:`Limits.deadline`; the body then has
+        until :meth:`Limits.body_deadline` of its Content-Length (else of
+        ``expect``, else of nothing more).
+        """
         headers = {"User-Agent": self.user_agent, "Accept-Encoding": "identity"}
         if end is not None:
             headers["Range"] = f"bytes={start}-{end - 1}"
         elif start:
             headers["Range"] = f"bytes={start}-"
         request = urllib.request.Request(url, headers=headers)
+        dog = Watchdog(self.limits.deadline).start()
         try:
-            response = urllib.request.urlopen(request, timeout=self.limits.read_timeout)
+            response = self._send(request, dog)
         except urllib.error.HTTPError as e:
+            dog.close()
             e.close()
             if e.code == 416 and start:
                 raise TransferError(f"{url}: server refused the range from byte {start}") from None
             raise HttpStatusError(url, e.code) from None
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
-            reason = getattr(e, "reason", e)
-            raise TransferError(f"{url}: cannot connect: {reason}") from None
+        except BaseException:
+            dog.close()
+            raise
         length = _int_header(response.headers.get("Content-Length"))
-        body_start, total = 0, None
+        body = Body(url, response, 0, length, None, dog)
         if response.status == 206:
-            body_start, total = _content_range(url, response.headers.get("Content-Range"))
-        return Body(url, response, body_start, length, total)
+            try:
+                body.start, body.total = _content_range(url, response.headers.get("Content-Range"))
+            except TransferError:
+                body.close()
+                raise
+        expected = length if length is not None else expect
+        if expected is not None:
+            dog.extend(self.limits.body_deadline(expected))
+        return body
+
+    def _send(self, request: urllib.request.Request, dog: Watchdog) -> http.client.HTTPResponse:
+        """Open ``request`` under ``dog``: connection and headers, or a clear error."""
+        url = request.full_url
+        try:
+            with watching(dog):
+                response = self._opener.open(request, timeout=self.limits.read_timeout)
+        except urllib.error.HTTPError:
+            raise  # the caller reads or closes it under the same watchdog
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+            fired = dog.fired
+            dog.close()
+            if fired:
+                raise self._late(url) from None
+            reason = getattr(e, "reason", e)
+            if isinstance(reason, TimeoutError | socket.timeout):
+                raise TooSlow(
+                    f"{url}: no answer for {self.limits.read_timeout:.0f} s; cut off"
+                ) from None
+            raise TransferError(f"{url}: cannot connect: {reason}") from None
+        if dog.fired:
+            dog.close()
+            response.close()
+            raise self._late(url)
+        return response  # type: ignore[no-any-return]
+
+    def _late(self, url: str) -> TooSlow:
+        return TooSlow(
+            f"{url}: no complete answer within the {self.limits.deadline:.0f} s deadline "
+            "(a server trickling its headers or body); cut off",
+            hint="raise request_deadline in update.yaml if the link is this slow",
+        )
 
     def chunks(self, body: Body, limit: int) -> Iterator[bytes]:
         """The body's bytes, at most ``limit`` of them, under the time and rate limits.
@@ -140,12 +260,18 @@ class Http:
                 try:
                     chunk = body.response.read1(min(CHUNK, left))
                 except TimeoutError:
+                    if body.cut_off():
+                        raise self._late(body.url) from None
                     raise TooSlow(
                         f"{body.url}: no data for {self.limits.read_timeout:.0f} s; cut off"
                     ) from None
-                except (OSError, http.client.HTTPException) as e:
+                except (OSError, http.client.HTTPException, ValueError) as e:
+                    if body.cut_off():
+                        raise self._late(body.url) from None
                     raise TransferError(f"{body.url}: connection lost: {e}") from None
                 if not chunk:
+                    if body.cut_off():
+                        raise self._late(body.url)
                     return
                 self.received += len(chunk)
                 left -= len(chunk)
@@ -158,13 +284,13 @@ class Http:
         """Whether the server sends anything after what was read (a body too long)."""
         try:
             extra = body.response.read1(1)
-        except (OSError, http.client.HTTPException):
+        except (OSError, http.client.HTTPException, ValueError):
             return False
         return bool(extra)
 
     def get(self, url: str, max_length: int) -> bytes:
         """A whole small file, refusing one longer than ``max_length``."""
-        body = self.open(url)
+        body = self.open(url, expect=max_length)
         if body.length is not None and body.length > max_length:
             body.close()
             raise TransferError(
@@ -178,6 +304,37 @@ class Http:
             raise TransferError(
                 f"{url}: server sent more than the {max_length} bytes allowed", retryable=False
             )
+        return bytes(data)
+
+    def post(
+        self, url: str, data: bytes, headers: dict[str, str], max_length: int = 64 << 10
+    ) -> tuple[int, bytes]:
+        """POST ``data``; the status and (up to ``max_length`` bytes of) the answer,
+        error statuses included, all within the request deadline."""
+        request = urllib.request.Request(
+            url, data=data, method="POST", headers={"User-Agent": self.user_agent, **headers}
+        )
+        dog = Watchdog(self.limits.deadline).start()
+        try:
+            try:
+                response = self._send(request, dog)
+            except urllib.error.HTTPError as e:
+                return e.code, self._read_all(e, dog, url, max_length)
+            with response:
+                return response.status, self._read_all(response, dog, url, max_length)
+        finally:
+            dog.close()
+
+    def _read_all(self, response: object, dog: Watchdog, url: str, max_length: int) -> bytes:
+        read = getattr(response, "read", None)
+        try:
+            data = read(max_length) if read is not None else b""
+        except (OSError, http.client.HTTPException, ValueError) as e:
+            if dog.fired:
+                raise self._late(url) from None
+            raise TransferError(f"{url}: connection lost: {e}") from None
+        if dog.fired:
+            raise self._late(url)
         return bytes(data)
 
 

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import json
 import logging
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from distbuild.errors import DistbuildError
-from distbuild.node.http import TransferError
+from distbuild.node.http import Http, TransferError
 from distbuild.node.state import write_atomic
 
 log = logging.getLogger("distbuild.node")
@@ -42,13 +40,14 @@ class LockAnswer:
 
 
 class FleetLock:
-    """A FleetLock client for one node in one group."""
+    """A FleetLock client for one node in one group (requests under ``http``'s
+    read timeout and deadline)."""
 
-    def __init__(self, url: str, node_id: str, group: str, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, node_id: str, group: str, http: Http | None = None) -> None:
         self.url = url.rstrip("/")
         self.node_id = node_id
         self.group = group
-        self.timeout = timeout
+        self.http = http or Http()
 
     def pre_reboot(self) -> LockAnswer:
         """Ask for the reboot lock."""
@@ -60,23 +59,15 @@ class FleetLock:
 
     def _post(self, path: str) -> LockAnswer:
         body = json.dumps({"client_params": {"id": self.node_id, "group": self.group}}).encode()
-        request = urllib.request.Request(
-            self.url + path,
-            data=body,
-            method="POST",
-            headers={"fleet-lock-protocol": "true", "Content-Type": "application/json"},
-        )
+        headers = {"fleet-lock-protocol": "true", "Content-Type": "application/json"}
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                response.read()
-                return LockAnswer(True, response.status)
-        except urllib.error.HTTPError as e:
-            kind, value = _error_body(e.read())
-            e.close()
-            return LockAnswer(False, e.code, kind, value)
-        except (urllib.error.URLError, OSError) as e:
-            reason = getattr(e, "reason", e)
-            raise TransferError(f"FleetLock server {self.url}: cannot connect: {reason}") from None
+            status, answer = self.http.post(self.url + path, body, headers)
+        except TransferError as e:
+            raise TransferError(f"FleetLock: {e.message}", e.hint) from None
+        if 200 <= status < 300:
+            return LockAnswer(True, status)
+        kind, value = _error_body(answer)
+        return LockAnswer(False, status, kind, value)
 
 
 def _error_body(data: bytes) -> tuple[str, str]:

@@ -73,7 +73,7 @@ class NodeUpdater:
         self.chain = config.boot_chain or ARCHES[self.arch].boot_chain
         self.store = StateStore(paths.at(config.state_dir))
         logfile.attach(self.store.log_file)
-        self.http = http or Http(Limits(config.read_timeout, config.min_rate, config.rate_window))
+        self.http = http or Http(limits(config))
         self._node_id: str | None = None
 
     # identity
@@ -334,7 +334,10 @@ class NodeUpdater:
         if policy == "fleetlock":
             assert self.config.fleetlock_url is not None
             lock = FleetLock(
-                self.config.fleetlock_url, system.app_id(self.node_id), self.config.fleetlock_group
+                self.config.fleetlock_url,
+                system.app_id(self.node_id),
+                self.config.fleetlock_group,
+                self.http,
             )
             answer: LockAnswer = lock.pre_reboot()
             if not answer.granted:
@@ -385,7 +388,10 @@ class NodeUpdater:
             message = f"updated from {p.from_version} to {p.version}; {message}"
         if state.lock_held and self.config.reboot == "fleetlock" and self.config.fleetlock_url:
             lock = FleetLock(
-                self.config.fleetlock_url, system.app_id(self.node_id), self.config.fleetlock_group
+                self.config.fleetlock_url,
+                system.app_id(self.node_id),
+                self.config.fleetlock_group,
+                self.http,
             )
             answer = lock.steady_state()
             if answer.granted:
@@ -475,6 +481,19 @@ class NodeUpdater:
             "reboot": self.config.reboot,
             "fleetlock_held": state.lock_held,
         }
+
+
+def limits(config: Config) -> Limits:
+    """The HTTP limits ``update.yaml`` sets."""
+    return Limits(
+        read_timeout=config.read_timeout,
+        min_rate=config.min_rate,
+        rate_window=config.rate_window,
+        deadline=config.request_deadline,
+        tries=max(1, config.retries),
+        retry_wait=config.retry_wait,
+        retry_wait_max=config.retry_wait_max,
+    )
 
 
 def _boards(custom: dict[str, Any]) -> list[str]:

@@ -28,6 +28,7 @@ import urllib3
 
 from distbuild import ui
 from distbuild.errors import DistbuildError, RegistryError
+from distbuild.oci import transport
 from distbuild.oci.auth import Credentials, docker_config_path, parse_challenge
 from distbuild.oci.layout import INDEX, MANIFEST
 from distbuild.oci.reference import is_loopback
@@ -39,6 +40,8 @@ DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 MANIFEST_TYPES = (INDEX, MANIFEST, DOCKER_LIST, DOCKER_MANIFEST)
 DEFAULT_CHUNK = 5 * 1024 * 1024
 USER_AGENT = "distbuild"
+# Seconds one request may take in all (connect, headers, body), plus its upload at MIN_RATE.
+DEADLINE, MIN_RATE = 300.0, 64 * 1024
 
 
 class _Transient(Exception):
@@ -94,6 +97,7 @@ class RegistryClient:
         chunk_size: int = DEFAULT_CHUNK,
         actions: str = "pull,push",
         timeout: float = 120.0,
+        deadline: float = DEADLINE,
     ) -> None:
         self.registry = registry
         self.repository = repository
@@ -107,9 +111,10 @@ class RegistryClient:
         self.chunk_size = chunk_size
         self.actions = actions
         self.timeout = timeout
+        self.deadline = deadline
         self.retried = 0  # requests repeated after a transient failure
         self.bytes_sent = 0  # blob bytes handed to the wire, failed attempts included
-        self._session = requests.Session()
+        self._session = transport.session()
         self._session.headers["User-Agent"] = USER_AGENT
         self._authorization: str | None = None
         self._tokens: dict[tuple[str, str], str] = {}
@@ -319,21 +324,25 @@ class RegistryClient:
             if self._authorization:
                 hdrs["Authorization"] = self._authorization
             try:
-                resp = self._session.request(
+                resp = transport.request(
+                    self._session,
                     method,
                     url,
+                    self._deadline(data),
                     data=data,
                     headers=hdrs,
                     timeout=(10, self.timeout),
                     allow_redirects=method in ("GET", "HEAD"),
                 )
+            except transport.DeadlineExceeded as e:
+                raise _Transient(f"{method} {_path(url)}: {e}; cut off") from None
             except requests.exceptions.SSLError as e:
                 raise RegistryError(
                     f"TLS with {self.registry} failed: {_reason(e)}",
                     hint="use --plain-http if the registry speaks plain HTTP, or point "
                     "REQUESTS_CA_BUNDLE at the CA that signed its certificate",
                 ) from None
-            except (requests.ConnectionError, requests.Timeout) as e:
+            except (requests.RequestException, OSError) as e:
                 raise _Transient(
                     f"{method} {_path(url)}: connection failed ({_reason(e)})",
                     unreachable=_unreachable(e),
@@ -356,6 +365,9 @@ class RegistryClient:
                 hint=f"the account{self._who()} may not {self.actions.replace(',', '/')} {self.repository}",
             )
         raise RegistryError(f"{self.registry}: {method} {_path(url)}: {_registry_message(resp)}")
+
+    def _deadline(self, data: bytes | None) -> float:
+        return self.deadline + (len(data) / MIN_RATE if data else 0.0)
 
     def _who(self) -> str:
         return f" {self.credentials.username!r}" if self.credentials else ""
@@ -404,8 +416,18 @@ class RegistryClient:
 
         def fetch() -> requests.Response:
             try:
-                r = self._session.get(params["realm"], params=query, auth=auth, timeout=(10, 60))
-            except (requests.ConnectionError, requests.Timeout) as e:
+                r = transport.request(
+                    self._session,
+                    "GET",
+                    params["realm"],
+                    self.deadline,
+                    params=query,
+                    auth=auth,
+                    timeout=(10, 60),
+                )
+            except transport.DeadlineExceeded as e:
+                raise _Transient(f"token endpoint {params['realm']}: {e}; cut off") from None
+            except (requests.RequestException, OSError) as e:
                 raise _Transient(f"token endpoint {params['realm']}: {_reason(e)}") from None
             if r.status_code >= 500 or r.status_code == 429:
                 raise _Transient(f"token endpoint {params['realm']}: {_registry_message(r)}")

@@ -1,0 +1,105 @@
+"""requests with a wall-clock deadline per request (connect, headers and body).
+
+requests' ``timeout`` bounds each socket operation, so a registry that sends
+one byte of its answer every few seconds holds a push forever. :func:`session`
+returns a ``requests.Session`` whose connections hand their sockets to the
+calling thread's :class:`~distbuild.node.deadline.Watchdog`; :func:`request`
+runs one request under a watchdog and tells a cut-off from other failures.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import requests
+import requests.adapters
+import urllib3.connection
+import urllib3.connectionpool
+
+from distbuild.node.deadline import Watchdog, current, watching
+
+
+class DeadlineExceeded(Exception):
+    """The request was cut off at its deadline."""
+
+
+def _attach(sock: socket.socket | None) -> None:
+    dog = current()
+    if dog is not None and sock is not None:
+        dog.attach(sock)
+
+
+class _HTTPConnection(urllib3.connection.HTTPConnection):
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        _attach(sock)
+        return sock
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _attach(self.sock)  # a kept-alive connection, reused
+        super().request(*args, **kwargs)
+
+
+class _HTTPSConnection(urllib3.connection.HTTPSConnection):
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        _attach(sock)
+        return sock
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _attach(self.sock)
+        super().request(*args, **kwargs)
+
+
+class _HTTPPool(urllib3.connectionpool.HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+_POOLS = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+class _Adapter(requests.adapters.HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _POOLS
+
+    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **kwargs)
+        manager.pool_classes_by_scheme = _POOLS
+        return manager
+
+
+def session() -> requests.Session:
+    """A session whose requests a :class:`Watchdog` can cut off."""
+    s = requests.Session()
+    s.mount("http://", _Adapter())
+    s.mount("https://", _Adapter())
+    return s
+
+
+def request(
+    s: requests.Session, method: str, url: str, deadline: float, **kw: Any
+) -> requests.Response:
+    """``s.request(...)`` (body read whole) that ends by ``deadline`` seconds from now.
+
+    Raises :class:`DeadlineExceeded` when cut off, else what requests raises.
+    """
+    dog = Watchdog(deadline).start()
+    try:
+        with watching(dog):
+            resp = s.request(method, url, **kw)
+    except (requests.RequestException, OSError, urllib3.exceptions.HTTPError):
+        if dog.fired:
+            raise DeadlineExceeded(f"no complete answer within {deadline:.0f} s") from None
+        raise
+    finally:
+        dog.close()
+    if dog.fired:  # a body without a length may look complete when cut
+        resp.close()
+        raise DeadlineExceeded(f"no complete answer within {deadline:.0f} s")
+    return resp
