@@ -20,9 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import distbuild
-from distbuild import names, ui
+from distbuild import names, scratch, ui
 from distbuild.arch import Arch
-from distbuild.errors import DistbuildError, LockError, MissingPackageError
+from distbuild.errors import (
+    DistbuildError,
+    LockError,
+    MissingPackageError,
+    UsageError,
+)
+from distbuild.fsutil import fsync_dir, write_atomic
 from distbuild.model.image import ImageDef, load_image
 from distbuild.model.recipe import Recipe, load_recipe
 from distbuild.names import check_name
@@ -67,6 +73,8 @@ class ArchBuild:
     epoch: int
     options: BuildOptions
     workdir: Path
+    # The other locks the outputs use (the boot lock), by lock name; planned with the image's.
+    extra_locks: dict[str, Lock] = field(default_factory=dict)
     artifacts: list[Artifact] = field(default_factory=list)
     _rootfs: Path | None = None
 
@@ -172,44 +180,87 @@ def check_writable(out: Path) -> None:
         ) from None
 
 
-def get_lock(opts: BuildOptions, recipe: Recipe, image: ImageDef) -> Lock:
-    """Read the image's lock for this arch; resolve and write one if it is missing or stale.
+# Locks an output needs beside the image's own: kind -> (lock name suffix,
+# fn(recipe) -> the packages to lock). The disk outputs register the boot lock.
+ExtraLock = tuple[str, Callable[[Recipe], tuple[str, ...]]]
+EXTRA_LOCKS: dict[str, ExtraLock] = {}
+
+
+def lock_requests(recipe: Recipe, image: ImageDef) -> dict[str, tuple[str, ...]]:
+    """Every lock the image uses for this arch: lock name -> the packages it asks for."""
+    wanted = {image.name: tuple(sorted(image.packages))}
+    for kind in image.outputs:
+        if kind in EXTRA_LOCKS:
+            suffix, packages = EXTRA_LOCKS[kind]
+            wanted[image.name + suffix] = tuple(sorted(packages(recipe)))
+    return wanted
+
+
+def get_locks(opts: BuildOptions, recipe: Recipe, image: ImageDef) -> dict[str, Lock]:
+    """Every lock the image uses for this arch (see :func:`get_lock`), by lock name."""
+    return {
+        name: get_lock(opts, recipe, image, name, wanted)
+        for name, wanted in lock_requests(recipe, image).items()
+    }
+
+
+def get_lock(
+    opts: BuildOptions,
+    recipe: Recipe,
+    image: ImageDef,
+    name: str | None = None,
+    wanted: tuple[str, ...] | None = None,
+) -> Lock:
+    """Read one lock (default: the image's own); resolve and write it if missing or stale.
 
     Like Cargo: a lock that still covers what the image asks for is honoured
-    as is; with ``--locked`` anything else is an error rather than a re-resolve.
+    as is; with ``--locked`` anything else is an error rather than a re-resolve,
+    and ``--update-lock`` resolves anew.
     """
-    path = lock_path(opts.project, image.name, recipe.arch.name)
+    name = name or image.name
+    wanted = tuple(sorted(image.packages)) if wanted is None else wanted
+    path = lock_path(opts.project, name, recipe.arch.name)
     hint = f"run 'distbuild lock --image {image.name} --arch {recipe.arch.name}' to resolve them"
+    if opts.locked and opts.update_lock:
+        raise UsageError(
+            "--locked and --update-lock contradict each other",
+            hint="drop --update-lock to build from the locks as they are",
+        )
     if path.exists() and not opts.update_lock:
         lock = read_lock(path)
-        if sorted(lock.requested) == sorted(image.packages) and lock.suite == recipe.suite:
+        if sorted(lock.requested) == sorted(wanted) and lock.suite == recipe.suite:
             return lock
         if opts.locked:
             raise LockError(
                 f"{path}: the lock is stale: {image.name} now asks for other packages", hint=hint
             )
-        ui.note(
-            f"{recipe.arch.name}: {image.name} asks for other packages than its lock; resolving"
-        )
+        ui.note(f"{recipe.arch.name}: {name} asks for other packages than its lock; resolving")
     elif opts.locked:
         raise LockError(f"{path}: no lock file (--locked)", hint=hint)
-    lock = resolve(opts, recipe, image)
+    lock = resolve(opts, recipe, image, name, wanted)
     write_lock(path, lock)
     ui.note(f"{recipe.arch.name}: locked {len(lock.packages)} packages in {path}")
     return lock
 
 
-def resolve(opts: BuildOptions, recipe: Recipe, image: ImageDef) -> Lock:
+def resolve(
+    opts: BuildOptions,
+    recipe: Recipe,
+    image: ImageDef,
+    name: str | None = None,
+    wanted: tuple[str, ...] | None = None,
+) -> Lock:
+    """Resolve one lock (default: the image's own) against the mirror."""
     sources = sources_for(recipe.suite, recipe.components, opts.mirror or recipe.mirror)
     try:
         return apt.resolve_lock(
             opts.cache,
-            image.name,
+            name or image.name,
             recipe.arch.name,
             recipe.debian_arch,
             recipe.suite,
             sources,
-            list(image.packages),
+            list(image.packages if wanted is None else wanted),
         )
     except MissingPackageError as e:
         where, key = image.origin_of(e.package)
@@ -226,29 +277,57 @@ def prepare(opts: BuildOptions, arch: Arch, workdir: Path) -> ArchBuild:
     )
     # The version names OUT/<image>/<version>, which a finished build replaces: check it.
     version = check_name(opts.version or image.version or default_version(epoch), names.VERSION)
-    lock = get_lock(opts, recipe, image)
+    locks = get_locks(opts, recipe, image)
+    lock = locks.pop(image.name)
     DebCache(opts.cache).ensure(list(lock.packages))
-    return ArchBuild(recipe, image, lock, version, epoch, opts, workdir)
+    return ArchBuild(recipe, image, lock, version, epoch, opts, workdir, extra_locks=locks)
 
 
 def cached_layer(ctx: ArchBuild) -> Layer:
-    """The rootfs layer from the layer cache, built on a miss."""
-    cache = ctx.options.cache / "layers" / ctx.cache_key("layer")
-    meta = cache / "layer.json"
-    if meta.exists():
-        m = json.loads(meta.read_text())
-        blob = cache / "layer.tar.gz"
-        if blob.exists() and blob.stat().st_size == m["size"]:
-            ui.note(f"{ctx.arch.name}: rootfs layer unchanged, reused from cache")
-            return Layer(m["digest"], m["diff_id"], m["size"], blob)
-    cache.mkdir(parents=True, exist_ok=True)
+    """The rootfs layer from the layer cache, checked; built (and stored) on a miss."""
+    entry = ctx.options.cache / "layers" / ctx.cache_key("layer")
+    layer = _reuse_layer(entry)
+    if layer is not None:
+        ui.note(f"{ctx.arch.name}: rootfs layer unchanged, reused from cache")
+        return layer
     root = ctx.rootfs()
     ui.note(f"{ctx.arch.name}: writing the rootfs layer")
-    layer = write_layer(root, cache / "layer.tar.gz", ctx.epoch, ctx.options.compression_level)
-    meta.write_text(
-        json.dumps({"digest": layer.digest, "diff_id": layer.diff_id, "size": layer.size})
+    built = write_layer(
+        root,
+        ctx.workdir / f"layer-{ctx.arch.name}.tar.gz",
+        ctx.epoch,
+        ctx.options.compression_level,
     )
-    return layer
+    return _store_layer(entry, built)
+
+
+def _reuse_layer(entry: Path) -> Layer | None:
+    """The cache entry's layer if its blob has the digest and size its layer.json says."""
+    meta, blob = entry / "layer.json", entry / "layer.tar.gz"
+    if not meta.exists() and not blob.exists():
+        return None
+    try:
+        m = json.loads(meta.read_text())
+        layer = Layer(str(m["digest"]), str(m["diff_id"]), int(m["size"]), blob)
+        if blob.stat().st_size == layer.size and f"sha256:{sha256_file(blob)}" == layer.digest:
+            return layer
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    ui.warn(f"the cached layer {entry} is damaged or incomplete; rebuilding it")
+    meta.unlink(missing_ok=True)
+    return None
+
+
+def _store_layer(entry: Path, built: Layer) -> Layer:
+    """Move a fresh layer into the cache: the blob first, layer.json last, each atomically."""
+    entry.mkdir(parents=True, exist_ok=True)
+    (entry / "layer.json").unlink(missing_ok=True)
+    blob = entry / "layer.tar.gz"
+    os.replace(built.path, blob)
+    fsync_dir(entry)
+    meta = {"digest": built.digest, "diff_id": built.diff_id, "size": built.size}
+    write_atomic(entry / "layer.json", json.dumps(meta).encode())
+    return dataclasses.replace(built, path=blob)
 
 
 def build_oci(ctx: ArchBuild, layout: oci.Layout) -> dict[str, Any]:
@@ -296,70 +375,101 @@ def _artifact(staging: Path, arch: str, kind: str, path: Path) -> Artifact:
 
 
 def build(opts: BuildOptions) -> tuple[BuildRecord, Path]:
-    """Build every requested arch and write a complete build into ``opts.out``."""
+    """Build every requested arch and write a complete build into ``opts.out``.
+
+    An OSError anywhere (a full disk, a file in the way) becomes an error
+    naming the path; the staging and work directories are removed on any
+    exit, and those of killed builds by the next build.
+    """
     check_writable(opts.out)
+    with scratch.user_errors(opts.out, opts.cache):
+        return _build(opts)
+
+
+def _build(opts: BuildOptions) -> tuple[BuildRecord, Path]:
+    check_directory(opts.out / opts.image)
     opts.cache.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="work-", dir=opts.cache))
+    scratch.reap(opts.cache, "work-")
+    work = scratch.make_dir(opts.cache, "work-")
     try:
-        builds = [prepare(opts, arch, work) for arch in opts.arches]
+        with scratch.user_errors(opts.out, opts.cache):
+            builds = [prepare(opts, arch, work) for arch in opts.arches]
         versions = {b.version for b in builds}
         if len(versions) != 1:
             raise DistbuildError(
                 f"the arches disagree on the version: {', '.join(sorted(versions))}"
             )
-        version, epoch = builds[0].version, builds[0].epoch
-        final = opts.out / opts.image / version
+        final = opts.out / opts.image / builds[0].version
         final.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{version}.partial-", dir=final.parent))
+        scratch.reap(final.parent, ".partial-")
+        scratch.reap(final.parent, ".old-")
+        staging = scratch.make_dir(final.parent, f".{final.name}.partial-")
         try:
-            record = BuildRecord(opts.image, version, epoch)
-            layout = oci.Layout(staging / "oci").init()
-            manifests = []
-            for ctx in builds:
-                for kind in ctx.image.outputs:
-                    if kind == "oci":
-                        desc = build_oci(ctx, layout)
-                        manifests.append(desc)
-                        record.artifacts.append(
-                            Artifact(
-                                ctx.arch.name,
-                                "oci",
-                                str(layout.blob_path(desc["digest"]).relative_to(staging)),
-                                desc["digest"].split(":")[1],
-                                desc["size"],
-                            )
-                        )
-                    elif kind in OUTPUT_BUILDERS:
-                        record.artifacts.extend(OUTPUT_BUILDERS[kind](ctx, staging))
-                    else:
-                        raise DistbuildError(
-                            f"image {opts.image} asks for output {kind!r}, which this distbuild cannot build",
-                            hint="remove it from the image's outputs",
-                        )
-                lock_copy = staging / ctx.arch.name / "packages.lock.json"
-                lock_copy.parent.mkdir(parents=True, exist_ok=True)
-                lock_copy.write_text(ctx.lock.to_json())
-                record.artifacts.append(_artifact(staging, ctx.arch.name, "lock", lock_copy))
-                sbom = write_sbom(
-                    staging / ctx.arch.name / "sbom.spdx.json",
-                    image=ctx.image.name,
-                    version=ctx.version,
-                    arch=ctx.arch.name,
-                    lock=ctx.lock,
-                    debs=DebCache(ctx.options.cache),
-                    epoch=ctx.epoch,
-                )
-                record.artifacts.append(_artifact(staging, ctx.arch.name, "sbom", sbom))
-            if manifests:
-                finish_index(record, layout, manifests, staging)
-            record.write(staging)
-            _swap_into_place(staging, final)
+            with scratch.user_errors(opts.out, opts.cache):
+                record = _build_into(staging, builds)
+                _swap_into_place(staging, final)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return record, final
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def check_directory(path: Path) -> None:
+    """Refuse a file (or a link) where the build puts a directory."""
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise DistbuildError(
+            f"{path} is in the way: it should be a directory of builds, but is a file",
+            hint="move it away, or choose another --out",
+        )
+
+
+def _build_into(staging: Path, builds: list[ArchBuild]) -> BuildRecord:
+    """Write every arch's outputs, lock, SBOM and the record into ``staging``."""
+    first = builds[0]
+    record = BuildRecord(first.options.image, first.version, first.epoch)
+    layout = oci.Layout(staging / "oci").init()
+    manifests = []
+    for ctx in builds:
+        for kind in ctx.image.outputs:
+            if kind == "oci":
+                desc = build_oci(ctx, layout)
+                manifests.append(desc)
+                record.artifacts.append(
+                    Artifact(
+                        ctx.arch.name,
+                        "oci",
+                        str(layout.blob_path(desc["digest"]).relative_to(staging)),
+                        desc["digest"].split(":")[1],
+                        desc["size"],
+                    )
+                )
+            elif kind in OUTPUT_BUILDERS:
+                record.artifacts.extend(OUTPUT_BUILDERS[kind](ctx, staging))
+            else:
+                raise DistbuildError(
+                    f"image {ctx.image.name} asks for output {kind!r}, which this distbuild cannot build",
+                    hint="remove it from the image's outputs",
+                )
+        lock_copy = staging / ctx.arch.name / "packages.lock.json"
+        lock_copy.parent.mkdir(parents=True, exist_ok=True)
+        lock_copy.write_text(ctx.lock.to_json())
+        record.artifacts.append(_artifact(staging, ctx.arch.name, "lock", lock_copy))
+        sbom = write_sbom(
+            staging / ctx.arch.name / "sbom.spdx.json",
+            image=ctx.image.name,
+            version=ctx.version,
+            arch=ctx.arch.name,
+            lock=ctx.lock,
+            debs=DebCache(ctx.options.cache),
+            epoch=ctx.epoch,
+        )
+        record.artifacts.append(_artifact(staging, ctx.arch.name, "sbom", sbom))
+    if manifests:
+        finish_index(record, layout, manifests, staging)
+    record.write(staging)
+    return record
 
 
 def finish_index(
@@ -389,7 +499,7 @@ def finish_index(
 def _swap_into_place(staging: Path, final: Path) -> None:
     """Replace ``final`` with ``staging`` so readers see the old or the new build."""
     if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        old = final.with_name(f".{final.name}.old-{scratch.owner_tag()}-")
         os.replace(final, old)
         os.replace(staging, final)
         shutil.rmtree(old, ignore_errors=True)

@@ -103,3 +103,14 @@ class RegistryError(DistbuildError):
     """An OCI registry refused or failed a request."""
 
     exit_code = 7
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT arrived: unwinds like KeyboardInterrupt, so ``finally`` cleans up.
+
+    A BaseException, so no ``except Exception`` swallows it on the way out.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by signal {signum}")
+        self.signum = signum

@@ -5,7 +5,9 @@ Standard library only: the node updater imports it (DESIGN §6).
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -38,3 +40,22 @@ def write_atomic(path: Path, data: bytes, mode: int | None = 0o644) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+_FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
+
+
+def clone_file(src: Path, dest: Path) -> None:
+    """Copy ``src`` to ``dest`` as a file of its own (never a hard link).
+
+    A reflink (FICLONE: btrfs, xfs, …) shares the blocks copy-on-write, so a
+    later write to either file leaves the other as it was; elsewhere the
+    bytes are copied.
+    """
+    with src.open("rb") as s, dest.open("wb") as d:
+        try:
+            fcntl.ioctl(d.fileno(), _FICLONE, s.fileno())
+            return
+        except OSError:
+            pass
+    shutil.copyfile(src, dest)

@@ -7,11 +7,12 @@ both give the same index digest for the same inputs.
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 
-from distbuild.build import _swap_into_place, check_writable, finish_index
+from distbuild import scratch
+from distbuild.build import _swap_into_place, check_directory, check_writable, finish_index
 from distbuild.errors import DistbuildError
+from distbuild.fsutil import clone_file
 from distbuild.oci import layout as oci
 from distbuild.record import BuildRecord, load_record
 
@@ -42,9 +43,16 @@ def merge(inputs: list[Path], out: Path) -> tuple[BuildRecord, Path]:
                 )
             seen[arch] = d
     check_writable(out)
-    final = out / first.image / first.version
+    check_directory(out / first.image)
+    with scratch.user_errors(out):
+        return _merge_into(loaded, out / first.image / first.version)
+
+
+def _merge_into(loaded: list[tuple[BuildRecord, Path]], final: Path) -> tuple[BuildRecord, Path]:
+    first = loaded[0][0]
     final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{first.version}.partial-", dir=final.parent))
+    scratch.reap(final.parent, ".partial-")
+    staging = scratch.make_dir(final.parent, f".{final.name}.partial-")
     try:
         record = BuildRecord(first.image, first.version, first.source_date_epoch)
         layout = oci.Layout(staging / "oci").init()
@@ -63,7 +71,7 @@ def merge(inputs: list[Path], out: Path) -> tuple[BuildRecord, Path]:
                     continue
                 dest = staging / a.path
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(d / a.path, dest)
+                clone_file(d / a.path, dest)
                 record.artifacts.append(a)
         if manifests:
             finish_index(record, layout, manifests, staging)

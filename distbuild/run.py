@@ -19,8 +19,12 @@ from distbuild import ui
 from distbuild.errors import CommandError, DistbuildError
 
 # Variables a child may inherit; everything else is dropped so builds do not
-# depend on the caller's shell.
-_KEEP = ("PATH", "HOME", "TMPDIR", "SOURCE_DATE_EPOCH", "http_proxy", "https_proxy", "no_proxy")
+# depend on the caller's shell. SOURCE_DATE_EPOCH is dropped too: tools
+# disagree on it (mksquashfs refuses it beside -all-time, mtools and mke2fs
+# stamp it), so a caller passes the build's epoch in ``env`` to the tools that
+# want it, and a build from the environment's epoch runs every tool exactly
+# like one from --source-date-epoch.
+_KEEP = ("PATH", "HOME", "TMPDIR", "http_proxy", "https_proxy", "no_proxy")
 
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

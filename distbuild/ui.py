@@ -30,6 +30,11 @@ def note(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
+def warn(message: str) -> None:
+    """A ``warning: …`` line, shown even with -q."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
 def debug(message: str) -> None:
     if _state["verbose"]:
         print(message, file=sys.stderr, flush=True)

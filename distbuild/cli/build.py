@@ -8,7 +8,7 @@ import click
 
 from distbuild import ui
 from distbuild.arch import parse_arches
-from distbuild.build import BuildOptions, build, default_epoch, resolve
+from distbuild.build import BuildOptions, build, get_locks
 from distbuild.cli import options
 from distbuild.cli.common import State, pass_state, print_json
 from distbuild.errors import UsageError
@@ -16,7 +16,7 @@ from distbuild.merge import merge
 from distbuild.model.image import check_all, load_image
 from distbuild.model.recipe import load_recipe
 from distbuild.paths import cache_dir
-from distbuild.rootfs.lock import lock_path, write_lock
+from distbuild.rootfs.lock import lock_path
 from distbuild.rootfs.updater import UpdaterSetup
 
 arch_option = click.option(
@@ -149,7 +149,7 @@ def image_cmd(
 @mirror_option
 @pass_state
 def lock_cmd(state: State, arches: tuple[str, ...], image: str, mirror: str | None) -> None:
-    """Resolve an image's packages and write its lock file per arch."""
+    """Resolve an image's packages and write every lock it uses (image and boot) per arch."""
     project = state.project
     for arch in parse_arches(arches):
         recipe = load_recipe(project, arch)
@@ -161,12 +161,11 @@ def lock_cmd(state: State, arches: tuple[str, ...], image: str, mirror: str | No
             out=Path("."),
             cache=cache_dir(),
             mirror=mirror,
-            source_date_epoch=default_epoch(project),
+            update_lock=True,
         )
-        lock = resolve(opts, recipe, img)
-        path = lock_path(project, image, arch.name)
-        write_lock(path, lock)
-        click.echo(f"{path}: {len(lock.packages)} packages")
+        for name, lock in get_locks(opts, recipe, img).items():
+            path = lock_path(project, name, arch.name)
+            click.echo(f"{path}: {len(lock.packages)} packages")
 
 
 @click.command("merge")

@@ -6,16 +6,21 @@ codes; library code raises.
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import traceback
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import click
 
 from distbuild import __version__, ui
 from distbuild.cli import build as build_cmds
 from distbuild.cli.common import State
-from distbuild.errors import DistbuildError
+from distbuild.errors import DistbuildError, Interrupted, UsageError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -57,9 +62,62 @@ def _load_plugins() -> None:
 _load_plugins()
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    # Later signals wait until the first one's clean-up has run (SIGKILL still
+    # stops it; the next build reaps what it leaves, see distbuild.scratch).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_Handler = Callable[[int, FrameType | None], Any] | int | None
+
+
+def _catch_signals() -> list[_Handler]:
+    """SIGTERM (timeout, CI runners, systemd) and SIGINT unwind the main thread.
+
+    Returns the handlers they had, for :func:`_restore_signals`.
+    """
+    before = [signal.getsignal(s) for s in _SIGNALS]
+    if threading.current_thread() is threading.main_thread():
+        for signum, handler in zip(_SIGNALS, before, strict=True):
+            if handler is not signal.SIG_IGN:
+                signal.signal(signum, _interrupt)
+    return before
+
+
+def _restore_signals(before: list[_Handler]) -> None:
+    if threading.current_thread() is threading.main_thread():
+        for signum, handler in zip(_SIGNALS, before, strict=True):
+            signal.signal(signum, handler)
+
+
+def _check_argv(argv: list[str]) -> None:
+    for arg in argv:
+        if "\0" in arg:
+            raise UsageError(
+                f"argument {arg!r} holds a NUL byte",
+                hint="no path, name or value can contain NUL: check how the command line was built",
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
+    before = _catch_signals()
     try:
-        cli.main(args=argv, prog_name="distbuild", standalone_mode=False)
+        return _main(argv)
+    finally:
+        _restore_signals(before)
+
+
+def _main(argv: list[str] | None) -> int:
+    try:
+        args = sys.argv[1:] if argv is None else argv
+        _check_argv(args)
+        cli.main(args=args, prog_name="distbuild", standalone_mode=False)
+    except Interrupted as e:
+        click.echo("error: interrupted", file=sys.stderr)
+        return 128 + e.signum
     except DistbuildError as e:
         click.echo(f"error: {e.message}", file=sys.stderr)
         if e.hint:

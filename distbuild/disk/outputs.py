@@ -13,9 +13,10 @@ import os
 import shutil
 from pathlib import Path
 
-from distbuild.build import OUTPUT_BUILDERS, ArchBuild
+from distbuild.build import EXTRA_LOCKS, OUTPUT_BUILDERS, ArchBuild
 from distbuild.disk.diskimg import build_disk
 from distbuild.disk.rootimg import root_payload
+from distbuild.disk.trees import BOOT_LOCK, boot_packages
 from distbuild.record import Artifact
 from distbuild.rootfs.fetch import sha256_file
 
@@ -63,3 +64,4 @@ def build_disk_output(ctx: ArchBuild, staging: Path) -> list[Artifact]:
 
 OUTPUT_BUILDERS["root"] = build_root
 OUTPUT_BUILDERS["disk"] = build_disk_output
+EXTRA_LOCKS["root"] = EXTRA_LOCKS["disk"] = (BOOT_LOCK, boot_packages)

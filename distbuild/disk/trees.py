@@ -21,13 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from distbuild import ui
-from distbuild.build import ArchBuild
+from distbuild.build import ArchBuild, get_lock
+from distbuild.disk.bootchain import get_chain
 from distbuild.errors import DistbuildError, LockError
-from distbuild.rootfs import apt, extract
+from distbuild.model.recipe import Recipe
+from distbuild.rootfs import extract
 from distbuild.rootfs.fetch import DebCache
-from distbuild.rootfs.lock import Lock, LockedPackage, lock_path, read_lock, write_lock
-from distbuild.rootfs.sources import sources_for
+from distbuild.rootfs.lock import Lock, LockedPackage
 from distbuild.run import run, which
 
 INITRAMFS_PACKAGES = ("busybox-static", "dmsetup")
@@ -126,29 +126,26 @@ def depmod(root: Path, release: str) -> None:
     )
 
 
+BOOT_LOCK = "-boot"
+
+
+def boot_packages(recipe: Recipe) -> tuple[str, ...]:
+    """What the boot lock holds: the initramfs tools and the boot chain's loader packages."""
+    return tuple(sorted({*INITRAMFS_PACKAGES, *get_chain(recipe.boot_chain).packages}))
+
+
 def boot_lock(ctx: ArchBuild, extra: tuple[str, ...]) -> Lock:
-    """The lock of the initramfs tools and the boot chain's packages for this arch."""
-    name = f"{ctx.image.name}-boot"
-    wanted = sorted({*INITRAMFS_PACKAGES, *extra})
-    path = lock_path(ctx.options.project, name, ctx.arch.name)
-    if path.exists() and not ctx.options.update_lock:
-        lock = read_lock(path)
-        if sorted(lock.requested) == wanted and lock.suite == ctx.recipe.suite:
-            return lock
-    sources = sources_for(
-        ctx.recipe.suite, ctx.recipe.components, ctx.options.mirror or ctx.recipe.mirror
-    )
-    lock = apt.resolve_lock(
-        ctx.options.cache,
-        name,
-        ctx.arch.name,
-        ctx.arch.debian,
-        ctx.recipe.suite,
-        sources,
-        wanted,
-    )
-    write_lock(path, lock)
-    ui.note(f"{ctx.arch.name}: locked {len(lock.packages)} boot packages in {path}")
+    """The lock of the initramfs tools and the boot chain's packages for this arch.
+
+    The build's plan stage resolves it with the image's lock (build.get_locks,
+    so ``--locked`` covers it); this only hands it out.
+    """
+    name = ctx.image.name + BOOT_LOCK
+    wanted = tuple(sorted({*INITRAMFS_PACKAGES, *extra}))
+    lock = ctx.extra_locks.get(name)
+    if lock is None or sorted(lock.requested) != list(wanted):
+        lock = get_lock(ctx.options, ctx.recipe, ctx.image, name, wanted)
+        ctx.extra_locks[name] = lock
     return lock
 
 

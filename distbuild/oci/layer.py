@@ -151,20 +151,24 @@ def write_layer(root: Path, dest: Path, epoch: int, level: int = 6) -> Layer:
     entries = tar_entries(root, epoch)
     total = sum(ti.size for ti, _ in entries)
     tmp = dest.with_name(f"{dest.name}.part-{os.getpid()}-{threading.get_ident()}")
-    with tmp.open("wb") as out, ui.progress("compress", total) as bar:
-        pipe = _GzipPipe(out, level, bar)
-        try:
-            with tarfile.open(fileobj=pipe, mode="w|", format=tarfile.GNU_FORMAT) as tar:  # type: ignore[call-overload]
-                for ti, src in entries:
-                    if src is None:
-                        tar.addfile(ti)
-                    else:
-                        with src.open("rb") as f:
-                            tar.addfile(ti, f)
-        finally:
-            pipe.close()
-        out.flush()
-        os.fsync(out.fileno())
+    try:
+        with tmp.open("wb") as out, ui.progress("compress", total) as bar:
+            pipe = _GzipPipe(out, level, bar)
+            try:
+                with tarfile.open(fileobj=pipe, mode="w|", format=tarfile.GNU_FORMAT) as tar:  # type: ignore[call-overload]
+                    for ti, src in entries:
+                        if src is None:
+                            tar.addfile(ti)
+                        else:
+                            with src.open("rb") as f:
+                                tar.addfile(ti, f)
+            finally:
+                pipe.close()
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, dest)
     return Layer(
         digest="sha256:" + pipe.blob.hexdigest(),

@@ -5,14 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from distbuild.arch import ARCHES, Platform, arch_for_platform
 from distbuild.errors import DistbuildError
-from distbuild.fsutil import write_atomic
+from distbuild.fsutil import clone_file, write_atomic
 
 INDEX = "application/vnd.oci.image.index.v1+json"
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -67,16 +66,14 @@ class Layout:
         return desc
 
     def put_file(self, src: Path, digest: str) -> None:
-        """Add a blob from a file, hard-linked where the filesystem allows."""
+        """Add a blob from a file: copied or reflinked, never hard-linked, so damage
+        to the source (a cache entry, another build) cannot reach this layout."""
         dest = self.blob_path(digest)
         if dest.exists():
             return
         tmp = dest.with_name(dest.name + ".part")
         tmp.unlink(missing_ok=True)
-        try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copyfile(src, tmp)
+        clone_file(src, tmp)
         os.replace(tmp, dest)
 
     def read(self, digest: str) -> bytes:
