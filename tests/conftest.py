@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 from distbuild.channel.admin import create_channel
 from distbuild.channel.keys import KeyStore
@@ -31,6 +31,8 @@ settings.register_profile(
     database=None,
     deadline=None,
     print_blob=True,
+    # Explaining a failure re-runs it a hundred times: minutes with a sandbox per run.
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.register_profile("dev", settings.get_profile("ci"), max_examples=20)

@@ -255,43 +255,49 @@ def definition(draw: st.DrawFn, name: str, packages: bool = True) -> str:
     return "\n".join(lines) + "\n"
 
 
+RECORD_MUTATIONS: dict[str, list[Any]] = {
+    "image": ["..", "../tiny", "a/b", "", "TINY", "x" * 300, None, 7],
+    "version": ["..", "../..", f"/{UP}{TRAP[1:]}", "a/b", "\u202e1", "", "-1", None, 10**26, []],
+    "source_date_epoch": [-1, 10**30, "x", None],
+    "arch": ["all", "..", "x86", "amd64/../..", "", None],
+    "kind": ["oci", "oci-index", "../root", "sbom", "", None],
+    "path": [
+        "../../../../etc/passwd",
+        "/etc/passwd",
+        "amd64/../../../x",
+        "amd64/link-out",
+        "amd64/fifo",
+        "",
+        ".",
+        "amd64",
+        None,
+    ],
+    "sha256": ["0" * 64, "zz", "", "../" * 20, None],
+    "size": [0, -1, 10**30, 2**63, "5", None],
+}
+RECORD_KEYS = ("image", "version", "source_date_epoch")
+
+
 @st.composite
-def build_record(draw: st.DrawFn) -> dict[str, Any]:
-    """A build.json whose fields are hostile (the files it names exist or not)."""
-    version = draw(
-        st.sampled_from(["1.0.0", "../..", "..", f"/{UP}{TRAP[1:]}", "a/b", "\u202e1", "", "-1"])
-        | st.sampled_from([None, 10**26, []])
-    )
-    image = draw(st.sampled_from(["tiny", "..", "../tiny", "a/b", "", "TINY", "x" * 300]))
-    artifact = st.fixed_dictionaries(
-        {
-            "arch": st.sampled_from(["amd64", "all", "..", "x86", "amd64/../.."]),
-            "kind": st.sampled_from(["root", "lock", "oci", "oci-index", "../root", "sbom"]),
-            "path": st.sampled_from(
-                [
-                    "amd64/root.img",
-                    "amd64/packages.lock.json",
-                    "../../../../etc/passwd",
-                    "/etc/passwd",
-                    "amd64/../../../x",
-                    "amd64/link-out",
-                    "amd64/fifo",
-                    "",
-                    ".",
-                ]
-            ),
-            "sha256": st.sampled_from(["0" * 64, "zz", "", "../" * 20]),
-            "size": st.sampled_from([0, 5, -1, 10**30, 2**63]),
-        }
-    )
-    record: dict[str, Any] = {
-        "image": image,
-        "version": version,
-        "source_date_epoch": draw(st.sampled_from([0, -1, 10**30, "x"])),
-        "artifacts": draw(st.lists(artifact, max_size=3)),
-    }
-    for key in draw(st.lists(st.sampled_from(sorted(record)), max_size=1)):
-        del record[key]
+def build_record(draw: st.DrawFn, good: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the valid build.json ``good`` with one to three hostile fields."""
+    record = json.loads(json.dumps(good))
+    for key in draw(st.lists(st.sampled_from(sorted(RECORD_MUTATIONS)), min_size=1, max_size=3)):
+        value = draw(st.sampled_from(RECORD_MUTATIONS[key]))
+        if key in RECORD_KEYS:
+            target = record
+        elif record["artifacts"]:
+            target = record["artifacts"][draw(st.integers(0, len(record["artifacts"]) - 1))]
+        else:
+            continue
+        if value is None:
+            target.pop(key, None)
+        else:
+            target[key] = value
+    if draw(st.integers(0, 9)) == 0:
+        record["artifacts"] = draw(
+            st.sampled_from([[], {}, "x", [None], [record["artifacts"][0]] * 2])
+        )
     return record
 
 
@@ -301,7 +307,7 @@ VERSIONS = ["1.0.0", "1.0.0+b~1", "..", "../..", f"/{UP}{TRAP[1:]}/v", "1.0/..",
 VERSIONS += ["\x01", " ", "", ".", "1.0.0\n", "\u202e1"]
 ARCHES = ["amd64", "all", "armv7,arm64", "x86_64", "../amd64", "amd64,", ",", "", "AMD64"]
 PORTS = ["1", "9", "0", "-1", "65535", "65536", "99999", "1" + "0" * 30, "x", ""]
-HOSTS = ["127.0.0.1", "[::1]", "localhost", "127.0.0.1:", "[::1"]
+HOSTS = ["127.0.0.1", "[::1]", "localhost", "127.0.0.1:", "[::1", "127.0.0.1/x"]
 REPOS = ["repo", "../repo", "a/b/c", "UP", "", "repo/", "..", "r" * 300]
 TAGS_CLI = ["latest", "..", "-x", "a" * 200, "", "a:b", "\x01"]
 CHANNELS = ["alpha", "beta", "../alpha", "/etc/passwd", "nope", "", "a\u202e", "alpha\n", "."]
@@ -310,10 +316,11 @@ EPOCHS = ["0", "1764201600", "-1", "2" * 30, "x", "", "253402300800"]
 
 
 def one(values: list[str]) -> st.SearchStrategy[str]:
-    return st.one_of(st.sampled_from(values), st.sampled_from(ODD))
+    """The first (valid) value half the time, else a hostile one."""
+    return st.one_of(st.just(values[0]), st.sampled_from(values), st.sampled_from(ODD))
 
 
 @st.composite
 def ref(draw: st.DrawFn) -> str:
     port = draw(one(PORTS))
-    return f"{draw(st.sampled_from(HOSTS))}:{port}/{draw(one(REPOS))}:{draw(one(TAGS_CLI))}"
+    return f"{draw(one(HOSTS))}:{port}/{draw(one(REPOS))}:{draw(one(TAGS_CLI))}"

@@ -21,6 +21,7 @@ import shutil
 import signal
 import struct
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -157,6 +158,7 @@ class Sandbox:
                 os.close(self._rep)
                 _setup({t: {} for t in self.traps}, writable)
                 os.environ.update(env)
+                tempfile.tempdir = None  # pytest's process cached /tmp before TMPDIR was set
                 _serve(req_r, rep_w, self.traps, log)
                 code = 0
             except BaseException:
