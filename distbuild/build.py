@@ -60,6 +60,7 @@ class BuildOptions:
     update_lock: bool = False
     locked: bool = False  # a missing or stale lock is an error instead of being re-resolved
     updater: UpdaterSetup | None = None  # the channel a node image's updater follows
+    allow_outside: tuple[Path, ...] = ()  # paths outside the project definitions may read
 
 
 @dataclass
@@ -268,8 +269,10 @@ def resolve(
 
 
 def prepare(opts: BuildOptions, arch: Arch, workdir: Path) -> ArchBuild:
-    recipe = load_recipe(opts.project, arch)
-    image = load_image(opts.project, check_name(opts.image, names.IMAGE), recipe)
+    recipe = load_recipe(opts.project, arch, opts.allow_outside)
+    image = load_image(
+        opts.project, check_name(opts.image, names.IMAGE), recipe, allow=opts.allow_outside
+    )
     epoch = (
         opts.source_date_epoch
         if opts.source_date_epoch is not None

@@ -23,6 +23,7 @@ from pathlib import Path
 from distbuild.channel.releases import MAX_SEED, Wave
 from distbuild.errors import UsageError
 from distbuild.model import loader
+from distbuild.model.boundary import Boundary
 from distbuild.model.loader import Document, KeyPath
 from distbuild.model.schema import Field, check
 
@@ -38,7 +39,9 @@ WAVE_SPEC = {
 
 CHANNEL_SPEC = {
     "description": Field(str, default=""),
-    "keep": Field(int, default=10, doc="releases per image to keep; 0 keeps all"),
+    "keep": Field(
+        int, default=10, range=(0, 100_000), doc="releases per image to keep; 0 keeps all"
+    ),
     "registry_tag": Field(str, doc="the OCI registry tag for this channel; default: its name"),
     "expires": Field(
         {role: Field(str, default=DEFAULT_EXPIRY[role]) for role in ROLES},
@@ -112,10 +115,8 @@ def load_channel(project: Path, name: str) -> Channel:
             hint=f"channels defined in {project / 'channels'}: {known}; "
             f"or add channels/{name}.yaml",
         )
-    doc = loader.load(path, {"channel": name})
+    doc = loader.load(path, {"channel": name}, Boundary.of(project))
     data = check(doc, CHANNEL_SPEC)
-    if data["keep"] < 0:
-        raise doc.error(("keep",), "must be 0 (keep all) or more")
     expiry = {}
     for role in ROLES:
         expiry[role] = _duration(doc, ("expires", role), data["expires"][role])
@@ -136,7 +137,7 @@ def load_channel(project: Path, name: str) -> Channel:
 def _duration(doc: Document, path: KeyPath, text: str) -> timedelta:
     try:
         return parse_duration(text)
-    except ValueError as e:
+    except (ValueError, OverflowError) as e:
         raise doc.error(path, str(e), hint="write a duration like 30m, 12h, 1d or 2w") from None
 
 

@@ -27,6 +27,14 @@ arch_option = click.option(
     required=True,
     help="armv7, arm64, amd64, a comma list, or all.",
 )
+allow_outside_option = click.option(
+    "--allow-outside-project",
+    "allow_outside",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    metavar="PATH",
+    help="Let definitions read this path outside the project (include, overlay); repeatable.",
+)
 mirror_option = click.option(
     "--mirror",
     envvar="DISTBUILD_MIRROR",
@@ -84,6 +92,7 @@ mirror_option = click.option(
     help="Another update.yaml setting, e.g. reboot=fleetlock (repeatable).",
 )
 @mirror_option
+@allow_outside_option
 @pass_state
 def image_cmd(
     state: State,
@@ -103,6 +112,7 @@ def image_cmd(
     trust_root: Path | None,
     update_settings: tuple[str, ...],
     mirror: str | None,
+    allow_outside: tuple[Path, ...],
 ) -> None:
     """Build an image for one or more architectures."""
     if platform and not load:
@@ -130,6 +140,7 @@ def image_cmd(
         update_lock=update_lock,
         locked=locked,
         updater=updater,
+        allow_outside=allow_outside,
     )
     record, directory = build(opts)
     if load:
@@ -147,13 +158,20 @@ def image_cmd(
 @arch_option
 @click.option("--image", "image", type=options.IMAGE, default="node", show_default=True)
 @mirror_option
+@allow_outside_option
 @pass_state
-def lock_cmd(state: State, arches: tuple[str, ...], image: str, mirror: str | None) -> None:
+def lock_cmd(
+    state: State,
+    arches: tuple[str, ...],
+    image: str,
+    mirror: str | None,
+    allow_outside: tuple[Path, ...],
+) -> None:
     """Resolve an image's packages and write every lock it uses (image and boot) per arch."""
     project = state.project
     for arch in parse_arches(arches):
-        recipe = load_recipe(project, arch)
-        img = load_image(project, image, recipe)
+        recipe = load_recipe(project, arch, allow_outside)
+        img = load_image(project, image, recipe, allow=allow_outside)
         opts = BuildOptions(
             project=project,
             image=image,
@@ -187,10 +205,11 @@ def recipes_group() -> None:
 
 
 @recipes_group.command("check")
+@allow_outside_option
 @pass_state
-def recipes_check(state: State) -> None:
+def recipes_check(state: State, allow_outside: tuple[Path, ...]) -> None:
     """Validate every recipe and image definition for every arch."""
-    for item in check_all(state.project):
+    for item in check_all(state.project, allow_outside):
         click.echo(f"ok  {item}")
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,8 +13,10 @@ from typing import Any
 from distbuild.arch import ARCHES, Arch
 from distbuild.errors import RecipeError, UsageError
 from distbuild.model import loader
+from distbuild.model.boundary import OUTSIDE_HINT, Boundary
+from distbuild.model.loader import KeyPath
 from distbuild.model.recipe import Recipe
-from distbuild.model.schema import Field, Spec, check
+from distbuild.model.schema import UID_RANGE, Field, Spec, check
 
 OUTPUTS = ("oci", "root", "disk")
 
@@ -49,14 +54,20 @@ IMAGE_SPEC: Spec = {
 
 _USER_SPEC: Spec = {
     "name": Field(str, required=True),
-    "uid": Field(int, required=True),
-    "gid": Field(int),
+    "uid": Field(int, required=True, range=UID_RANGE),
+    "gid": Field(int, range=UID_RANGE),
     "home": Field(str),
     "shell": Field(str, default="/bin/sh"),
     "groups": Field("str-list"),
 }
-_GROUP_SPEC: Spec = {"name": Field(str, required=True), "gid": Field(int, required=True)}
-_NAME = re.compile(r"^[a-z_][a-z0-9_-]*$")
+_GROUP_SPEC: Spec = {
+    "name": Field(str, required=True),
+    "gid": Field(int, required=True, range=UID_RANGE),
+}
+_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+_MODE = re.compile(r"^(?:0o?)?([0-7]{1,4})$")
+MAX_PATH = 4096
+MAX_OVERLAY_ENTRIES = 100_000
 
 
 @dataclass(frozen=True)
@@ -168,15 +179,25 @@ def image_names(project: Path) -> list[str]:
 
 
 def load_image(
-    project: Path, name: str, recipe: Recipe, extra: dict[str, Any] | None = None
+    project: Path,
+    name: str,
+    recipe: Recipe,
+    extra: dict[str, Any] | None = None,
+    allow: Sequence[Path] = (),
 ) -> ImageDef:
+    """Load ``images/<name>.yaml`` for ``recipe``'s arch.
+
+    The definition may read files (includes, overlay) inside ``project`` and
+    the ``allow`` paths only.
+    """
     path = project / "images" / f"{name}.yaml"
     if not path.is_file():
         known = ", ".join(image_names(project)) or "none"
         raise UsageError(f"unknown image {name!r}", hint=f"images in {project / 'images'}: {known}")
     arch = recipe.arch
     context = {"arch": arch, "recipe": recipe, **(extra or {})}
-    doc = loader.load(path, context)
+    boundary = Boundary.of(project, allow)
+    doc = loader.load(path, context, boundary)
     data = check(doc, IMAGE_SPEC)
     if data["name"] != name:
         raise doc.error(("name",), f"says {data['name']!r} but the file is {path.name}")
@@ -214,55 +235,15 @@ def load_image(
             raise doc.error(("packages", i), f"{pkg!r} is not a Debian package name")
     for entry, where, key in origins.values():
         _check_inside(entry, where, key)
-    files = []
-    for fpath, spec in data["files"].items():
-        p = ("files", fpath)
-        if not str(fpath).startswith("/"):
-            raise doc.error(p, "file paths must be absolute")
-        if isinstance(spec, str):
-            files.append(FileEntry(fpath, spec.encode(), 0o644))
-        elif isinstance(spec, dict):
-            f = check(
-                doc,
-                {"content": Field(str, required=True), "mode": Field(str, default="0644")},
-                spec,
-                p,
-            )
-            try:
-                mode = int(f["mode"], 8)
-            except ValueError:
-                raise doc.error((*p, "mode"), f"{f['mode']!r} is not an octal mode") from None
-            files.append(FileEntry(fpath, f["content"].encode(), mode))
-        else:
-            raise doc.error(p, "must be a string or a mapping with content and mode")
-    users = []
-    for i, u in enumerate(data["users"] or []):
-        u = check(doc, _USER_SPEC, u, ("users", i))
-        if not _NAME.match(u["name"]):
-            raise doc.error(("users", i, "name"), f"{u['name']!r} is not a valid user name")
-        if u["home"] is not None:
-            home_key = ("users", i, "home")
-            origins[f"users:{i}"] = (u["home"], doc.where(home_key), loader.dotted(home_key))
-            _check_inside(u["home"], doc.where(home_key), loader.dotted(home_key))
-        users.append(
-            User(
-                u["name"],
-                u["uid"],
-                u["gid"] if u["gid"] is not None else u["uid"],
-                u["home"] or ("/root" if u["uid"] == 0 else f"/home/{u['name']}"),
-                u["shell"],
-                tuple(u["groups"]),
-            )
-        )
-    groups = [
-        Group(**check(doc, _GROUP_SPEC, g, ("groups", i)))
-        for i, g in enumerate(data["groups"] or [])
-    ]
-    overlay = None
-    if data["overlay"]:
-        overlay = (path.parent / data["overlay"]).resolve()
-        if not overlay.is_dir():
-            raise doc.error(("overlay",), f"overlay directory not found: {overlay}")
+    files = [_file(doc, fpath, spec) for fpath, spec in data["files"].items()]
+    _check_paths(doc, data)
+    users, groups = _users(doc, data), _groups(doc, data)
+    for i, user in enumerate(users):  # homes are paths in the root too
+        home_key = ("users", i, "home")
+        origins[f"users:{i}"] = (user.home, doc.where(home_key), loader.dotted(home_key))
+        _check_inside(user.home, doc.where(home_key), loader.dotted(home_key))
+    overlay = _overlay(doc, path, boundary, data["overlay"])
+    if overlay is not None:
         origins["overlay"] = (str(overlay), doc.where(("overlay",)), "overlay")
     cfg = data["config"]
     if data["version"] is not None and not re.match(
@@ -297,7 +278,125 @@ def load_image(
     )
 
 
-def check_all(project: Path) -> list[str]:
+def _users(doc: loader.Document, data: dict[str, Any]) -> list[User]:
+    users = []
+    for i, u in enumerate(data["users"] or []):
+        u = check(doc, _USER_SPEC, u, ("users", i))
+        if not _NAME.match(u["name"]):
+            raise doc.error(("users", i, "name"), f"{u['name']!r} is not a valid user name")
+        for k in ("home", "shell"):
+            if u[k] is not None:
+                _usable_path(doc, ("users", i, k), u[k])
+        users.append(
+            User(
+                u["name"],
+                u["uid"],
+                u["gid"] if u["gid"] is not None else u["uid"],
+                u["home"] or ("/root" if u["uid"] == 0 else f"/home/{u['name']}"),
+                u["shell"],
+                tuple(u["groups"]),
+            )
+        )
+    return users
+
+
+def _groups(doc: loader.Document, data: dict[str, Any]) -> list[Group]:
+    groups = []
+    for i, g in enumerate(data["groups"] or []):
+        g = check(doc, _GROUP_SPEC, g, ("groups", i))
+        if not _NAME.match(g["name"]):
+            raise doc.error(("groups", i, "name"), f"{g['name']!r} is not a valid group name")
+        groups.append(Group(**g))
+    return groups
+
+
+def _file(doc: loader.Document, fpath: str, spec: Any) -> FileEntry:
+    p = ("files", fpath)
+    if not str(fpath).startswith("/"):
+        raise doc.error(p, "file paths must be absolute")
+    if isinstance(spec, str):
+        return FileEntry(fpath, spec.encode(), 0o644)
+    if not isinstance(spec, dict):
+        raise doc.error(p, "must be a string or a mapping with content and mode")
+    if isinstance(spec.get("mode"), int | float) and not isinstance(spec.get("mode"), bool):
+        raise doc.error(
+            (*p, "mode"),
+            "a mode must be a quoted octal string",
+            hint='YAML reads 0755 as a number in another base; write mode: "0755"',
+        )
+    f = check(
+        doc, {"content": Field(str, required=True), "mode": Field(str, default="0644")}, spec, p
+    )
+    m = _MODE.match(f["mode"])
+    if not m:
+        raise doc.error(
+            (*p, "mode"),
+            f"{f['mode']!r} is not an octal mode from 0000 to 7777",
+            hint='write e.g. mode: "0644"',
+        )
+    return FileEntry(fpath, f["content"].encode(), int(m.group(1), 8))
+
+
+def _check_paths(doc: loader.Document, data: dict[str, Any]) -> None:
+    """Paths in the rootfs: no NUL (no file system takes one), of a sane length."""
+    named: list[tuple[KeyPath, str]] = [(("files", k), k) for k in data["files"]]
+    named += [(("symlinks", k), k) for k in data["symlinks"]]
+    named += [(("symlinks", k), v) for k, v in data["symlinks"].items()]
+    for name in ("directories", "remove"):
+        named += [((name, i), v) for i, v in enumerate(data[name])]
+    for key, value in named:
+        _usable_path(doc, key, value)
+
+
+def _usable_path(doc: loader.Document, key: KeyPath, value: str) -> None:
+    if "\0" in value or not value or len(value) > MAX_PATH:
+        raise doc.error(
+            key,
+            f"{value[:60]!r} is not a usable path",
+            hint=f"paths are 1 to {MAX_PATH} characters without NUL",
+        )
+
+
+def _overlay(doc: loader.Document, path: Path, boundary: Boundary, name: str | None) -> Path | None:
+    if not name:
+        return None
+    try:
+        overlay = boundary.resolve(path.parent, name, "overlay")
+    except ValueError as e:
+        raise doc.error(("overlay",), str(e), hint=OUTSIDE_HINT) from None
+    if not overlay.is_dir():
+        raise doc.error(("overlay",), f"overlay directory not found: {overlay}")
+    _check_overlay_entries(doc, overlay)
+    return overlay
+
+
+def _check_overlay_entries(doc: loader.Document, overlay: Path) -> None:
+    """Only files, directories and symlinks: reading a FIFO or a device would hang or leak."""
+
+    def fail(e: OSError) -> None:
+        raise doc.error(("overlay",), f"cannot read the overlay: {e}", hint="check its permissions")
+
+    count = 0
+    for dirpath, dirnames, filenames in os.walk(overlay, onerror=fail):
+        for name in (*dirnames, *filenames):
+            count += 1
+            if count > MAX_OVERLAY_ENTRIES:
+                raise doc.error(
+                    ("overlay",),
+                    f"more than {MAX_OVERLAY_ENTRIES} entries in the overlay",
+                    hint="ship large trees as a package",
+                )
+            mode = os.lstat(os.path.join(dirpath, name)).st_mode
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
+                rel = os.path.relpath(os.path.join(dirpath, name), overlay)
+                raise doc.error(
+                    ("overlay",),
+                    f"{rel!r} in the overlay is not a file, directory or symlink",
+                    hint="an overlay holds only files, directories and symlinks; remove it",
+                )
+
+
+def check_all(project: Path, allow: Sequence[Path] = ()) -> list[str]:
     """Load every recipe and every image for every arch; return what was checked."""
     from distbuild.model.recipe import load_recipe
 
@@ -306,9 +405,9 @@ def check_all(project: Path) -> list[str]:
     if not names:
         raise RecipeError("no image definitions found", where=str(project / "images"))
     for arch in ARCHES.values():
-        recipe = load_recipe(project, arch)
+        recipe = load_recipe(project, arch, allow)
         checked.append(str(recipe.path.relative_to(project)))
         for name in names:
-            load_image(project, name, recipe)
+            load_image(project, name, recipe, allow=allow)
             checked.append(f"images/{name}.yaml ({arch.name})")
     return checked

@@ -1,7 +1,9 @@
 """YAML + Jinja2 loading that remembers where every key came from.
 
-A definition file is first rendered with Jinja2 (the arch in scope), then
-parsed as YAML with line marks, then merged over its ``include:`` files. The
+A definition file is first rendered with Jinja2 in a sandbox (the arch in
+scope; see :mod:`distbuild.model.template`), then parsed as safe YAML with
+line marks (:mod:`distbuild.model.yamldoc`), then merged over its
+``include:`` files, which must lie inside the project (:mod:`.boundary`). The
 result is plain data plus a map from key path to ``file:line`` so that schema
 errors can point at the offending line.
 """
@@ -14,18 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import yaml
 
 from distbuild.errors import RecipeError
+from distbuild.model import template, yamldoc
+from distbuild.model.boundary import OUTSIDE_HINT, Boundary
+from distbuild.model.yamldoc import KeyPath, dotted
 
-KeyPath = tuple[str | int, ...]
+__all__ = ["Document", "KeyPath", "dotted", "load", "merge", "parse", "render"]
 
-
-def dotted(path: KeyPath) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
-    return out
+MAX_INCLUDES = 64  # files one definition pulls in, itself and every level of include: together
+MAX_VALUES = 2 * yamldoc.MAX_NODES  # values in all those files together
 
 
 @dataclass
@@ -48,130 +48,154 @@ class Document:
         return RecipeError(message, hint, where=self.where(path), key=dotted(path) or None)
 
 
-def _template_line(exc: BaseException, name: str) -> int | None:
+def _template_line(exc: BaseException, names: set[str]) -> str | None:
+    """The ``file:line`` of the innermost template frame in ``exc``'s traceback."""
     for frame in reversed(traceback.extract_tb(exc.__traceback__)):
-        if frame.filename == name or frame.filename.endswith(name):
-            return frame.lineno
+        if frame.filename in names:
+            return f"{frame.filename}:{frame.lineno}"
     return None
 
 
-def render(path: Path, context: dict[str, Any]) -> str:
-    """Render a definition file with Jinja2; errors carry file and line."""
+def render(path: Path, context: dict[str, Any], boundary: Boundary) -> str:
+    """Render a definition file with Jinja2 in the sandbox; errors carry file and line."""
     try:
-        text = path.read_text()
+        text = template.read_source(path)
     except FileNotFoundError:
         raise RecipeError(f"file not found: {path}", hint="check the name and --project") from None
-    env = jinja2.Environment(
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        loader=jinja2.FileSystemLoader(str(path.parent)),
-        autoescape=False,
-    )
+    except (OSError, template.TemplateLimit) as e:
+        raise RecipeError(
+            f"cannot read {path}: {e}", hint="definitions are small text files"
+        ) from None
+    loader = template.ProjectLoader(path.parent, boundary)
+    env = template.DefinitionEnvironment(loader)
     try:
-        template = env.from_string(text)
-        template.filename = str(path)
-        return template.render(**context)
+        compiled = env.from_string(text)
+        compiled.filename = str(path)
+        return compiled.render(**template.plain(context))
     except jinja2.TemplateSyntaxError as e:
         raise RecipeError(
             f"template syntax error: {e.message}",
             hint="check the {{ }} and {% %} blocks on that line",
-            where=f"{path}:{e.lineno}",
+            where=f"{e.filename or path}:{e.lineno}",
         ) from None
-    except jinja2.UndefinedError as e:
-        line = _template_line(e, str(path))
-        names = ", ".join(sorted(context))
+    except Exception as e:  # the template's own doing: whatever it raised is its error
+        where = _template_line(e, {str(path), *loader.loaded}) or str(path)
         raise RecipeError(
-            f"template error: {e.message}",
-            hint=f"variables in scope: {names}",
-            where=f"{path}:{line}" if line else str(path),
+            _template_message(e), hint=_template_hint(e, context), where=where
         ) from None
-    except jinja2.TemplateError as e:
-        raise RecipeError(f"template error: {e}", where=str(path)) from None
 
 
-def _construct(node: yaml.Node, path: KeyPath, origin: dict[KeyPath, str], file: str) -> Any:
-    origin[path] = f"{file}:{node.start_mark.line + 1}"
-    if isinstance(node, yaml.MappingNode):
-        out: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode):
-                raise RecipeError(
-                    "keys must be plain strings", where=f"{file}:{key_node.start_mark.line + 1}"
-                )
-            key = str(yaml.safe_load(yaml.serialize(key_node)))
-            if key in out:
-                raise RecipeError(
-                    f"duplicate key {key!r}",
-                    hint="each key may appear once in a mapping",
-                    where=f"{file}:{key_node.start_mark.line + 1}",
-                    key=dotted((*path, key)),
-                )
-            out[key] = _construct(value_node, (*path, key), origin, file)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_construct(v, (*path, i), origin, file) for i, v in enumerate(node.value)]
-    # Scalars: let PyYAML's safe resolver pick the type.
-    return yaml.safe_load(yaml.serialize(node))
+def _template_message(e: Exception) -> str:
+    if isinstance(e, template.TemplateLimit):
+        return f"template too costly: {e}"
+    if isinstance(e, jinja2.TemplateNotFound):
+        return f"template not found: {e.name!r}"
+    if isinstance(e, jinja2.TemplateError):
+        return f"template error: {e.message or type(e).__name__}"
+    if isinstance(e, RecursionError):
+        return "template error: recursion too deep (a macro or include that calls itself?)"
+    return f"template error: {type(e).__name__}: {str(e)[:200]}"
+
+
+def _template_hint(e: Exception, context: dict[str, Any]) -> str:
+    if isinstance(e, template.TemplateLimit):
+        return (
+            f"templates may make at most {template.LIMIT} characters, "
+            f"take {template.MAX_STEPS} loop steps and run {template.DEADLINE:.0f}s"
+        )
+    if isinstance(e, jinja2.TemplateNotFound):
+        return "include templates by a name relative to the definition, inside the project"
+    if isinstance(e, jinja2.exceptions.SecurityError):
+        return (
+            "definitions are rendered in a sandbox: use variables, filters and loops, "
+            "not Python attributes or files outside the project"
+        )
+    if isinstance(e, jinja2.UndefinedError):
+        return f"variables in scope: {', '.join(sorted(context))}"
+    return "check the expression on that line"
 
 
 def parse(text: str, file: str) -> Document:
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = f":{mark.line + 1}" if mark else ""
-        raise RecipeError(
-            f"invalid YAML: {e.problem or e}",
-            hint="check indentation and quoting on that line",
-            where=f"{file}{line}",
-        ) from None
-    except yaml.YAMLError as e:
-        raise RecipeError(f"invalid YAML: {e}", where=file) from None
-    if node is None:
-        raise RecipeError("the file is empty", where=file)
-    origin: dict[KeyPath, str] = {}
-    data = _construct(node, (), origin, file)
+    data, origin = yamldoc.read(text, file)
     if not isinstance(data, dict):
-        raise RecipeError("the top level must be a mapping", where=f"{file}:1")
+        raise RecipeError(
+            "the top level must be a mapping", hint="write key: value lines", where=f"{file}:1"
+        )
     return Document(data, origin, file)
 
 
 def merge(base: Document, over: Document) -> Document:
-    """Merge ``over`` into ``base``: mappings deeply, lists appended, scalars replaced."""
+    """Merge ``over`` into ``base``: mappings deeply, lists appended, scalars replaced.
+
+    Every value keeps the ``file:line`` it came from, so an error in a list
+    entry an include contributed points into that include.
+    """
     origin = dict(base.origin)
+
+    def take(value: Any, src: KeyPath, dst: KeyPath) -> Any:
+        if src in over.origin:
+            origin[dst] = over.origin[src]
+        if isinstance(value, dict):
+            for k, v in value.items():
+                take(v, (*src, k), (*dst, k))
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                take(v, (*src, i), (*dst, i))
+        return value
 
     def walk(a: Any, b: Any, path: KeyPath) -> Any:
         if isinstance(a, dict) and isinstance(b, dict):
             out = dict(a)
             for k, v in b.items():
-                out[k] = walk(a[k], v, (*path, k)) if k in a else _take(v, (*path, k))
+                out[k] = walk(a[k], v, (*path, k)) if k in a else take(v, (*path, k), (*path, k))
             return out
         if isinstance(a, list) and isinstance(b, list):
-            offset = len(a)
-            for key, where in over.origin.items():
-                if key[: len(path)] == path and len(key) > len(path):
-                    idx = key[len(path)]
-                    if isinstance(idx, int):
-                        origin[(*path, idx + offset, *key[len(path) + 1 :])] = where
+            for i, v in enumerate(b):
+                take(v, (*path, i), (*path, i + len(a)))
             return a + b
-        return _take(b, path)
-
-    def _take(v: Any, path: KeyPath) -> Any:
-        for key, where in over.origin.items():
-            if key[: len(path)] == path:
-                origin[key] = where
-        return v
+        return take(b, path, path)
 
     data = walk(base.data, over.data, ())
     return Document(data, origin, over.file)
 
 
-def load(path: Path, context: dict[str, Any], _seen: tuple[Path, ...] = ()) -> Document:
-    """Render, parse and resolve ``include:`` of one definition file."""
-    path = path.resolve()
-    if path in _seen:
-        raise RecipeError(f"include loop through {path}", where=str(_seen[-1]))
-    doc = parse(render(path, context), str(path))
+def load(path: Path, context: dict[str, Any], boundary: Boundary) -> Document:
+    """Render, parse and resolve ``include:`` of one definition file inside ``boundary``."""
+    try:
+        real = boundary.resolve(path.parent, path.name, "the definition")
+    except ValueError as e:
+        raise RecipeError(str(e), hint=OUTSIDE_HINT, where=str(path)) from None
+    return _load(real, context, boundary, (), [0, 0])
+
+
+def _load(
+    path: Path,
+    context: dict[str, Any],
+    boundary: Boundary,
+    seen: tuple[Path, ...],
+    count: list[int],
+) -> Document:
+    if path in seen:
+        raise RecipeError(
+            f"include loop through {path}",
+            hint="a file may not include itself, directly or through others",
+            where=str(seen[-1]),
+        )
+    count[0] += 1
+    if count[0] > MAX_INCLUDES:
+        raise RecipeError(
+            f"more than {MAX_INCLUDES} files included",
+            hint="include each shared file once",
+            where=str(seen[-1]),
+        )
+    doc = parse(render(path, context, boundary), str(path))
+    count[1] += len(doc.origin)
+    if count[1] > MAX_VALUES:
+        raise RecipeError(
+            f"more than {MAX_VALUES} values in this file and its includes together",
+            hint="include each shared file once; definitions are small",
+            where=str(path),
+        )
     includes = doc.data.pop("include", [])
     if isinstance(includes, str):
         includes = [includes]
@@ -179,9 +203,12 @@ def load(path: Path, context: dict[str, Any], _seen: tuple[Path, ...] = ()) -> D
         raise doc.error(("include",), "must be a file name or a list of file names")
     result: Document | None = None
     for i, name in enumerate(includes):
-        target = path.parent / name
+        try:
+            target = boundary.resolve(path.parent, name, "included file")
+        except ValueError as e:
+            raise doc.error(("include", i), str(e), hint=OUTSIDE_HINT) from None
         if not target.is_file():
             raise doc.error(("include", i), f"included file not found: {name}")
-        sub = load(target, context, (*_seen, path))
+        sub = _load(target, context, boundary, (*seen, path), count)
         result = sub if result is None else merge(result, sub)
     return doc if result is None else merge(result, doc)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from distbuild.arch import ARCHES, BOOT_CHAINS, Arch, Platform, normalize
 from distbuild.errors import RecipeError
 from distbuild.model import loader
+from distbuild.model.boundary import Boundary
 from distbuild.model.schema import Field, check
+
+_MIB = (1, 1 << 20)  # partition sizes: 1 MiB to 1 TiB
 
 RECIPE_SPEC = {
     "arch": Field(str, required=True, choices=tuple(ARCHES), doc="the distbuild arch name"),
@@ -39,7 +43,7 @@ RECIPE_SPEC = {
                 choices=BOOT_CHAINS,
                 doc="systemd-boot (UEFI: amd64, arm64) or u-boot (armv7)",
             ),
-            "tries": Field(int, default=3),
+            "tries": Field(int, default=3, range=(1, 100)),
         },
         required=True,
     ),
@@ -48,7 +52,7 @@ RECIPE_SPEC = {
         {
             "machine": Field(str, required=True),
             "cpu": Field(str),
-            "memory": Field(int, default=512),
+            "memory": Field(int, default=512, range=(16, 1 << 20), doc="MiB, 16 to 1048576"),
             "extra": Field("str-list"),
         },
         required=True,
@@ -57,9 +61,9 @@ RECIPE_SPEC = {
     "boards": Field("str-list", default=["qemu"]),
     "disk": Field(
         {
-            "esp_mib": Field(int, default=64),
-            "root_mib": Field(int, default=160),
-            "data_mib": Field(int, default=64),
+            "esp_mib": Field(int, default=64, range=_MIB),
+            "root_mib": Field(int, default=160, range=_MIB),
+            "data_mib": Field(int, default=64, range=_MIB),
         }
     ),
 }
@@ -94,7 +98,8 @@ class Recipe:
         return self.arch.debian
 
 
-def load_recipe(project: Path, arch: Arch) -> Recipe:
+def load_recipe(project: Path, arch: Arch, allow: Sequence[Path] = ()) -> Recipe:
+    """Load ``recipes/<arch>.yaml``; it may read files in ``project`` and ``allow`` only."""
     path = project / "recipes" / f"{arch.name}.yaml"
     if not path.is_file():
         raise RecipeError(
@@ -102,7 +107,7 @@ def load_recipe(project: Path, arch: Arch) -> Recipe:
             hint=f"create {path.relative_to(project)} (see the other recipes)",
             where=str(path),
         )
-    doc = loader.load(path, {"arch": arch})
+    doc = loader.load(path, {"arch": arch}, Boundary.of(project, allow))
     data = check(doc, RECIPE_SPEC)
     if data["arch"] != arch.name:
         raise doc.error(("arch",), f"says {data['arch']!r} but the file is for {arch.name!r}")
@@ -129,8 +134,6 @@ def load_recipe(project: Path, arch: Arch) -> Recipe:
             f"{data['boot']['chain']!r} is not the boot chain distbuild supports for {arch.name}",
             hint=f"use {arch.boot_chain!r}",
         )
-    if data["boot"]["tries"] < 1:
-        raise doc.error(("boot", "tries"), "must be at least 1")
     d, k, q, disk = data["debian"], data["kernel"], data["qemu"], data["disk"]
     return Recipe(
         arch=arch,

@@ -27,6 +27,10 @@ class Field:
     default: Any = None
     choices: tuple[Any, ...] | None = None
     doc: str = ""
+    range: tuple[int, int] | None = None  # inclusive bounds of an int
+
+
+UID_RANGE = (0, 2**32 - 2)  # 2**32 - 1 is (uid_t)-1, "no change" to chown
 
 
 Spec = dict[str, Field]
@@ -100,6 +104,12 @@ def _value(doc: Document, f: Field, value: Any, path: KeyPath) -> Any:
             path,
             f"must be an integer, not {_describe(value)}",
             hint=f"write a number, e.g. {path[-1]}: 3",
+        )
+    if kind is int and f.range is not None and not f.range[0] <= value <= f.range[1]:
+        raise doc.error(
+            path,
+            f"{value} is out of range ({f.range[0]} to {f.range[1]})",
+            hint=f.doc or f"write a number from {f.range[0]} to {f.range[1]}",
         )
     if kind is bool and not isinstance(value, bool):
         raise doc.error(path, f"must be true or false, not {_describe(value)}")
