@@ -117,7 +117,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="distbuild-bench-") as tmp:
         work = Path(tmp)
-        keys = KeyStore.create(work / "keys", {}, {})
+        keys = KeyStore.create(work / "keys", {}, {}, allow_root_keys=True)
         builds = work / "builds"
 
         kept = replace(CHANNEL, keep=args.releases * 2)

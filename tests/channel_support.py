@@ -46,10 +46,21 @@ def channel(
 
 
 def make_keys(path: Path, **counts: int) -> KeyStore:
-    """A key directory with one key per role, or ``counts``/thresholds as given."""
+    """A key directory with one key per role, or ``counts``/thresholds as given.
+
+    The store holds root keys too and is allowed to publish with them (as
+    ``--allow-root-keys`` does): the tests create channels, publish and rotate
+    with one store. :func:`online_keys` gives the CI layout.
+    """
     thresholds = {r[: -len("_threshold")]: n for r, n in counts.items() if r.endswith("_threshold")}
     number = {r: n for r, n in counts.items() if not r.endswith("_threshold")}
-    return KeyStore.create(path, number, thresholds)
+    return KeyStore.create(path, number, thresholds, allow_root_keys=True)
+
+
+def online_keys(full: KeyStore, path: Path) -> KeyStore:
+    """Export ``full``'s online keys to ``path`` (as 'keys export-online') and load them."""
+    full.export_online(path)
+    return KeyStore.load(path)
 
 
 def make_build(

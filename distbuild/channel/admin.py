@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -20,8 +20,10 @@ from distbuild.channel.repo import (
     utcnow,
     write_root,
 )
-from distbuild.channel.tufapi import Root
+from distbuild.channel.trust import ONLINE_SIGNING, short
+from distbuild.channel.tufapi import Metadata, Root
 from distbuild.errors import DistbuildError
+from distbuild.fsutil import write_atomic
 
 ROOT_WARNING = timedelta(days=30)
 
@@ -44,25 +46,53 @@ def refresh(update: Update, margin: timedelta | None = None, force: bool = False
     return touched
 
 
+def pending_root(repo: ChannelRepo) -> Metadata[Root] | None:
+    """Root N+1 written by an interrupted rotation while root.json is still N, if valid.
+
+    Clients look for N+1.root.json whatever root.json says, so a valid one may
+    already be trusted: it must be kept and finished, never replaced. One that
+    fails verification was refused by every client and may be replaced.
+    """
+    old = repo.root()
+    path = repo.metadata / f"{old.signed.version + 1}.root.json"
+    try:
+        md: Metadata[Root] = Metadata.from_bytes(path.read_bytes())
+        if md.signed.type != "root" or md.signed.version != old.signed.version + 1:
+            return None
+        old.signed.verify_delegate("root", md.signed_bytes, md.signatures)
+        md.signed.verify_delegate("root", md.signed_bytes, md.signatures)
+    except Exception:  # missing, unparsable or not signed as clients require
+        return None
+    return md
+
+
+def finish_pending(repo: ChannelRepo) -> bool:
+    """Make a valid pending N+1 root the newest (root.json); True if there was one."""
+    found = False
+    while (md := pending_root(repo)) is not None:
+        written = repo.metadata / f"{md.signed.version}.root.json"
+        write_atomic(repo.metadata / "root.json", written.read_bytes())
+        found = True
+    return found
+
+
 def rotate_root(
     repo: ChannelRepo, keys: KeyStore, expiry: Expiry, now: datetime | None = None
 ) -> int:
-    """Write root version N+1 listing the key directory's keys; return N+1.
+    """Write root version N+1 listing the key directory's keys; return the newest version.
 
     It is signed by the old root's keys (enough of them to meet its threshold,
     so clients that trust version N accept it) and by the new root keys. The
-    keys of the other roles must be those the channel uses already.
+    keys of the other roles must be those the channel uses already. A root
+    N+1 left by an interrupted run is finished instead; if it lists the key
+    directory's root keys already, that is the whole rotation.
     """
     now = now or utcnow()
+    check_rotation_keys(repo.name, (pending_root(repo) or repo.root()).signed, keys)
+    if finish_pending(repo) and _root_keys(repo.root().signed) == _store_root_keys(keys):
+        return repo.root().signed.version
     old = repo.root()
     new = build_root(keys, now + expiry.root, old.signed.version + 1)
-    for role in ("targets", "snapshot", "timestamp"):
-        if _role_keys(old.signed, role) != _role_keys(new.signed, role):
-            raise DistbuildError(
-                f"channel {repo.name} uses other {role} keys than {keys.path}",
-                hint="rotate-root replaces root keys only; use the key directory "
-                "the channel was created with",
-            )
     wanted = set(old.signed.roles["root"].keyids) | set(new.signed.roles["root"].keyids)
     for keyid in sorted(wanted):
         signer = keys.signer_for(keyid)
@@ -82,9 +112,38 @@ def rotate_root(
     return new.signed.version
 
 
-def _role_keys(root: Root, role: str) -> tuple[int, frozenset[str]]:
+def check_rotation_keys(channel: str, root: Root, keys: KeyStore) -> None:
+    """Raise unless ``keys`` is this channel's key set: same online keys, its root keys held."""
+    for role in ("targets", "snapshot", "timestamp"):
+        want = _root_keys(root, role)
+        have = (keys.roles[role].threshold, frozenset(keys.roles[role].keyids))
+        if want != have:
+            raise DistbuildError(
+                f"channel {channel}: its root v{root.version} lists {role} key(s) "
+                f"{short(want[1])} (threshold {want[0]}); {keys.path} has {short(have[1])} "
+                f"(threshold {have[0]})",
+                hint="rotate-root replaces root keys only; use the key directory "
+                "the channel was created with. Nothing was changed",
+            )
+    root_role = root.roles["root"]
+    held = [k for k in root_role.keyids if keys.signer_for(k) is not None]
+    if len(held) < root_role.threshold:
+        raise DistbuildError(
+            f"channel {channel}: its root v{root.version} needs {root_role.threshold} "
+            f"signature(s) from root key(s) {short(root_role.keyids)}; {keys.path} holds "
+            f"{short(held)}",
+            hint="bring those root keys (current or retired) into the key directory and "
+            "retry. Nothing was changed",
+        )
+
+
+def _root_keys(root: Root, role: str = "root") -> tuple[int, frozenset[str]]:
     r = root.roles[role]
     return r.threshold, frozenset(r.keyids)
+
+
+def _store_root_keys(keys: KeyStore) -> tuple[int, frozenset[str]]:
+    return keys.roles["root"].threshold, frozenset(keys.roles["root"].keyids)
 
 
 @dataclass(frozen=True)
@@ -126,25 +185,24 @@ def refresh_channel(
     now: datetime | None = None,
 ) -> Refreshed:
     """Re-sign a channel's metadata that expires within ``margin`` (all with ``force``)."""
+    keys.require_online("refresh")
     repo = ChannelRepo(repo_root, channel.name)
     repo.require()
     with repo.lock(), Update(repo, keys, channel.expiry, now) as update:
+        update.check_keys(ONLINE_SIGNING, str(keys.path))
         roles = refresh(update, margin, force)
         root_expires = repo.root().signed.expires
     return Refreshed(channel.name, tuple(roles), root_expires)
 
 
-def rotate_roots(
-    repo_root: Path,
-    channels: Mapping[str, Channel],
-    keys: KeyStore,
-    *,
-    now: datetime | None = None,
-) -> dict[str, int]:
-    """Give every channel under ``repo_root`` a new root listing ``keys``' root keys.
+def unfinished_rotations(
+    repo_root: Path, channels: Mapping[str, Channel], keys: KeyStore
+) -> list[str]:
+    """Check every channel's keys against ``keys``; return those a rotation has not finished.
 
-    ``channels`` maps names to definitions (for the root lifetime); every
-    channel in the repository must have one. Returns channel -> new root version.
+    A channel is unfinished when it has a pending next root, or its root does
+    not list the key directory's root keys: a run stopped between generating
+    new keys and writing every channel's root. Writes nothing.
     """
     names = list_channels(repo_root)
     missing = [n for n in names if n not in channels]
@@ -153,9 +211,35 @@ def rotate_roots(
             f"no definition for channel(s) {', '.join(missing)} in the repository",
             hint="add channels/<name>.yaml for each, or run inside the project that made them",
         )
+    unfinished = []
+    for name in names:
+        repo = ChannelRepo(repo_root, name)
+        pending = pending_root(repo)
+        current = pending or repo.root()
+        check_rotation_keys(name, current.signed, keys)
+        if pending is not None or _root_keys(current.signed) != _store_root_keys(keys):
+            unfinished.append(name)
+    return unfinished
+
+
+def rotate_roots(
+    repo_root: Path,
+    channels: Mapping[str, Channel],
+    keys: KeyStore,
+    *,
+    only: Sequence[str] | None = None,
+    now: datetime | None = None,
+) -> dict[str, int]:
+    """Give every channel under ``repo_root`` (or ``only`` those) a root listing ``keys``' root keys.
+
+    ``channels`` maps names to definitions (for the root lifetime); every
+    channel in the repository must have one. Every channel is checked before
+    any is written. Returns channel -> newest root version.
+    """
+    unfinished_rotations(repo_root, channels, keys)
     now = now or utcnow()
     done = {}
-    for name in names:
+    for name in list_channels(repo_root) if only is None else only:
         repo = ChannelRepo(repo_root, name)
         with repo.lock():
             done[name] = rotate_root(repo, keys, channels[name].expiry, now)

@@ -9,18 +9,28 @@ Layout of ``--keys DIR`` (mode 0700, every file 0600)::
 
 Only the roles a command needs are unlocked: publishing needs targets,
 snapshot and timestamp (online keys); creating a channel and rotating root
-need root, which can otherwise be kept offline.
+need root, which can otherwise be kept offline. ``keys export-online`` copies
+the online keys into a directory of their own for CI; publish, promote and
+refresh refuse a directory holding root private keys unless allowed.
+
+The directory is hostile input like any other: a private key file or the
+directory that group or others can read is refused (as ssh does), key file
+names must be plain names inside the directory, and a private key must match
+the public key ``keys.json`` lists for it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import (
     BestAvailableEncryption,
@@ -38,6 +48,11 @@ from distbuild.fsutil import write_atomic
 KEYS_FILE = "keys.json"
 KEYS_FORMAT = 1
 PASSPHRASE_ENV = "DISTBUILD_KEY_PASSPHRASE"
+ALLOW_ROOT_ENV = "DISTBUILD_ALLOW_ROOT_KEYS"
+# The roles CI signs with; hash bins are signed by the targets keys.
+ONLINE_ROLES = ("targets", "snapshot", "timestamp")
+_KEY_FILE = re.compile(r"[a-z]+-[0-9a-f]{16}\.pem")
+_MAX_FILE = 1 << 20  # keys.json and PEM files are a few KiB
 
 
 @dataclass(frozen=True)
@@ -64,11 +79,14 @@ class KeyStore:
         keys: Mapping[str, KeyEntry],
         retired: Mapping[str, KeyEntry],
         passphrase: bytes | None = None,
+        *,
+        allow_root_keys: bool = False,
     ) -> None:
         self.path = path
         self.roles = dict(roles)
         self.keys = dict(keys)
         self.retired = dict(retired)
+        self.allow_root_keys = allow_root_keys
         self._passphrase = passphrase
         self._signers: dict[str, Signer] = {}
 
@@ -81,6 +99,8 @@ class KeyStore:
         counts: Mapping[str, int],
         thresholds: Mapping[str, int],
         passphrase: bytes | None = None,
+        *,
+        allow_root_keys: bool = False,
     ) -> KeyStore:
         """Create a key directory with fresh keys for every top-level role."""
         if (path / KEYS_FILE).exists():
@@ -89,14 +109,16 @@ class KeyStore:
                 hint="use another directory, or 'distbuild keys rotate-root' to replace root keys",
             )
         _make_private_dir(path)
-        store = cls(path, {}, {}, {}, passphrase)
+        store = cls(path, {}, {}, {}, passphrase, allow_root_keys=allow_root_keys)
         for role in ROLES:
             store._generate(role, counts.get(role, 1), thresholds.get(role, 1))
         store.save()
         return store
 
     @classmethod
-    def load(cls, path: Path, passphrase: bytes | None = None) -> KeyStore:
+    def load(
+        cls, path: Path, passphrase: bytes | None = None, *, allow_root_keys: bool = False
+    ) -> KeyStore:
         """Read ``keys.json``; private keys are read only when a signer is asked for."""
         file = path / KEYS_FILE
         if not file.is_file():
@@ -105,8 +127,9 @@ class KeyStore:
                 hint=f"create them with 'distbuild keys init --keys {path}', "
                 "or point --keys / DISTBUILD_KEYS at your key directory",
             )
+        _check_private_dir(path)
         try:
-            data = json.loads(file.read_text())
+            data = json.loads(_read_private(file, public=True))
             if data.get("format") != KEYS_FORMAT:
                 raise ValueError(f"unsupported format {data.get('format')!r}")
             roles = {
@@ -117,12 +140,16 @@ class KeyStore:
             retired = {k: _entry(k, v) for k, v in data.get("retired", {}).items()}
             if set(roles) != set(ROLES):
                 raise ValueError(f"roles must be {', '.join(ROLES)}")
-        except (OSError, ValueError, KeyError, TypeError) as e:
+            for r, rk in roles.items():
+                unknown = [k for k in rk.keyids if k not in keys]
+                if unknown or not 1 <= rk.threshold <= len(rk.keyids):
+                    raise ValueError(f"role {r}: unknown keys or bad threshold")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise DistbuildError(
                 f"{file}: unreadable key file ({e})",
                 hint="restore the key directory from your backup",
             ) from None
-        return cls(path, roles, keys, retired, passphrase)
+        return cls(path, roles, keys, retired, passphrase, allow_root_keys=allow_root_keys)
 
     def save(self) -> None:
         data = {
@@ -161,6 +188,44 @@ class KeyStore:
         self._generate(role, count, threshold)
         self.save()
 
+    def root_key_files(self) -> list[str]:
+        """The private root key files (current or retired) present in the directory."""
+        entries = [self.keys[k] for k in self.roles["root"].keyids]
+        entries += [e for e in self.retired.values() if e.file.startswith("root-")]
+        return sorted({e.file for e in entries if (self.path / e.file).exists()})
+
+    def require_online(self, action: str) -> None:
+        """Refuse to ``action`` with a directory that holds root private keys, unless allowed.
+
+        Root keys let whoever holds them replace every key of every channel;
+        a CI job that publishes needs only the online ones.
+        """
+        found = self.root_key_files()
+        if found and not self.allow_root_keys:
+            raise DistbuildError(
+                f"{self.path} holds root private keys ({', '.join(found)}); "
+                f"{action} needs only the online keys",
+                hint=f"export them: distbuild keys export-online --keys {self.path} --out DIR, "
+                f"and use --keys DIR (or pass --allow-root-keys / set {ALLOW_ROOT_ENV}=1)",
+            )
+
+    def export_online(self, dest: Path) -> None:
+        """Write a key directory with every public key but only the online private keys."""
+        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+            raise UsageError(
+                f"{dest} exists and is not an empty directory",
+                hint="export into a new directory",
+            )
+        keyids = [k for role in ONLINE_ROLES for k in self.roles[role].keyids]
+        for keyid in keyids:
+            self._signer(keyid, self.keys[keyid])  # a broken source key fails before writing
+        _make_private_dir(dest)
+        online = KeyStore(dest, self.roles, self.keys, {})
+        for keyid in keyids:
+            file = self.keys[keyid].file
+            write_atomic(dest / file, _read_private(self.path / file), mode=0o600)
+        online.save()
+
     # -- internals -----------------------------------------------------------
 
     def _generate(self, role: str, count: int, threshold: int) -> None:
@@ -192,7 +257,7 @@ class KeyStore:
             return self._signers[keyid]
         file = self.path / entry.file
         try:
-            pem = file.read_bytes()
+            pem = _read_private(file)
         except FileNotFoundError:
             raise DistbuildError(
                 f"private key {file.name} is not in {self.path}",
@@ -200,6 +265,10 @@ class KeyStore:
             ) from None
         try:
             private = load_pem_private_key(pem, self._passphrase)
+        except UnsupportedAlgorithm:
+            raise DistbuildError(
+                f"{file} is not an Ed25519 private key", hint="restore the key from your backup"
+            ) from None
         except TypeError:
             hint = (
                 f"set {PASSPHRASE_ENV} to the passphrase the keys were created with"
@@ -209,12 +278,31 @@ class KeyStore:
             raise DistbuildError(f"cannot unlock {file}", hint=hint) from None
         except ValueError:
             raise DistbuildError(
-                f"cannot unlock {file}: wrong passphrase or damaged key",
-                hint=f"check {PASSPHRASE_ENV}",
+                f"cannot unlock {file}: wrong passphrase, damaged key, or not a private key",
+                hint=f"check {PASSPHRASE_ENV}, and that the file holds the PEM private key "
+                "'keys init' wrote",
             ) from None
-        signer = CryptoSigner(private, entry.key)
+        try:
+            signer = CryptoSigner(private, entry.key)
+        except Exception:  # securesystemslib: KeyMismatchError, ValueError (other key type)
+            raise DistbuildError(
+                f"{file} does not hold the private key of {keyid[:16]} ({self._whose(private)})",
+                hint="key files were swapped or replaced; restore the key directory from "
+                "your backup",
+            ) from None
         self._signers[keyid] = signer
         return signer
+
+    def _whose(self, private: object) -> str:
+        """Name the key a private key file really holds, for error messages."""
+        try:
+            public = CryptoSigner(private).public_key  # type: ignore[arg-type]
+        except Exception:
+            return f"it holds a {type(private).__name__.lstrip('_')}, not an Ed25519 key"
+        for keyid, entry in {**self.retired, **self.keys}.items():
+            if entry.key.keyval == public.keyval:
+                return f"it holds {entry.file.partition('-')[0]} key {keyid[:16]}"
+        return f"it holds key {public.keyid[:16]}, which keys.json does not list"
 
 
 def passphrase_from_env() -> bytes | None:
@@ -223,14 +311,65 @@ def passphrase_from_env() -> bytes | None:
     return value.encode() if value else None
 
 
+def allow_root_from_env() -> bool:
+    """Whether ``DISTBUILD_ALLOW_ROOT_KEYS`` allows signing with a directory holding root keys."""
+    return os.environ.get(ALLOW_ROOT_ENV, "").lower() in {"1", "true", "yes"}
+
+
 def _make_private_dir(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(path, 0o700)
 
 
+def _unprotected(path: Path, mode: int, fix: str) -> DistbuildError:
+    return DistbuildError(
+        f"UNPROTECTED PRIVATE KEY FILE: {path} is accessible by group or others "
+        f"(mode {stat.S_IMODE(mode):04o}); refusing to use it",
+        hint=f"chmod {fix} {path} (and check who could have copied it)",
+    )
+
+
+def _check_private_dir(path: Path) -> None:
+    st = os.stat(path)
+    if st.st_mode & 0o077:
+        raise _unprotected(path, st.st_mode, "700")
+
+
+def _read_private(path: Path, *, public: bool = False) -> bytes:
+    """Read a key directory file: no links, no devices or FIFOs, no group/other access.
+
+    ``public`` (keys.json) tolerates read access by others but not write access.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise DistbuildError(
+            f"cannot read {path}: {e.strerror}",
+            hint="key files must be regular files in the key directory, not links",
+        ) from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise DistbuildError(
+            f"{path} is not a regular file", hint="restore the key directory from your backup"
+        )
+    with os.fdopen(fd, "rb") as f:
+        if st.st_mode & (0o022 if public else 0o077):
+            raise _unprotected(path, st.st_mode, "644" if public else "600")
+        data = f.read(_MAX_FILE + 1)
+    if len(data) > _MAX_FILE:
+        raise DistbuildError(f"{path} is too large for a key file")
+    return data
+
+
 def _entry(keyid: str, data: dict[str, Any]) -> KeyEntry:
     key = SSlibKey.from_dict(keyid, dict(data["key"]))
-    return KeyEntry(key, str(data["file"]))
+    file = str(data["file"])
+    if not _KEY_FILE.fullmatch(file):
+        raise ValueError(f"key file name {file!r} is not ROLE-KEYID.pem")
+    return KeyEntry(key, file)
 
 
 def _entry_dict(entry: KeyEntry) -> dict[str, Any]:

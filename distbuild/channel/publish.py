@@ -39,6 +39,7 @@ from distbuild.channel.releases import (
     version_key,
 )
 from distbuild.channel.repo import ChannelRepo, Update, init_channel, sha256_of
+from distbuild.channel.trust import ONLINE_SIGNING
 from distbuild.channel.tufapi import TargetFile
 from distbuild.errors import DistbuildError, UsageError
 from distbuild.record import BuildRecord, load_record
@@ -118,6 +119,7 @@ def publish(
     ``sources`` replaces the registered target sources; ``hooks=False`` skips
     the release hooks (page, registry tags), e.g. for benchmarks.
     """
+    keys.require_online("publish")
     record, directory = load_record(build)
     new = collect_targets(record, directory, sources)
     for role in ("targets", "snapshot", "timestamp"):
@@ -133,6 +135,7 @@ def publish(
         _created_if_missing(repo, channel, keys, now),
         Update(repo, keys, channel.expiry, now) as update,
     ):
+        update.check_keys(ONLINE_SIGNING, str(keys.path))
         outcome = _land(update, channel, record.image, record.version, targets, link=False)
     if hooks and not outcome.unchanged:
         fire(
@@ -164,6 +167,7 @@ def promote(
     """Re-sign the targets of ``version`` of ``source`` into ``dest``; files are linked."""
     if source.name == dest.name:
         raise UsageError("cannot promote a channel into itself", hint="name two channels")
+    keys.require_online("promote")
     for role in ("targets", "snapshot", "timestamp"):
         keys.signers(role)
     src_repo = ChannelRepo(repo_root, source.name)
@@ -187,6 +191,7 @@ def promote(
             targets.append((info, src_repo.target_file(path, sha256_of(info))))
         stack.enter_context(_created_if_missing(dst_repo, dest, keys, now))
         with Update(dst_repo, keys, dest.expiry, now) as update:
+            update.check_keys(ONLINE_SIGNING, str(keys.path))
             outcome = _land(update, dest, release.image, version, targets, link=True)
     if hooks and not outcome.unchanged:
         fire(
@@ -210,6 +215,13 @@ def _created_if_missing(
     """Create the channel if it does not exist; remove it again if the block fails."""
     created = not repo.exists()
     if created:
+        if not all(keys.signer_for(k) for k in keys.roles["root"].keyids):
+            raise DistbuildError(
+                f"channel {channel.name} does not exist yet, and creating it needs the root "
+                f"keys, which {keys.path} does not hold",
+                hint=f"create it once with the root keys: distbuild channel init {channel.name} "
+                "--keys FULL_KEY_DIR; then publish with the online keys",
+            )
         init_channel(repo, keys, channel.expiry, now)
     try:
         yield

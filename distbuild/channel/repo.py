@@ -19,26 +19,28 @@ Writers change a channel only through :class:`Update`, under
 :meth:`ChannelRepo.lock`: target files first, then the changed targets roles,
 then snapshot, then timestamp.json, each file written atomically. Until the
 new timestamp.json is in place readers see the previous state, and every
-file it leads them to already exists.
+file it leads them to already exists. Before it is swapped in, a TUF client
+checks the staged state (:mod:`distbuild.channel.trust`); if it would refuse
+it, the staged files are removed and nothing visible changes.
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from tuf.api.serialization.json import JSONSerializer
 
 from distbuild.channel.keys import KeyStore
 from distbuild.channel.model import ROLES, Expiry
+from distbuild.channel.targetfiles import prune_empty_dirs, store_file
+from distbuild.channel.trust import Signers, check_keys, verify_as_client
 from distbuild.channel.tufapi import (
     Delegations,
     Metadata,
@@ -61,12 +63,6 @@ BIN_BITS = 8  # 256 bins: a few targets each even with thousands of releases
 GRACE = timedelta(hours=1)
 JOURNAL = ".retired"
 _JSON = JSONSerializer(compact=True)
-
-
-class Signers(Protocol):
-    """Where signers come from: a KeyStore, or anything else with this method."""
-
-    def signers(self, role: str) -> list[Signer]: ...
 
 
 def utcnow() -> datetime:
@@ -254,9 +250,16 @@ class Update:
         self._timestamp_dirty = False
         self._delete: list[Path] = []
         self._created: list[Path] = []
+        self._expect: dict[str, TargetFile | None] = {}  # path -> listed as (None: unlisted)
 
     def __enter__(self) -> Update:
         return self
+
+    def check_keys(self, roles: tuple[str, ...], where: str) -> None:
+        """Raise unless the update's keys sign ``roles`` as the channel's current root requires."""
+        check_keys(
+            self.repo.name, self.repo.root().signed, self.top.signed, self.keys, roles, where
+        )
 
     def __exit__(self, kind: object, value: object, tb: object) -> None:
         if kind is not None:
@@ -266,10 +269,11 @@ class Update:
         """Forget the changes and remove the target files this update stored."""
         for path in self._created:
             path.unlink(missing_ok=True)
-            _prune_empty_dirs(path.parent, self.repo.targets)
+            prune_empty_dirs(path.parent, self.repo.targets)
         self._created.clear()
         self._dirty.clear()
         self._delete.clear()
+        self._expect.clear()
 
     # reading
 
@@ -302,7 +306,7 @@ class Update:
         sha256 = sha256_of(target)
         dest = self.repo.target_file(target.path, sha256)
         if not (dest.is_file() and dest.stat().st_size == target.length):
-            _store(source, dest, sha256, target.length, link=link)
+            store_file(source, dest, sha256, target.length, link=link)
             self._created.append(dest)
         self._list(target)
 
@@ -321,6 +325,7 @@ class Update:
         role = self.role_of(target.path)
         self.load(role).signed.targets[target.path] = target
         self._dirty.add(role)
+        self._expect[target.path] = target
 
     def remove(self, path: str) -> TargetFile | None:
         """Unlist ``path``; its file is deleted a grace period after the commit."""
@@ -328,6 +333,7 @@ class Update:
         target = self.load(role).signed.targets.pop(path, None)
         if target is not None:
             self._dirty.add(role)
+            self._expect[path] = None
             self.retire(self.repo.target_file(path, sha256_of(target)))
         return target
 
@@ -346,33 +352,85 @@ class Update:
         return bool(self._dirty or self._snapshot_dirty or self._timestamp_dirty)
 
     def commit(self) -> None:
-        """Write changed targets roles, then snapshot, then timestamp; retire what they replaced."""
+        """Write changed targets roles, then snapshot, then timestamp; retire what they replaced.
+
+        The new timestamp is verified by a client over the staged files before
+        it replaces the current one; on failure the staged files are removed.
+        """
         if not self.changed:
             return
-        superseded = []
-        if self._dirty or self._snapshot_dirty:
-            targets_signers = self.keys.signers("targets") if self._dirty else []
-            meta = self.snapshot.signed.meta
-            superseded.append(self.repo.metadata / f"{self.snapshot.signed.version}.snapshot.json")
-            for role in sorted(self._dirty):
-                md = self._roles[role]
-                superseded.append(self.repo.metadata / f"{md.signed.version}.{role}.json")
-                md.signed.version += 1
-                md.signed.expires = self.now + self.expiry.of(role)
-                meta[f"{role}.json"] = _write_signed(self.repo, role, md, targets_signers)
-            self.snapshot.signed.version += 1
-            self.snapshot.signed.expires = self.now + self.expiry.snapshot
-            self.timestamp.signed.snapshot_meta = _write_signed(
-                self.repo, "snapshot", self.snapshot, self.keys.signers("snapshot")
-            )
-        self.timestamp.signed.version += 1
-        self.timestamp.signed.expires = self.now + self.expiry.timestamp
-        _write_timestamp(self.repo, self.timestamp, self.keys.signers("timestamp"))
+        superseded: list[Path] = []
+        staged: list[Path] = []
+        try:
+            if self._dirty or self._snapshot_dirty:
+                self._stage(superseded, staged)
+            self.timestamp.signed.version += 1
+            self.timestamp.signed.expires = self.now + self.expiry.timestamp
+            _sign(self.timestamp, self.keys.signers("timestamp"))
+            timestamp = self.timestamp.to_bytes(_JSON)
+            self._verify(timestamp)
+        except BaseException:
+            for path in staged:
+                path.unlink(missing_ok=True)
+            raise
+        write_atomic(self.repo.metadata / "timestamp.json", timestamp)
         self._dirty.clear()
         self._created.clear()
+        self._expect.clear()
         self._snapshot_dirty = self._timestamp_dirty = False
         self._collect(superseded)
         self._delete.clear()
+
+    def _stage(self, superseded: list[Path], staged: list[Path]) -> None:
+        """Write the changed targets roles and the snapshot (not yet referenced)."""
+        targets_signers = self.keys.signers("targets") if self._dirty else []
+        meta = self.snapshot.signed.meta
+        superseded.append(self.repo.metadata / f"{self.snapshot.signed.version}.snapshot.json")
+        for role in sorted(self._dirty):
+            md = self._roles[role]
+            superseded.append(self.repo.metadata / f"{md.signed.version}.{role}.json")
+            md.signed.version += 1
+            md.signed.expires = self.now + self.expiry.of(role)
+            staged.append(self.repo.metadata / f"{md.signed.version}.{role}.json")
+            meta[f"{role}.json"] = _write_signed(self.repo, role, md, targets_signers)
+        self.snapshot.signed.version += 1
+        self.snapshot.signed.expires = self.now + self.expiry.snapshot
+        staged.append(self.repo.metadata / f"{self.snapshot.signed.version}.snapshot.json")
+        self.timestamp.signed.snapshot_meta = _write_signed(
+            self.repo, "snapshot", self.snapshot, self.keys.signers("snapshot")
+        )
+
+    def _verify(self, timestamp: bytes) -> None:
+        """Check the staged state as a client would see it with ``timestamp`` in place."""
+        for path, target in self._expect.items():
+            if target is None:
+                continue
+            file = self.repo.target_file(path, sha256_of(target))
+            if not file.is_file() or file.stat().st_size != target.length:
+                raise DistbuildError(
+                    f"channel {self.repo.name}: target file of {path} is missing or damaged",
+                    hint="nothing was changed; retry, and check the disk",
+                )
+        probes = [self._probe(role) for role in sorted(self._dirty) if role != "targets"]
+        verify_as_client(
+            self.repo.name,
+            self.repo.metadata,
+            self.repo.targets,
+            timestamp,
+            now=self.now,
+            expect=self._expect,
+            probes=probes,
+        )
+
+    def _probe(self, role: str) -> str:
+        """A target path in bin ``role``, so that a client loads and checks that bin."""
+        listed = self._roles[role].signed.targets
+        if listed:
+            return next(iter(listed))
+        n = 0
+        while self.role_of(f"probe-{n}") != role:
+            n += 1
+        return f"probe-{n}"
 
     def retire(self, path: Path) -> None:
         """Delete ``path`` (a file this update made unreferenced) after the grace period."""
@@ -400,7 +458,7 @@ class Update:
             path = self.repo.path / rel
             if rel and not self._referenced(path):
                 path.unlink(missing_ok=True)
-                _prune_empty_dirs(path.parent, self.repo.targets)
+                prune_empty_dirs(path.parent, self.repo.targets)
             start = end
         fresh = "".join(
             f"{now} {p.relative_to(self.repo.path)}\n" for p in [*superseded, *self._delete]
@@ -440,54 +498,3 @@ class Update:
         if role == "snapshot":
             return self.snapshot.signed.expires
         return self.load(role).signed.expires
-
-
-# -- target files ------------------------------------------------------------------
-
-
-def _store(source: Path, dest: Path, sha256: str, length: int, *, link: bool) -> None:
-    """Put ``source`` at ``dest`` atomically after checking its size and hash."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if link:
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.link")
-        tmp.unlink(missing_ok=True)
-        try:
-            os.link(source, tmp)
-        except OSError:
-            pass  # another filesystem: copy instead
-        else:
-            if tmp.stat().st_size == length:
-                os.replace(tmp, dest)
-                return
-            tmp.unlink()
-    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
-    try:
-        digest = hashlib.sha256()
-        size = 0
-        with open(source, "rb") as src, os.fdopen(fd, "wb") as out:
-            while chunk := src.read(1 << 20):
-                digest.update(chunk)
-                size += len(chunk)
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        if size != length or digest.hexdigest() != sha256:
-            raise DistbuildError(
-                f"{source} changed since it was recorded (size {size}, expected {length}; "
-                f"sha256 {digest.hexdigest()[:16]}…, expected {sha256[:16]}…)",
-                hint="rebuild it; a published file must match its build record",
-            )
-        os.chmod(name, 0o644)
-        os.replace(name, dest)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
-
-
-def _prune_empty_dirs(directory: Path, stop: Path) -> None:
-    while directory != stop and directory.is_relative_to(stop):
-        try:
-            directory.rmdir()
-        except OSError:
-            return
-        directory = directory.parent

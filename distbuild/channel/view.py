@@ -10,39 +10,16 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import BinaryIO
-from urllib.parse import unquote, urlparse
 
 from tuf.api import exceptions
-from tuf.ngclient.fetcher import FetcherInterface
 
 from distbuild.channel.releases import INDEX_TARGET, MAX_SEED, ReleaseIndex, iso
 from distbuild.channel.repo import ChannelRepo
+from distbuild.channel.trust import local_updater
 from distbuild.channel.tufapi import Updater
 from distbuild.errors import DistbuildError
-
-
-class FileFetcher(FetcherInterface):
-    """ngclient's fetcher for ``file://`` URLs: a missing file is an HTTP 404."""
-
-    def _fetch(self, url: str) -> Iterator[bytes]:
-        path = Path(unquote(urlparse(url).path))
-        try:
-            f = open(path, "rb")  # noqa: SIM115 - closed by the generator
-        except (FileNotFoundError, IsADirectoryError):
-            raise exceptions.DownloadHTTPError(f"not found: {path}", 404) from None
-        return _chunks(f)
-
-
-def _chunks(f: BinaryIO) -> Iterator[bytes]:
-    try:
-        while chunk := f.read(1 << 16):
-            yield chunk
-    finally:
-        f.close()
 
 
 @dataclass(frozen=True)
@@ -82,19 +59,9 @@ class ChannelView:
 def open_updater(repo: ChannelRepo, workdir: Path) -> Updater:
     """An ngclient Updater over a local channel, trusting its first root."""
     repo.require()
-    try:
-        bootstrap = (repo.metadata / "1.root.json").read_bytes()
-    except FileNotFoundError:
+    if not (repo.metadata / "1.root.json").is_file():
         raise DistbuildError(f"channel {repo.name} has no metadata/1.root.json") from None
-    (workdir / "metadata").mkdir(parents=True, exist_ok=True)
-    return Updater(
-        metadata_dir=str(workdir / "metadata"),
-        metadata_base_url=repo.metadata.resolve().as_uri() + "/",
-        target_dir=str(workdir / "targets"),
-        target_base_url=repo.targets.resolve().as_uri() + "/",
-        fetcher=FileFetcher(),
-        bootstrap=bootstrap,
-    )
+    return local_updater(repo.metadata, repo.targets, workdir)
 
 
 def describe(repo: ChannelRepo, arch: str | None = None) -> ChannelView:

@@ -7,8 +7,14 @@ from pathlib import Path
 import click
 
 from distbuild import ui
-from distbuild.channel.admin import ROOT_WARNING, create_channel, refresh_channel, rotate_roots
-from distbuild.channel.keys import KeyStore, passphrase_from_env
+from distbuild.channel.admin import (
+    ROOT_WARNING,
+    create_channel,
+    refresh_channel,
+    rotate_roots,
+    unfinished_rotations,
+)
+from distbuild.channel.keys import ALLOW_ROOT_ENV, KeyStore, passphrase_from_env
 from distbuild.channel.model import ROLES, channel_names, load_channel, parse_duration
 from distbuild.channel.publish import Outcome, promote, publish
 from distbuild.channel.repo import ChannelRepo, list_channels, utcnow
@@ -33,10 +39,17 @@ keys_option = click.option(
     help="Key directory. Env: DISTBUILD_KEYS (passphrase: DISTBUILD_KEY_PASSPHRASE).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+allow_root_option = click.option(
+    "--allow-root-keys",
+    is_flag=True,
+    envvar=ALLOW_ROOT_ENV,
+    help="Sign even though the key directory holds root private keys (default: refuse; "
+    f"export the online keys with 'keys export-online'). Env: {ALLOW_ROOT_ENV}=1.",
+)
 
 
-def _keys(path: Path) -> KeyStore:
-    return KeyStore.load(path, passphrase_from_env())
+def _keys(path: Path, allow_root_keys: bool = False) -> KeyStore:
+    return KeyStore.load(path, passphrase_from_env(), allow_root_keys=allow_root_keys)
 
 
 def _thresholds(values: tuple[str, ...]) -> dict[str, int]:
@@ -118,12 +131,43 @@ def keys_rotate_root(
     if not channels:
         raise UsageError(f"no channels under {repo}", hint="check --repo / DISTBUILD_REPO")
     store.signers("root")  # the current root keys sign the new roots: unlock them first
-    if not no_new_keys:
-        old = store.roles["root"]
-        count = root_keys or len(old.keyids)
-        store.rotate("root", count, threshold or min(old.threshold, count))
-    for name, version in rotate_roots(repo, channels, store).items():
+    # Check every channel before writing anything; finish what a stopped run began.
+    unfinished = unfinished_rotations(repo, channels, store)
+    if unfinished:
+        ui.note(
+            f"finishing an interrupted rotation of {', '.join(unfinished)} to the key "
+            "directory's current root keys; no new keys made (run rotate-root again for that)"
+        )
+        done = rotate_roots(repo, channels, store, only=unfinished)
+    else:
+        if not no_new_keys:
+            old = store.roles["root"]
+            count = root_keys or len(old.keyids)
+            store.rotate("root", count, threshold or min(old.threshold, count))
+        done = rotate_roots(repo, channels, store)
+    for name, version in done.items():
         click.echo(f"{name}: root version {version}")
+
+
+@keys_group.command("export-online")
+@keys_option
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="New key directory to write (mode 0700, files 0600).",
+)
+def keys_export_online(keys_dir: Path, out: Path) -> None:
+    """Copy only the online keys (targets, snapshot, timestamp; bins use targets) for CI.
+
+    The copy lists every public key, so it can check a channel's root, but
+    holds no root private key: publish, promote and refresh accept it.
+    """
+    store = _keys(keys_dir)
+    store.export_online(out)
+    for role in ("targets", "snapshot", "timestamp"):
+        click.echo(f"{role:<9} {', '.join(k[:16] for k in store.roles[role].keyids)}")
+    ui.note(f"online keys written to {out}; keep {keys_dir} (root keys) offline")
 
 
 # -- publish / promote ----------------------------------------------------------------
@@ -165,14 +209,21 @@ def _report(outcome: Outcome, as_json: bool, verb: str) -> None:
 )
 @repo_option
 @keys_option
+@allow_root_option
 @json_option
 @pass_state
 def publish_cmd(
-    state: State, build: Path, channel: str, repo: Path, keys_dir: Path, as_json: bool
+    state: State,
+    build: Path,
+    channel: str,
+    repo: Path,
+    keys_dir: Path,
+    allow_root_keys: bool,
+    as_json: bool,
 ) -> None:
     """Publish a build's files (not OCI content) as TUF targets of a channel."""
     definition = load_channel(state.project, channel)
-    outcome = publish(repo, definition, build, _keys(keys_dir))
+    outcome = publish(repo, definition, build, _keys(keys_dir, allow_root_keys))
     _report(outcome, as_json, "published")
 
 
@@ -187,6 +238,7 @@ def publish_cmd(
 )
 @repo_option
 @keys_option
+@allow_root_option
 @json_option
 @pass_state
 def promote_cmd(
@@ -197,12 +249,14 @@ def promote_cmd(
     image: str | None,
     repo: Path,
     keys_dir: Path,
+    allow_root_keys: bool,
     as_json: bool,
 ) -> None:
     """Re-sign a release of channel SOURCE into channel DEST (no rebuild)."""
     src = load_channel(state.project, source)
     dst = load_channel(state.project, dest)
-    outcome = promote(repo, src, dst, version, _keys(keys_dir), image=image)
+    keys = _keys(keys_dir, allow_root_keys)
+    outcome = promote(repo, src, dst, version, keys, image=image)
     _report(outcome, as_json, "promoted")
 
 
@@ -275,6 +329,7 @@ def _print_view(view: ChannelView) -> None:
 )
 @repo_option
 @keys_option
+@allow_root_option
 @pass_state
 def channel_refresh(
     state: State,
@@ -283,6 +338,7 @@ def channel_refresh(
     margin: str | None,
     repo: Path,
     keys_dir: Path,
+    allow_root_keys: bool,
 ) -> None:
     """Re-sign timestamp, snapshot and targets before they expire (run it from cron)."""
     try:
@@ -293,7 +349,7 @@ def channel_refresh(
     if not chosen:
         raise UsageError(f"no channels under {repo}", hint="check --repo / DISTBUILD_REPO")
     definitions = [load_channel(state.project, n) for n in chosen]
-    store = _keys(keys_dir)
+    store = _keys(keys_dir, allow_root_keys)
     for definition in definitions:
         result = refresh_channel(repo, definition, store, margin=window, force=force)
         click.echo(f"{result.channel}: {result.summary}")

@@ -91,7 +91,7 @@ def published(tmp_path_factory: pytest.TempPathFactory, project: Path) -> dict[s
         v: make_build(base / "out", "node", v, size=300 + i)
         for i, v in enumerate(("1.0.0", "1.1.0"))
     }
-    common = ("--repo", repo, "--keys", keys)
+    common = ("--repo", repo, "--keys", keys, "--allow-root-keys")
     for build in builds.values():
         assert run_cli("--project", project, "publish", build, "--channel", "beta", *common) == 0
     assert (

@@ -45,11 +45,17 @@ def start(*args: str | os.PathLike[str], env: dict[str, str]) -> subprocess.Pope
 
 @pytest.fixture
 def env(tmp_path: Path, project: Path) -> dict[str, str]:
-    """Keys, repository and project through the environment, as CI would set them."""
+    """Keys, repository and project through the environment, as CI would set them.
+
+    One key directory with root keys creates the channels on first publish, so
+    signing with it is allowed explicitly (CI exports the online keys instead:
+    tests/unit/test_channel_keys.py).
+    """
     values = {
         "DISTBUILD_KEYS": str(tmp_path / "keys"),
         "DISTBUILD_REPO": str(tmp_path / "repo"),
         "DISTBUILD_PROJECT": str(project),
+        "DISTBUILD_ALLOW_ROOT_KEYS": "1",
     }
     done = distbuild("keys", "init", env=values)
     assert done.returncode == 0, done.stderr
@@ -186,6 +192,7 @@ def test_keys_cli_thresholds_permissions_and_rotation(tmp_path: Path, project: P
         "DISTBUILD_REPO": str(tmp_path / "repo"),
         "DISTBUILD_PROJECT": str(project),
         "DISTBUILD_KEY_PASSPHRASE": "s3cret",
+        "DISTBUILD_ALLOW_ROOT_KEYS": "1",
     }
     done = distbuild("keys", "init", "--threshold", "root=2", "--root-keys", "3", env=env)
     assert done.returncode == 0, done.stderr

@@ -72,7 +72,7 @@ def released(
     try:
         keys, repo = base / "keys", base / "repo"
         assert run_cli("keys", "init", "--keys", keys) == 0
-        common = ("--repo", repo, "--keys", keys)
+        common = ("--repo", repo, "--keys", keys, "--allow-root-keys")
         assert run_cli("--project", project, "publish", build, "--channel", "beta", *common) == 0
         beta = skopeo_raw(registry, ":beta")
         assert (

@@ -17,12 +17,14 @@ from tuf.api import exceptions
 from tuf.api.metadata import Metadata, MetaFile
 from tuf.api.serialization.json import JSONSerializer
 
+from distbuild.channel import repo as repo_module
 from distbuild.channel.keys import KeyStore
 from distbuild.channel.publish import publish
 from distbuild.channel.repo import ChannelRepo, Update, utcnow
 from distbuild.channel.serve import Server, serving
 from distbuild.channel.tufapi import CryptoSigner, Signer
-from tests.channel_support import EXPIRY, channel, client, make_build, make_keys
+from distbuild.errors import DistbuildError
+from tests.channel_support import EXPIRY, channel, client, make_build, make_keys, tree
 
 BETA = channel("beta")
 TARGET = "node/1/amd64/root.img"
@@ -178,7 +180,13 @@ class _Forger:
 
 @pytest.mark.parametrize("who", ["below-threshold", "wrong-key"])
 def test_targets_not_signed_by_threshold_are_refused(
-    tmp_path: Path, repo: Path, keys: KeyStore, published: Path, server: Server, who: str
+    tmp_path: Path,
+    repo: Path,
+    keys: KeyStore,
+    published: Path,
+    server: Server,
+    who: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     signers = (
         keys.signers("targets")[:1]
@@ -186,10 +194,20 @@ def test_targets_not_signed_by_threshold_are_refused(
         else [CryptoSigner.generate_ed25519()]
     )
     evil = "node/1/amd64/evil.img"
+    custom = {"image": "node", "version": "1", "arch": "amd64", "kind": "root"}
+    # distbuild's own writer checks the staged state as a client and changes nothing ...
+    before = tree(repo)
+    with (
+        pytest.raises(DistbuildError, match="fails verification as a client"),
+        Update(ChannelRepo(repo, "beta"), _Forger(keys, signers), EXPIRY) as update,
+    ):
+        update.add_bytes(evil, b"rootkit", custom)
+        update.commit()
+    assert tree(repo) == before
+    # ... so the forger is an attacker's writer without that check.
+    monkeypatch.setattr(repo_module, "verify_as_client", lambda *a, **k: None)
     with Update(ChannelRepo(repo, "beta"), _Forger(keys, signers), EXPIRY) as update:
-        update.add_bytes(
-            evil, b"rootkit", {"image": "node", "version": "1", "arch": "amd64", "kind": "root"}
-        )
+        update.add_bytes(evil, b"rootkit", custom)
         update.commit()
     updater = fresh(server, repo, tmp_path)
     updater.refresh()  # type: ignore[attr-defined]  # timestamp and snapshot are genuine
