@@ -238,11 +238,59 @@ TOP: dict[str, st.SearchStrategy[Any]] = {
 }
 
 
+# Paths a definition may write that lead out of the root through its own links:
+# valid, so they must land inside it.
+THROUGH_LINKS = [p for p in ESCAPING_PATHS if not p.lstrip("/").startswith("..")]
+inside = st.one_of(st.sampled_from(THROUGH_LINKS), st.sampled_from(THROUGH_LINKS), paths)
+uids = st.one_of(st.sampled_from([0, 1000, 65534, 2**32 - 2]), numbers)
+
+# Well-formed values whose paths are hostile: these reach customisation.
+ROOT_PATHS: dict[str, st.SearchStrategy[Any]] = {
+    "files": st.dictionaries(
+        inside,
+        st.one_of(
+            st.just("x"),
+            st.fixed_dictionaries({"content": st.just("x"), "mode": st.sampled_from(MODES)}),
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+    "directories": st.lists(inside, min_size=1, max_size=3),
+    "symlinks": st.dictionaries(inside, inside, min_size=1, max_size=3),
+    "remove": st.lists(st.one_of(inside, st.sampled_from(["*", "etc/*", "*/trap"])), max_size=2),
+    "users": st.lists(
+        st.fixed_dictionaries(
+            {"name": st.sampled_from(["svc", "app"]), "uid": uids},
+            optional={"gid": uids, "home": inside, "shell": paths},
+        ),
+        min_size=1,
+        max_size=2,
+        unique_by=lambda u: u["name"],
+    ),
+    "groups": st.lists(
+        st.fixed_dictionaries({"name": st.sampled_from(["grp", "svc"]), "gid": uids}),
+        max_size=2,
+        unique_by=lambda g: g["name"],
+    ),
+    "overlay": st.sampled_from(OVERLAYS),
+}
+
+
 @st.composite
 def definition(draw: st.DrawFn, name: str, packages: bool = True) -> str:
-    """The text of ``images/<name>.yaml``: a name, packages, then hostile keys."""
-    keys = draw(st.lists(st.sampled_from(sorted(TOP)), unique=True, min_size=1, max_size=5))
+    """The text of ``images/<name>.yaml``: a name, packages, then hostile keys.
+
+    Half of them are well-formed but for their paths (so that they reach
+    customisation), half are built from any hostile piece.
+    """
+    table = ROOT_PATHS if draw(st.booleans()) else TOP
+    keys = draw(st.lists(st.sampled_from(sorted(table)), unique=True, min_size=1, max_size=5))
     lines = [f"name: {name}"]
+    if table is ROOT_PATHS:
+        lines.append("packages: [busybox]" if not packages else "packages: []")
+        for key in keys:
+            lines.append(f"{key}: {emit(draw(table[key]))}")
+        return "\n".join(lines) + "\n"
     if packages:
         pkgs = draw(st.lists(wrong(st.sampled_from(PACKAGES)), max_size=2))
         lines.append(f"packages: {emit(pkgs)}")

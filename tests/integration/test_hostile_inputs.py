@@ -30,6 +30,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from distbuild import scratch
 from distbuild.arch import ARCHES
 from distbuild.channel.admin import create_channel
 from distbuild.cli.main import main
@@ -76,7 +77,9 @@ def _load_and_customise(project: Path, name: str, template: Path, root: Path) ->
     recipe = load_recipe(project, ARCHES["amd64"])
     image = load_image(project, name, recipe)
     shutil.copytree(template, root, symlinks=True)
-    customise(root, image, {"VERSION": "1.0.0", "ID": "distbuild"})
+    # As in a build: an OSError (no space, a name too long) is a user error naming the path.
+    with scratch.user_errors(root.parent):
+        customise(root, image, {"VERSION": "1.0.0", "ID": "distbuild"})
 
 
 def customise_job(project: Path, name: str, template: Path, root: Path) -> int:
@@ -204,6 +207,9 @@ def test_definitions_load_and_customise_inside_the_root(hostile: Hostile, text: 
     result = hostile.sandbox.run(
         customise_job, hostile.project, "fuzz", hostile.template, jobs / "root", timeout=15
     )
+    event(f"exit {result.returncode}")
+    if os.environ.get("HOSTILE_TRACE"):
+        print(result.returncode, result.output.strip().splitlines()[:1])
     check_outcome(result, f"images/fuzz.yaml:\n{text}")
     left = sorted(p.name for p in jobs.iterdir())
     assert left in ([], ["root"]), f"wrote next to the root: {left}\n{text}"
