@@ -10,7 +10,7 @@ must end in success or ``error:``/``hint:``: never exit 70, a traceback, a
 hang past its deadline, an attempted write outside (EROFS) or a trap written.
 
 The example counts come from the hypothesis profile (tests/conftest.py):
-``ci`` (the default) runs 260 + 260 examples and 26 builds, ``dev`` a few.
+``ci`` (the default) runs 260 + 260 examples and 25 builds, ``dev`` a few.
 """
 
 from __future__ import annotations
@@ -358,4 +358,7 @@ def test_full_builds_of_hostile_definitions(hostile: Hostile, text: str) -> None
     argv += ["--out", str(out), "--version", f"1.0.{next(_versions)}", "--locked"]
     argv += ["--source-date-epoch", str(EPOCH)]
     result = hostile.sandbox.run(cli_job, argv, timeout=90)
+    event(f"exit {result.returncode}")
+    if os.environ.get("HOSTILE_TRACE"):
+        print(result.returncode, result.output.strip().splitlines()[-2:])
     check_outcome(result, f"images/tiny.yaml:\n{text}")
