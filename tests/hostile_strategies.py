@@ -277,13 +277,17 @@ ROOT_PATHS: dict[str, st.SearchStrategy[Any]] = {
 
 
 @st.composite
-def definition(draw: st.DrawFn, name: str, packages: bool = True) -> str:
+def definition(
+    draw: st.DrawFn, name: str, packages: bool = True, wellformed: bool | None = None
+) -> str:
     """The text of ``images/<name>.yaml``: a name, packages, then hostile keys.
 
     Half of them are well-formed but for their paths (so that they reach
     customisation), half are built from any hostile piece.
     """
-    table = ROOT_PATHS if draw(st.booleans()) else TOP
+    if wellformed is None:
+        wellformed = draw(st.booleans())
+    table = ROOT_PATHS if wellformed else TOP
     keys = draw(st.lists(st.sampled_from(sorted(table)), unique=True, min_size=1, max_size=5))
     lines = [f"name: {name}"]
     if table is ROOT_PATHS:
