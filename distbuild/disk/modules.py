@@ -7,11 +7,11 @@ text processing on the host.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from distbuild.errors import RecipeError
+from distbuild.rootfs.rootpath import RootDir
 
 
 def norm(name: str) -> str:
@@ -108,13 +108,14 @@ class ModuleIndex:
                 visit(p)
         return order
 
-    def copy(self, paths: list[str], dest: Path) -> None:
-        """Copy modules (and the kernel's builtin lists) into ``dest`` (a release dir)."""
-        dest.mkdir(parents=True, exist_ok=True)
-        for rel in paths:
-            target = dest / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(self.root / rel, target)
-        for name in ("modules.builtin", "modules.builtin.modinfo", "modules.order"):
-            if (self.root / name).exists():
-                shutil.copyfile(self.root / name, dest / name)
+    def copy(self, paths: list[str], tree: RootDir, dest: str) -> None:
+        """Copy modules (and the kernel's builtin lists) into ``dest`` (a release dir) of ``tree``.
+
+        Both sides are resolved inside their roots: modules.dep cannot name a
+        file outside the release directory, the image cannot redirect a write.
+        """
+        source = RootDir(self.root)
+        tree.mkdirs(dest)
+        names = ("modules.builtin", "modules.builtin.modinfo", "modules.order")
+        for rel in [*paths, *(n for n in names if source.lstat(n, follow=True) is not None)]:
+            tree.write_file(f"{dest}/{rel}", source.read_bytes(rel), 0o644)

@@ -18,7 +18,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
+import stat
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +33,7 @@ from distbuild.disk.bootchain import get_chain
 from distbuild.disk.initramfs import INIT_MODULES, build_initramfs
 from distbuild.disk.modules import ModuleIndex
 from distbuild.errors import DistbuildError
+from distbuild.rootfs.rootpath import RootDir
 from distbuild.rootfs.updater import VENDOR_DIR, install_updater
 from distbuild.run import run, which
 
@@ -135,7 +138,7 @@ def _build(ctx: ArchBuild, out: Path) -> RootPayload:
     # gains files.
     run(["cp", "-al", rootfs, tree])
     try:
-        index.copy(node_modules, tree / "usr/lib/modules" / kernel.version)
+        index.copy(node_modules, RootDir(tree), f"usr/lib/modules/{kernel.version}")
         trees.depmod(tree, kernel.version)
         # The updater and the boot control code the health check runs.
         setup = ctx.options.updater
@@ -192,11 +195,22 @@ def compile_python(tree: Path) -> None:
     version is the image's; ``unchecked-hash`` pycs hold no timestamps.
     """
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    dirs = [tree / "usr/lib" / version, tree / "usr/lib/python3/dist-packages", tree / VENDOR_DIR]
-    if not dirs[0].is_dir():
+    root = RootDir(tree)
+    wanted = [f"usr/lib/{version}", "usr/lib/python3/dist-packages", VENDOR_DIR]
+    found = [root.lstat(d, follow=True) for d in wanted]
+    if not (found[0] and stat.S_ISDIR(found[0].st_mode)):
         if any((tree / "usr/lib").glob("python3.*")):
             ui.note(f"not byte-compiling the image's Python: it is not {version} like this host's")
         return
+    # compileall follows links the host's way: only directories that resolve
+    # the same on the host, and no .py link that leaves the tree.
+    dirs = [
+        root.host_path(d)
+        for d, st in zip(wanted, found, strict=True)
+        if st and stat.S_ISDIR(st.st_mode)
+    ]
+    outside = _links_out(tree, dirs)
+    exclude = ["-x", "^(" + "|".join(re.escape(str(p)) for p in outside) + ")$"] if outside else []
     proc = run(
         [
             sys.executable,
@@ -211,7 +225,8 @@ def compile_python(tree: Path) -> None:
             tree,
             "-p",
             "/",
-            *[d for d in dirs if d.is_dir()],
+            *exclude,
+            *dirs,
         ],
         env={"PYTHONHASHSEED": "0"},
         check=False,
@@ -220,6 +235,29 @@ def compile_python(tree: Path) -> None:
     if proc.returncode != 0:
         # A few test and template files are not valid Python 3; they stay source.
         ui.debug(proc.stdout.decode(errors="replace")[-2000:])
+
+
+def _links_out(tree: Path, dirs: list[Path]) -> list[Path]:
+    """The .py symlinks under ``dirs`` that the host would resolve outside ``tree``.
+
+    A symlinked ``__pycache__`` is refused: compileall would write through it.
+    """
+    real = os.path.realpath(tree) + "/"
+    out = []
+    for top in dirs:
+        for dirpath, dirnames, filenames in os.walk(top):
+            if "__pycache__" in dirnames and os.path.islink(os.path.join(dirpath, "__pycache__")):
+                rel = os.path.relpath(os.path.join(dirpath, "__pycache__"), tree)
+                raise DistbuildError(
+                    f"/{rel} is a symlink: byte-compiling would write through it",
+                    hint="drop that link from the image definition (symlinks:, overlay:)",
+                )
+            for name in filenames:
+                path = Path(dirpath, name)
+                outside = not os.path.realpath(path).startswith(real)
+                if name.endswith(".py") and path.is_symlink() and outside:
+                    out.append(path)
+    return out
 
 
 def _tree_bytes(tree: Path) -> int:

@@ -28,6 +28,7 @@ from distbuild.model.recipe import Recipe
 from distbuild.rootfs import extract
 from distbuild.rootfs.fetch import DebCache
 from distbuild.rootfs.lock import Lock, LockedPackage
+from distbuild.rootfs.rootpath import RootDir
 from distbuild.run import run, which
 
 INITRAMFS_PACKAGES = ("busybox-static", "dmsetup")
@@ -118,8 +119,11 @@ def _release(root: Path) -> str:
 def depmod(root: Path, release: str) -> None:
     """Index the modules of a target tree with the host's depmod (it only reads ELF files)."""
     # depmod -b looks in <base>/lib/modules; the tree is merged-/usr.
-    if not (root / "lib").exists():
+    if not os.path.lexists(root / "lib"):
         (root / "lib").symlink_to("usr/lib")
+    # depmod writes its indexes there following links the host's way: refuse
+    # a tree whose links would send them out of it.
+    RootDir(root).host_path(f"lib/modules/{release}")
     run(
         [which("depmod", "kmod"), "-b", root, release],
         hint="depmod comes with kmod: apt-get install kmod",

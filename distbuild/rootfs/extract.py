@@ -90,7 +90,12 @@ def populate(root_dir: Path, lock: Lock, cache: DebCache, debian_arch: str) -> N
         link = root_dir / name
         if not link.is_symlink():
             link.symlink_to(f"usr/{name}")
-    root = RootDir(root_dir)
+    # Cached parent descriptors: extraction writes thousands of files into few directories.
+    with RootDir(root_dir, cache=True) as root:
+        _unpack_all(root, lock, cache, debian_arch)
+
+
+def _unpack_all(root: RootDir, lock: Lock, cache: DebCache, debian_arch: str) -> None:
     info = "var/lib/dpkg/info"
     root.mkdirs(info)
     status = []

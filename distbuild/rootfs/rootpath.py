@@ -17,6 +17,7 @@ Standard library only.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import stat
@@ -29,6 +30,8 @@ from distbuild.errors import DistbuildError
 
 MAX_LINKS = 40  # what Linux allows one path lookup (ELOOP)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_PATH_ERRNOS = {errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTDIR, errno.EISDIR, errno.EEXIST}
+_CACHED_DIRS = 64
 _HINT = "every path is resolved inside the image's root; use paths and links that stay in it"
 
 
@@ -39,6 +42,9 @@ class RootPathError(DistbuildError):
         super().__init__(f"{path}: {reason}", hint)
         self.path = path
         self.reason = reason
+
+    def __reduce__(self) -> tuple[type[RootPathError], tuple[str, str, str | None]]:
+        return type(self), (self.path, self.reason, self.hint)
 
 
 class MissingPath(RootPathError):
@@ -123,24 +129,84 @@ class _Walk:
 
 
 class RootDir:
-    """A root directory whose paths are resolved and written beneath it."""
+    """A root directory whose paths are resolved and written beneath it.
 
-    def __init__(self, path: Path | str) -> None:
+    ``cache=True`` (for extraction: thousands of writes into few directories)
+    keeps the descriptors of recently used parent directories, keyed by the
+    path as written; any change that could give such a path another meaning
+    (a link made or removed, an entry removed) forgets them. ``close()`` it.
+    """
+
+    def __init__(self, path: Path | str, cache: bool = False) -> None:
         self.path = Path(path)
+        self._cache: dict[str, tuple[int, list[str]]] | None = {} if cache else None
+
+    def __enter__(self) -> RootDir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._forget()
+
+    def _forget(self) -> None:
+        while self._cache:
+            os.close(self._cache.pop(next(iter(self._cache)))[0])
+
+    @contextlib.contextmanager
+    def _errors(self, path: str) -> Iterator[None]:
+        try:
+            yield
+        except OSError as e:
+            # What the path itself causes (a name too long, a link swapped in
+            # under O_NOFOLLOW...) is the input's fault; a full disk is not.
+            if e.errno in _PATH_ERRNOS:
+                raise RootPathError(path, e.strerror or str(e)) from None
+            raise
 
     @contextlib.contextmanager
     def _walk(self, path: str) -> Iterator[_Walk]:
         w = _Walk(path, [os.open(self.path, _DIR_FLAGS)])
         try:
-            yield w
+            with self._errors(path):
+                yield w
         finally:
             w.close()
+
+    def _cached_parent(self, path: str, create: bool, mode: int) -> tuple[int, list[str]] | None:
+        """The parent directory of ``path`` from the cache (walked on a miss), if cached."""
+        if self._cache is None:
+            return None
+        parts = _split(path, True)
+        if not parts or any(p == ".." for p, _ in parts):
+            return None
+        key = "/".join(p for p, _ in parts[:-1])
+        hit = self._cache.get(key)
+        if hit is None:
+            with self._walk(path) as w:
+                w.walk(parts[:-1], create, mode)
+                hit = (os.dup(w.fd), list(w.names))
+            if len(self._cache) >= _CACHED_DIRS:
+                os.close(self._cache.pop(next(iter(self._cache)))[0])
+            self._cache[key] = hit
+        return hit
 
     @contextlib.contextmanager
     def _entry(
         self, path: str, follow: bool = False, create: bool = False, mode: int = 0o755
     ) -> Iterator[tuple[int, str, _Walk]]:
         """The directory (fd) holding ``path``'s last component, and that name."""
+        hit = None if follow else self._cached_parent(path, create, mode)
+        if hit is not None:
+            # Its own descriptor: the body may forget the cache (and close hit's).
+            w = _Walk(path, [os.dup(hit[0])], list(hit[1]))
+            try:
+                with self._errors(path):
+                    yield w.fd, _split(path, True)[-1][0], w
+            finally:
+                w.close()
+            return
         with self._walk(path) as w:
             queue = _split(path, True)
             while True:
@@ -165,6 +231,22 @@ class RootDir:
         """
         with self._entry(path, follow) as (_, last, w):
             return self.path.joinpath(*w.names, last)
+
+    def host_path(self, path: str) -> Path:
+        """The host path of ``path`` for a tool that walks it itself (depmod, compileall).
+
+        Such a tool follows links with the host's root, so this refuses a path
+        the host would resolve elsewhere than the target does.
+        """
+        inside = self.resolve(path, follow=True)
+        host = Path(os.path.realpath(self.path / path.lstrip("/")))
+        if host != Path(os.path.realpath(inside)):
+            raise RootPathError(
+                path,
+                f"a link on the way points out of the root (the host would use {host})",
+                "make the image's links on this path relative, or drop them",
+            )
+        return inside
 
     def lstat(self, path: str, follow: bool = False) -> os.stat_result | None:
         """The entry's stat (of the final link itself unless ``follow``), None if missing."""
@@ -234,6 +316,8 @@ class RootDir:
                 path, "is a directory", "remove the directory first, or pick another path"
             )
         os.unlink(last, dir_fd=fd)
+        if stat.S_ISLNK(st.st_mode):
+            self._forget()  # cached paths through this link meant its target
 
     def write_file(
         self, path: str, data: bytes | IO[bytes], mode: int = 0o644, uid: int = 0, gid: int = 0
@@ -256,6 +340,7 @@ class RootDir:
         """Make ``path`` a symlink to ``target`` (stored as given: it is the target's path)."""
         with self._entry(path, create=True) as (fd, last, _):
             self._clear(fd, last, path)
+            self._forget()  # a new link can give cached paths another meaning
             os.symlink(target, last, dir_fd=fd)
             os.chown(last, uid, gid, dir_fd=fd, follow_symlinks=False)
 
@@ -270,12 +355,18 @@ class RootDir:
             ),
         ):
             self._clear(fd, last, path)
-            os.link(sname, last, src_dir_fd=sfd, dst_dir_fd=fd, follow_symlinks=False)
+            try:
+                os.link(sname, last, src_dir_fd=sfd, dst_dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                raise RootPathError(
+                    path, f"hard link to {existing}, which does not exist"
+                ) from None
 
     def remove(self, path: str) -> bool:
         """Delete ``path`` (a directory with its contents; a link, not its target)."""
         try:
             with self._entry(path) as (fd, last, _):
+                self._forget()
                 return remove_at(fd, last)
         except (MissingPath, NotADirectory):
             return False  # nothing there to remove

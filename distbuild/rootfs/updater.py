@@ -24,7 +24,6 @@ Nothing here runs target code, so every arch is built the same way.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -32,6 +31,7 @@ from pathlib import Path, PurePosixPath
 
 import distbuild
 from distbuild.errors import DistbuildError
+from distbuild.rootfs.rootpath import RootDir
 
 PYTHON_DIR = "usr/lib/python3/dist-packages"
 """On Debian's ``sys.path`` for every python3.x, so ``python3 -m distbuild.bootctl`` works too."""
@@ -191,19 +191,19 @@ def install_updater(
     trust anchor.
     """
     written: list[str] = []
-    pydir = root / python_dir
+    # The tree is the image's: its links are followed inside it, never on the host.
+    root.mkdir(parents=True, exist_ok=True)
+    tree = RootDir(root)
     src_root = Path(distbuild.__file__).parent.parent
     for rel in node_files():
-        _copy(src_root / rel, pydir / rel)
+        _copy(tree, src_root / rel, f"{python_dir}/{rel.as_posix()}")
         written.append(str(PurePosixPath(python_dir) / rel.as_posix()))
     for name in VENDORED:
         for src, vrel in vendored_files(name):
-            _copy(src, root / vendor_dir / vrel)
+            _copy(tree, src, f"{vendor_dir}/{vrel}")
             written.append(str(PurePosixPath(vendor_dir) / vrel))
-    launcher = root / LAUNCHER
-    launcher.parent.mkdir(parents=True, exist_ok=True)
-    launcher.write_text(_LAUNCHER_TEXT.format(vendor=vendor_dir.strip("/")))
-    launcher.chmod(0o755)
+    launcher = _LAUNCHER_TEXT.format(vendor=vendor_dir.strip("/"))
+    tree.write_file(LAUNCHER, launcher.encode(), 0o755)
     written.append(LAUNCHER)
     if channel_url is not None or config:
         values: dict[str, object] = {"channel": channel}
@@ -212,24 +212,19 @@ def install_updater(
         values.update(config or {})
         if "channel_url" not in values:
             raise DistbuildError("the updater config needs channel_url")
-        path = root / CONFIG
-        path.parent.mkdir(parents=True, exist_ok=True)
         # JSON-quoted values are valid in the updater's YAML subset.
         lines = [f"{k}: {json.dumps(v)}" for k, v in values.items()]
         header = "# distbuild-update configuration (see distbuild/node/config.py)\n"
-        path.write_text(header + "\n".join(lines) + "\n")
+        tree.write_file(CONFIG, (header + "\n".join(lines) + "\n").encode(), 0o644)
         written.append(CONFIG)
     if root_json is not None:
         data = root_json if isinstance(root_json, bytes) else root_json.read_bytes()
         check_trust_anchor(data)
-        anchor = root / TRUST_ANCHOR
-        anchor.parent.mkdir(parents=True, exist_ok=True)
-        anchor.write_bytes(data)
+        tree.write_file(TRUST_ANCHOR, data, 0o644)
         written.append(TRUST_ANCHOR)
     return written
 
 
-def _copy(src: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dest)
-    dest.chmod(0o644)
+def _copy(tree: RootDir, src: Path, rel: str) -> None:
+    with src.open("rb") as f:
+        tree.write_file(rel, f, 0o644)

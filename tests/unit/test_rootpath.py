@@ -144,3 +144,54 @@ def test_walk_does_not_follow_links(root: Path) -> None:
     assert seen == {"usr/share": (["doc"], []), "usr/share/doc": ([], [])}
     names = {n for _, d, f, _ in RootDir(root).walk() for n in d + f}
     assert "out" in names and "written" not in names
+
+
+def test_names_the_kernel_refuses_are_clean_errors(root: Path) -> None:
+    with pytest.raises(RootPathError, match="too long"):
+        RootDir(root).write_file("/etc/" + "a" * 300, b"")
+    # Component by component, a path has no PATH_MAX: deep paths are fine.
+    RootDir(root).mkdirs("/" + "/".join(["b" * 255] * 20))
+
+
+@pytest.mark.root
+def test_a_directory_swapped_for_a_link_mid_walk_is_not_followed(root: Path) -> None:
+    """The race a checked-then-used host path loses: a link replaces a checked directory."""
+    import secrets
+
+    from distbuild.rootfs import rootpath
+    from tests.sandbox_support import run_sandboxed, trap_untouched
+
+    trap = Path(f"/tmp/distbuild-trap-{secrets.token_hex(4)}")
+    (root / "etc/swapped").mkdir()
+    real_stat = os.stat
+
+    def stat_then_swap(name: str, *args: object, **kwargs: object) -> os.stat_result:
+        st = real_stat(name, *args, **kwargs)  # type: ignore[arg-type]
+        if name == "swapped" and (root / "etc/swapped").is_dir():
+            (root / "etc/swapped").rename(root / "etc/was-swapped")
+            (root / "etc/swapped").symlink_to(trap)
+        return st
+
+    def write() -> None:
+        rootpath.os.stat = stat_then_swap  # type: ignore[attr-defined]
+        RootDir(root).write_file("/etc/swapped/x", b"redirected?")
+
+    seeds = {trap: {"victim": b"host file"}}
+    out = run_sandboxed(write, traps=seeds)
+    trap_untouched(out, seeds)
+    assert isinstance(out.error, RootPathError), out.stderr
+    assert (root / "etc/swapped").is_symlink()  # the swap happened; the write did not follow
+
+
+def test_the_parent_cache_forgets_when_a_link_changes_meaning(root: Path) -> None:
+    with RootDir(root, cache=True) as r:
+        r.write_file("/etc/abs/doc/one", b"1")  # caches etc/abs/doc -> usr/share/doc
+        r.symlink("/etc/abs", "/tmp")  # etc/abs now means /tmp
+        r.write_file("/etc/abs/two", b"2")
+        r.remove("/etc/abs")
+        r.mkdirs("/etc/abs/doc")  # a real directory this time
+        r.write_file("/etc/abs/doc/three", b"3")
+    assert (root / "usr/share/doc/one").read_bytes() == b"1"
+    assert (root / "tmp/two").read_bytes() == b"2"
+    assert (root / "etc/abs/doc/three").read_bytes() == b"3"
+    assert not (root / "usr/share/doc/three").exists()
