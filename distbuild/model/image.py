@@ -225,6 +225,7 @@ def load_image(
             offsets = {k: len(v) for k, v in data.items() if isinstance(v, list)}
             origins.update(_entry_origins(doc, body, ("overrides", key), offsets))
             for k, v in body.items():
+                _graft(doc, ("overrides", key, k), (k,), 0 if isinstance(v, dict) else len(data[k]))
                 data[k] = {**data[k], **v} if isinstance(v, dict) else data[k] + v
     packages = list(data["packages"])
     if data["kernel"]:
@@ -280,6 +281,16 @@ def load_image(
         package_origin=tuple(origin),
         entry_origin=tuple((k, where, key) for k, (_, where, key) in origins.items()),
     )
+
+
+def _graft(doc: loader.Document, src: KeyPath, dst: KeyPath, offset: int) -> None:
+    """Give override entries merged into ``dst`` the lines they were written on."""
+    for key, where in list(doc.origin.items()):
+        if key[: len(src)] == src and len(key) > len(src):
+            first, *rest = key[len(src) :]
+            if isinstance(first, int):
+                first += offset
+            doc.origin[(*dst, first, *rest)] = where
 
 
 def _users(doc: loader.Document, data: dict[str, Any]) -> list[User]:

@@ -463,6 +463,44 @@ def test_merged_list_entries_keep_their_origin(proj: Path) -> None:
     assert line_of(info.value, proj / "images/evil.yaml").startswith("packages:")
 
 
+def test_override_entries_keep_their_origin(proj: Path) -> None:
+    body = "directories: [/a]\noverrides:\n  amd64:\n    directories:\n      - /b\n      - ''\n"
+    e = refused(proj, body)
+    assert e.key == "directories[2]" and line_of(e, proj / "images/evil.yaml") == "      - ''"
+    body = "files: {/x: y}\noverrides:\n  amd64:\n    files:\n      /z: {content: q, mode: '99'}\n"
+    e = refused(proj, body)
+    assert e.key == "files./z.mode" and "/z: {content: q" in line_of(e, proj / "images/evil.yaml")
+
+
+ISSUE_CASES = {
+    "popen": (
+        "description: \"{{ cycler.__init__.__globals__.os.popen('touch MARK').read() }}\"",
+        2,
+    ),
+    "overlay /root/.ssh": ("overlay: /root/.ssh", 2),
+    "billion laughs": (laughs(9, 9), 3),
+    "recursive anchor": ("packages: &a [*a]", 2),
+    "python tag": ("description: !!python/object/apply:os.system ['touch MARK']", 2),
+    "uid 10**26": ("users: [{name: u, uid: 100000000000000000000000000}]", 2),
+    "negative uid": ("users: [{name: u, uid: -1}]", 2),
+    "mode above 07777": ("files: {/a: {content: x, mode: '17777'}}", 2),
+}
+
+
+@pytest.mark.parametrize(("body", "line"), ISSUE_CASES.values(), ids=ISSUE_CASES.keys())
+def test_the_issue_cases_through_the_cli(
+    proj: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], body: str, line: int
+) -> None:
+    marker = tmp_path / "MARK"
+    path = write(proj, body.replace("MARK", str(marker)) + "\n")
+    start = time.monotonic()
+    rc, error, hint = cli(proj, capsys, "recipes", "check")
+    assert time.monotonic() - start < 20
+    assert rc == 3 and error.startswith(f"error: {path}:{line}: "), error
+    assert hint.startswith("hint: ") and len(hint) > 12
+    assert not marker.exists()
+
+
 def test_fifo_definition_does_not_hang(proj: Path) -> None:
     os.mkfifo(proj / "images/include/fifo.yaml")
     e = refused(proj, "include: include/fifo.yaml\n")
