@@ -80,7 +80,7 @@ def check_name(
     prefix = f"{where}: " if where else ""
     raise error(
         f"{prefix}invalid {what} {_shown(value)}: {reason}",
-        hint=hint or f"a {what} is {GRAMMAR}",
+        hint=hint or f"{_article(what)} {what} is {GRAMMAR}",
     )
 
 
@@ -118,7 +118,7 @@ def check_relative_path(
     paths whose symlinks lead out of ``base``.
     """
     prefix = f"{where}: " if where else ""
-    hint = f"a {what} is relative to the directory of the file naming it and stays inside it"
+    hint = f"{_article(what)} {what} is relative to the directory of the file naming it and stays inside it"
     if not isinstance(value, str) or not value:
         raise error(f"{prefix}invalid {what} {_shown(value)}: not a non-empty string", hint=hint)
     pure = PurePosixPath(value)
@@ -139,6 +139,10 @@ def check_relative_path(
         else:
             return root / pure
     raise error(f"{prefix}invalid {what} {_shown(value)}: {reason}", hint=hint)
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
 
 
 def _shown(value: object) -> str:

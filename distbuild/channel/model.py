@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from distbuild import names
 from distbuild.channel.releases import MAX_SEED, Wave
 from distbuild.errors import UsageError
 from distbuild.model import loader
@@ -92,14 +93,17 @@ def parse_duration(text: str) -> timedelta:
 
 def channel_names(project: Path) -> list[str]:
     """The channels the project defines, sorted."""
-    return sorted(p.stem for p in (project / "channels").glob("*.yaml") if NAME.match(p.stem))
+    found = (project / "channels").glob("*.yaml")
+    return sorted(p.stem for p in found if NAME.fullmatch(p.stem) and not names.problem(p.stem))
 
 
 def check_name(name: str) -> str:
-    if not NAME.match(name):
+    """A channel name: a name (distbuild.names), and lower-case."""
+    if names.problem(name) is not None or not NAME.fullmatch(name):
         raise UsageError(
             f"invalid channel name {name!r}",
-            hint="use lower-case letters, digits, '.', '_' and '-'",
+            hint="use up to 128 lower-case letters, digits, '.', '_' and '-' (no '..'), "
+            "starting with a letter or digit",
         )
     return name
 

@@ -56,7 +56,7 @@ def _thresholds(values: tuple[str, ...]) -> dict[str, int]:
     out = {}
     for value in values:
         role, sep, number = value.partition("=")
-        digits = number.isascii() and number.isdigit()
+        digits = number.isascii() and number.isdigit() and len(number) <= 3
         if not sep or role not in ROLES or not digits or not 1 <= int(number) <= options.MAX_KEYS:
             raise UsageError(
                 f"invalid --threshold {value!r}",

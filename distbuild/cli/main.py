@@ -19,8 +19,9 @@ import click
 
 from distbuild import __version__, ui
 from distbuild.cli import build as build_cmds
+from distbuild.cli import options
 from distbuild.cli.common import State
-from distbuild.errors import DistbuildError, Interrupted, UsageError
+from distbuild.errors import DistbuildError, Interrupted
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -93,15 +94,6 @@ def _restore_signals(before: list[_Handler]) -> None:
             signal.signal(signum, handler)
 
 
-def _check_argv(argv: list[str]) -> None:
-    for arg in argv:
-        if "\0" in arg:
-            raise UsageError(
-                f"argument {arg!r} holds a NUL byte",
-                hint="no path, name or value can contain NUL: check how the command line was built",
-            )
-
-
 def main(argv: list[str] | None = None) -> int:
     before = _catch_signals()
     try:
@@ -113,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     try:
         args = sys.argv[1:] if argv is None else argv
-        _check_argv(args)
+        options.check_argv(args)
         cli.main(args=args, prog_name="distbuild", standalone_mode=False)
     except Interrupted as e:
         click.echo("error: interrupted", file=sys.stderr)

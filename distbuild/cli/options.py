@@ -7,13 +7,16 @@ by the grammar of :mod:`distbuild.names`, before any command acts on it.
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import click
 
 from distbuild import names
 from distbuild.errors import UsageError
 
-# Ports a TCP peer can have; 0 only where we listen (the kernel picks one).
-PORT = click.IntRange(1, 65535)
+# Ports we listen on; 0: the kernel picks one. (Ports in registry references:
+# distbuild.oci.reference, 1 to 65535.)
 LISTEN_PORT = click.IntRange(0, 65535)
 # Seconds since 1970 that tar, squashfs and FAT timestamps all hold (until 2106).
 EPOCH = click.IntRange(0, 2**32 - 1)
@@ -24,8 +27,24 @@ MEMORY = click.IntRange(64, 1 << 20)
 # Keys per role, signatures per role.
 MAX_KEYS = 64
 COUNT = click.IntRange(1, MAX_KEYS)
-# A timeout: more than nothing, at most a week.
-SECONDS = click.FloatRange(0, 7 * 86400, min_open=True)
+
+
+class _Seconds(click.FloatRange):
+    """A timeout: more than nothing, at most a week, and a number (not NaN)."""
+
+    def __init__(self) -> None:
+        super().__init__(0, 7 * 86400, min_open=True)
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        seconds = float(super().convert(value, param, ctx))
+        if math.isnan(seconds):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        return seconds
+
+
+SECONDS = _Seconds()
 
 
 class Name(click.ParamType[str]):
@@ -60,6 +79,16 @@ VERSION = Name(names.VERSION)
 ARCH = Name(names.ARCH)
 ARCHES = NameList(names.ARCH)
 CHANNEL = Name(names.CHANNEL)
+
+
+def check_argv(argv: list[str]) -> None:
+    """Refuse a NUL anywhere on the command line: no path or name may hold one."""
+    for i, arg in enumerate(argv):
+        if "\0" in arg:
+            raise UsageError(
+                f"argument {i + 1} ({arg!r:.80}) holds a NUL byte",
+                hint="paths and names never hold NUL; check how the command line is built",
+            )
 
 
 def _flag(param: click.Parameter | None) -> str | None:

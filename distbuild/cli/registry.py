@@ -12,7 +12,8 @@ from distbuild.cli.common import print_json
 from distbuild.oci.push import push_build
 from distbuild.oci.reference import Reference
 
-_SIZE = re.compile(r"^(\d+)\s*([KMG]?)(?:i?B)?$", re.IGNORECASE)
+_SIZE = re.compile(r"^(\d{1,12})\s*([KMG]?)(?:i?B)?$", re.IGNORECASE | re.ASCII)
+_MAX_CHUNK = 1 << 30  # a chunk is held in memory
 
 
 class _Size(click.ParamType[int]):
@@ -25,10 +26,12 @@ class _Size(click.ParamType[int]):
             return value
         m = _SIZE.match(str(value).strip())
         if not m:
-            self.fail(f"{value!r} is not a size like 5M or 1048576", param, ctx)
+            self.fail(f"{str(value)[:40]!r} is not a size like 5M or 1048576", param, ctx)
         n = int(m[1]) << (10 * " KMG".index((m[2] or " ").upper()))
         if n < 64 * 1024:
             self.fail("chunks smaller than 64K make registries slow; use at least 64K", param, ctx)
+        if n > _MAX_CHUNK:
+            self.fail("chunks are held in memory; use at most 1G", param, ctx)
         return n
 
 

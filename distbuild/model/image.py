@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from distbuild import names
 from distbuild.arch import ARCHES, Arch
 from distbuild.errors import RecipeError, UsageError
 from distbuild.model import loader
@@ -17,6 +18,7 @@ from distbuild.model.boundary import OUTSIDE_HINT, Boundary
 from distbuild.model.loader import KeyPath
 from distbuild.model.recipe import Recipe
 from distbuild.model.schema import UID_RANGE, Field, Spec, check
+from distbuild.names import check_name
 
 OUTPUTS = ("oci", "root", "disk")
 
@@ -190,6 +192,7 @@ def load_image(
     The definition may read files (includes, overlay) inside ``project`` and
     the ``allow`` paths only.
     """
+    check_name(name, names.IMAGE)
     path = project / "images" / f"{name}.yaml"
     if not path.is_file():
         known = ", ".join(image_names(project)) or "none"
@@ -251,10 +254,12 @@ def load_image(
     if overlay is not None:
         origins["overlay"] = (str(overlay), doc.where(("overlay",)), "overlay")
     cfg = data["config"]
-    if data["version"] is not None and not re.match(
-        r"^[0-9A-Za-z][0-9A-Za-z._+-]*$", data["version"]
-    ):
-        raise doc.error(("version",), f"{data['version']!r} is not a valid version")
+    if data["version"] is not None and (reason := names.problem(data["version"])):
+        raise doc.error(
+            ("version",),
+            f"{data['version']!r} is not a valid version: {reason}",
+            hint=f"a version is {names.GRAMMAR}",
+        )
     return ImageDef(
         name=name,
         path=path,

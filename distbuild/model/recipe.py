@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from distbuild import names
 from distbuild.arch import ARCHES, BOOT_CHAINS, Arch, Platform, normalize
 from distbuild.errors import RecipeError
 from distbuild.model import loader
@@ -134,6 +135,13 @@ def load_recipe(project: Path, arch: Arch, allow: Sequence[Path] = ()) -> Recipe
             f"{data['boot']['chain']!r} is not the boot chain distbuild supports for {arch.name}",
             hint=f"use {arch.boot_chain!r}",
         )
+    for i, board in enumerate(data["boards"]):
+        if reason := names.problem(board):
+            raise doc.error(
+                ("boards", i),
+                f"{board!r} is not a valid board: {reason}",
+                hint=f"a board is {names.GRAMMAR}",
+            )
     d, k, q, disk = data["debian"], data["kernel"], data["qemu"], data["disk"]
     return Recipe(
         arch=arch,

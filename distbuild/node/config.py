@@ -226,7 +226,7 @@ def _name(what: str, *, optional: bool = False) -> Callable[[object], str | None
         text = _str(v)
         reason = names.problem(text)
         if reason is not None:
-            raise ValueError(f"not a valid {what} ({reason}); a {what} is {names.GRAMMAR}")
+            raise ValueError(f"not a valid {what} ({reason}); use {names.GRAMMAR}")
         return text
 
     return check

@@ -17,9 +17,10 @@ _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _DOMAIN = r"(?:\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*)(?::[0-9]+)?"
 _REFERENCE = re.compile(
     rf"^(?P<registry>{_DOMAIN})/(?P<repository>{_COMPONENT}(?:/{_COMPONENT})*)"
-    r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
+    r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>sha256:[a-f0-9]{64}))?\Z",
+    re.ASCII,  # \w is [A-Za-z0-9_] as in the OCI grammar, not any script's letters
 )
-_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
+_TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
 _REF_HINT = "write it as HOST[:PORT]/REPOSITORY[:TAG], e.g. localhost:5000/distbuild/toolbox:1.0.0"
 
 
@@ -73,7 +74,7 @@ def _check_port(registry: str, text: str) -> None:
 
 
 def check_tag(tag: str) -> str:
-    if not _TAG.match(tag):
+    if not _TAG.fullmatch(tag):
         raise UsageError(
             f"invalid tag {tag!r}",
             hint="a tag is up to 128 letters, digits, '_', '.' and '-', not starting with '.' or '-'",
