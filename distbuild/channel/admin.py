@@ -129,9 +129,9 @@ def check_rotation_keys(channel: str, root: Root, keys: KeyStore) -> None:
     held = [k for k in root_role.keyids if keys.signer_for(k) is not None]
     if len(held) < root_role.threshold:
         raise DistbuildError(
-            f"channel {channel}: its root v{root.version} needs {root_role.threshold} "
-            f"signature(s) from root key(s) {short(root_role.keyids)}; {keys.path} holds "
-            f"{short(held)}",
+            f"channel {channel}: not enough of its current root keys are in {keys.path}: "
+            f"root v{root.version} needs {root_role.threshold} signature(s) from root key(s) "
+            f"{short(root_role.keyids)}; the directory holds {short(held)}",
             hint="bring those root keys (current or retired) into the key directory and "
             "retry. Nothing was changed",
         )

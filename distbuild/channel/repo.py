@@ -27,7 +27,6 @@ it, the staged files are removed and nothing visible changes.
 from __future__ import annotations
 
 import fcntl
-import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,7 +38,7 @@ from tuf.api.serialization.json import JSONSerializer
 
 from distbuild.channel.keys import KeyStore
 from distbuild.channel.model import ROLES, Expiry
-from distbuild.channel.targetfiles import prune_empty_dirs, store_file
+from distbuild.channel.targetfiles import collect_retired, prune_empty_dirs, store_file
 from distbuild.channel.trust import Signers, check_keys, verify_as_client
 from distbuild.channel.tufapi import (
     Delegations,
@@ -61,7 +60,6 @@ BIN_PREFIX = "bin"
 BIN_BITS = 8  # 256 bins: a few targets each even with thousands of releases
 # How long superseded metadata and dropped target files stay for readers mid-poll.
 GRACE = timedelta(hours=1)
-JOURNAL = ".retired"
 _JSON = JSONSerializer(compact=True)
 
 
@@ -190,7 +188,14 @@ def init_channel(
         snapshot.signed.meta[f"{name}.json"] = _write_signed(repo, name, md, signers["targets"])
     timestamp = Metadata(Timestamp(expires=now + expiry.timestamp))
     timestamp.signed.snapshot_meta = _write_signed(repo, "snapshot", snapshot, signers["snapshot"])
-    _write_timestamp(repo, timestamp, signers["timestamp"])
+    _sign(timestamp, signers["timestamp"])
+    data = timestamp.to_bytes(_JSON)
+    try:  # as for every change: a client must accept it before it exists
+        verify_as_client(repo.name, repo.metadata, repo.targets, data, now=now, expect={})
+    except BaseException:
+        repo.discard()
+        raise
+    write_atomic(repo.metadata / "timestamp.json", data)
 
 
 def _sign(md: Metadata[Any], signers: list[Signer]) -> None:
@@ -207,11 +212,6 @@ def _write_signed(
     data = md.to_bytes(_JSON)
     write_atomic(repo.metadata / f"{md.signed.version}.{role}.json", data)
     return MetaFile.from_data(md.signed.version, data, ["sha256"])
-
-
-def _write_timestamp(repo: ChannelRepo, md: Metadata[Timestamp], signers: list[Signer]) -> None:
-    _sign(md, signers)
-    write_atomic(repo.metadata / "timestamp.json", md.to_bytes(_JSON))
 
 
 # -- changing a channel ------------------------------------------------------------
@@ -378,7 +378,10 @@ class Update:
         self._created.clear()
         self._expect.clear()
         self._snapshot_dirty = self._timestamp_dirty = False
-        self._collect(superseded)
+        retired = [*superseded, *self._delete]
+        collect_retired(
+            self.repo.path, self.repo.targets, self.now, GRACE, retired, self._referenced
+        )
         self._delete.clear()
 
     def _stage(self, superseded: list[Path], staged: list[Path]) -> None:
@@ -436,41 +439,6 @@ class Update:
         """Delete ``path`` (a file this update made unreferenced) after the grace period."""
         self._delete.append(path)
 
-    def _collect(self, superseded: list[Path]) -> None:
-        """Delete files retired more than GRACE ago and no longer referenced; log new ones.
-
-        Readers that fetched the previous timestamp may still be walking the
-        metadata it leads to, so nothing is deleted at once: the journal
-        ``.retired`` remembers when each file left the current state.
-        """
-        journal = self.repo.path / JOURNAL
-        now = int(self.now.timestamp())
-        deadline = now - int(GRACE.total_seconds())
-        text = journal.read_text() if journal.is_file() else ""
-        text = text[: text.rfind("\n") + 1]  # a torn last line (crash) is dropped
-        # Lines are in time order: the due ones come first, so stop at the first that is not.
-        start = 0
-        while start < len(text):
-            end = text.index("\n", start) + 1
-            stamp, _, rel = text[start:end].strip().partition(" ")
-            if stamp.isdigit() and int(stamp) > deadline:
-                break
-            path = self.repo.path / rel
-            if rel and not self._referenced(path):
-                path.unlink(missing_ok=True)
-                prune_empty_dirs(path.parent, self.repo.targets)
-            start = end
-        fresh = "".join(
-            f"{now} {p.relative_to(self.repo.path)}\n" for p in [*superseded, *self._delete]
-        )
-        if start or not journal.is_file() or journal.stat().st_size != len(text):
-            write_atomic(journal, (text[start:] + fresh).encode())
-        elif fresh:
-            with open(journal, "a") as f:  # the common case: nothing due yet
-                f.write(fresh)
-                f.flush()
-                os.fsync(f.fileno())
-
     def _referenced(self, path: Path) -> bool:
         """Whether the current state names ``path`` (it may have been re-added)."""
         if path.is_relative_to(self.repo.targets):
@@ -480,6 +448,8 @@ class Update:
             target = self.get(name)
             return target is not None and sha256_of(target) == sha
         version, _, rest = path.name.partition(".")
+        if not version.isdigit():
+            return True  # not a file this code retires: leave it
         role = rest.removesuffix(".json")
         if role == "snapshot":
             return int(version) == self.snapshot.signed.version

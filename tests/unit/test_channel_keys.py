@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from distbuild.channel.admin import refresh_channel, rotate_roots
+from distbuild.channel.admin import create_channel, refresh_channel, rotate_roots
 from distbuild.channel.keys import KeyStore
 from distbuild.channel.publish import promote, publish
 from distbuild.channel.repo import ChannelRepo
@@ -259,3 +259,20 @@ def test_online_keys_helper_matches_the_cli(tmp_path: Path, keys: KeyStore, repo
     assert client_sees(repo, "beta") == ["2", "1"]
     with pytest.raises(DistbuildError, match="not an empty directory"):
         keys.export_online(tmp_path / "online")
+
+
+def test_channel_creation_a_client_would_refuse_leaves_no_channel(
+    tmp_path: Path, repo: Path, keys: KeyStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A signer that does not match keys.json (a bug, or a key swapped in memory).
+    other = make_keys(tmp_path / "other")
+    real = keys.signers
+    monkeypatch.setattr(
+        keys, "signers", lambda role: other.signers(role) if role == "timestamp" else real(role)
+    )
+    with pytest.raises(DistbuildError, match="fails verification as a client"):
+        create_channel(repo, BETA, keys)
+    assert not (repo / "beta" / "metadata").exists()
+    monkeypatch.undo()
+    assert create_channel(repo, BETA, keys)
+    assert client_sees(repo, "beta") == []
