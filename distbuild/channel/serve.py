@@ -122,12 +122,18 @@ class RepoHandler(SimpleHTTPRequestHandler):
         super().setup()
         self.wfile = _Counter(self.wfile)  # type: ignore[assignment]
         self.rfile.close()  # the socket's own file: replaced by the bounded reader
-        self._reader = DeadlineReader(self.connection, self.timeout, HEADER_LIMIT)
+        take = getattr(self.server, "take_head", None)
+        head = take(self.connection) if take is not None else b""
+        self._reader = DeadlineReader(self.connection, self.timeout, HEADER_LIMIT, head)
         self.rfile = io.BufferedReader(self._reader)
 
     def parse_request(self) -> bool:
         ok = super().parse_request()
         self._reader.body()  # the headers are in (or refused): no deadline for what follows
+        if ok and self._reader.too_long:
+            self.close_connection = True
+            self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "headers too large")
+            return False
         return ok
 
     def translate_path(self, path: str) -> str:
@@ -258,6 +264,7 @@ def make_server(
         partial(handler, directory=root),
         workers=workers,
         idle_timeout=idle_timeout,
+        header_timeout=header_timeout,
     )
     host, real_port = httpd.server_address[:2]
     return Server(f"http://{host!s}:{real_port}", traffic, httpd)

@@ -21,7 +21,7 @@ from typing import Any
 from distbuild import __version__
 from distbuild.errors import DistbuildError
 from distbuild.node import logfile
-from distbuild.node.config import Config, NodePaths, load_config
+from distbuild.node.config import Config, ConfigError, NodePaths, load_config
 from distbuild.node.updater import NodeUpdater, Outcome
 
 log = logging.getLogger("distbuild.node")
@@ -60,6 +60,13 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="the daemon: poll, apply, reboot per policy")
     r.add_argument("--once", action="store_true", help="one round, then exit")
+    r.add_argument(
+        "--config-retry",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="with an unusable config, idle and read it again this often (default 60)",
+    )
     return p
 
 
@@ -71,10 +78,13 @@ def _print(outcome: Outcome, as_json: bool) -> None:
 
 
 def _status_text(s: dict[str, Any]) -> str:
-    lines = [
+    lines = [f"config:     ERROR: {s['config_error']}"] if s.get("config_error") else []
+    lines += [
         f"image:      {s['image']} ({s['arch']}{', board ' + s['board'] if s['board'] else ''})",
         f"channel:    {s['channel']} at {s['channel_url']}"
         if s["channel_url"]
+        else "channel:    unknown (the configuration is unusable)"
+        if s.get("config_error")
         else "channel:    none (no /etc/distbuild/update.yaml)",
         f"booted:     slot {s['booted']['slot'] or '?'}, version {s['booted']['version']}",
         f"other:      slot {s['other']['slot'] or '?'}, version {s['other']['version'] or '-'}",
@@ -123,26 +133,54 @@ def _load(args: argparse.Namespace) -> tuple[Config, NodePaths]:
     return load_config(path), paths
 
 
+def _run(args: argparse.Namespace) -> int:
+    """The daemon; a bad config makes it idle, not exit (see distbuild.node.daemon)."""
+    from distbuild.node.daemon import run_loop
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+    def make() -> NodeUpdater:
+        cfg, pth = _load(args)
+        return NodeUpdater(cfg, pth)
+
+    retry = max(0.1, args.config_retry)
+    return run_loop(make, once=args.once, stop=stop, config_retry=retry)
+
+
+def _status(args: argparse.Namespace) -> int:
+    """Where the node stands; with an unusable config, that too (exit 3)."""
+    paths = NodePaths(args.root)
+    error: ConfigError | None = None
+    try:
+        config, paths = _load(args)
+    except ConfigError as e:
+        error, config = e, Config(channel_url="")
+    status = NodeUpdater(config, paths).status()
+    if error is not None:
+        status["config_error"] = error.message + (f" (hint: {error.hint})" if error.hint else "")
+    print(json.dumps(status, indent=2, sort_keys=True) if args.json else _status_text(status))
+    if error is None:
+        return 0
+    _report(error)
+    return error.exit_code
+
+
+def _report(e: DistbuildError) -> None:
+    print(f"error: {e.message}", file=sys.stderr)
+    if e.hint:
+        print(f"hint: {e.hint}", file=sys.stderr)
+
+
 def _dispatch(args: argparse.Namespace) -> int:
-    config, paths = _load(args)
     logfile.to_stderr(args.quiet)
     if args.command == "run":
-        from distbuild.node.daemon import run_loop
-
-        stop = threading.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
-
-        def make() -> NodeUpdater:
-            cfg, pth = _load(args)
-            return NodeUpdater(cfg, pth)
-
-        return run_loop(make, once=args.once, stop=stop)
-    updater = NodeUpdater(config, paths)
+        return _run(args)
     if args.command == "status":
-        status = updater.status()
-        print(json.dumps(status, indent=2, sort_keys=True) if args.json else _status_text(status))
-        return 0
+        return _status(args)
+    config, paths = _load(args)
+    updater = NodeUpdater(config, paths)
     if args.command == "check":
         outcome, _ = updater.check(args.allow_downgrade)
         _print(outcome, args.json)
@@ -166,9 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except DistbuildError as e:
-        print(f"error: {e.message}", file=sys.stderr)
-        if e.hint:
-            print(f"hint: {e.hint}", file=sys.stderr)
+        _report(e)
         return e.exit_code
     except KeyboardInterrupt:
         return 130

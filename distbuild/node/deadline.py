@@ -16,6 +16,7 @@ touched; they are closed with the watchdog. Standard library only: the node
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 import time
@@ -66,8 +67,10 @@ class Watchdog:
         """Watch ``sock`` (a connection this request opened or reuses)."""
         try:
             key = sock.fileno()
-            mine = sock.dup()
-        except OSError:
+            # By descriptor: an ssl.SSLSocket refuses dup(), and the shutdown acts on
+            # the connection underneath either way.
+            mine = socket.socket(sock.family, sock.type, sock.proto, fileno=os.dup(key))
+        except (OSError, ValueError):
             return
         with self._lock:
             if key in self._ids or self._closed:

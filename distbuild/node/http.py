@@ -224,10 +224,10 @@ class Http:
         except urllib.error.HTTPError:
             raise  # the caller reads or closes it under the same watchdog
         except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
-            fired = dog.fired
+            fired = dog.fired or dog.remaining() <= 0.05  # a timeout capped by the deadline
             dog.close()
             if fired:
-                raise self._late(url) from None
+                raise self._late(url, dog) from None
             reason = getattr(e, "reason", e)
             if isinstance(reason, TimeoutError | socket.timeout):
                 raise TooSlow(
@@ -237,12 +237,13 @@ class Http:
         if dog.fired:
             dog.close()
             response.close()
-            raise self._late(url)
+            raise self._late(url, dog)
         return response  # type: ignore[no-any-return]
 
-    def _late(self, url: str) -> TooSlow:
+    def _late(self, url: str, dog: Watchdog | None) -> TooSlow:
+        seconds = dog.seconds if dog is not None else self.limits.deadline
         return TooSlow(
-            f"{url}: no complete answer within the {self.limits.deadline:.0f} s deadline "
+            f"{url}: no complete answer within the {_secs(seconds)} s deadline "
             "(a server trickling its headers or body); cut off",
             hint="raise request_deadline in update.yaml if the link is this slow",
         )
@@ -261,17 +262,17 @@ class Http:
                     chunk = body.response.read1(min(CHUNK, left))
                 except TimeoutError:
                     if body.cut_off():
-                        raise self._late(body.url) from None
+                        raise self._late(body.url, body.watchdog) from None
                     raise TooSlow(
                         f"{body.url}: no data for {self.limits.read_timeout:.0f} s; cut off"
                     ) from None
                 except (OSError, http.client.HTTPException, ValueError) as e:
                     if body.cut_off():
-                        raise self._late(body.url) from None
+                        raise self._late(body.url, body.watchdog) from None
                     raise TransferError(f"{body.url}: connection lost: {e}") from None
                 if not chunk:
                     if body.cut_off():
-                        raise self._late(body.url)
+                        raise self._late(body.url, body.watchdog)
                     return
                 self.received += len(chunk)
                 left -= len(chunk)
@@ -331,11 +332,15 @@ class Http:
             data = read(max_length) if read is not None else b""
         except (OSError, http.client.HTTPException, ValueError) as e:
             if dog.fired:
-                raise self._late(url) from None
+                raise self._late(url, dog) from None
             raise TransferError(f"{url}: connection lost: {e}") from None
         if dog.fired:
-            raise self._late(url)
+            raise self._late(url, dog)
         return bytes(data)
+
+
+def _secs(seconds: float) -> str:
+    return f"{seconds:.0f}" if seconds >= 10 else f"{seconds:g}"
 
 
 def _int_header(value: str | None) -> int | None:

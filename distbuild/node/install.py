@@ -263,7 +263,9 @@ class PayloadWriter:
         against the signed length before any byte is read. A server that ignores
         the Range request answers with the whole file (``body.start`` 0)."""
         t = self.target
-        body = self.http.open(t.url, start=start, end=end)
+        # Without a Content-Length the body still gets the time the rate floor allows.
+        expect = (t.length if end is None else end) - start
+        body = self.http.open(t.url, start=start, end=end, expect=expect)
         if body.response.status == 206:
             if body.start != start:
                 body.close()

@@ -83,12 +83,22 @@ def find_credentials(registry: str, env: Mapping[str, str] | None = None) -> Cre
     return None
 
 
+HELPER_TIMEOUT = 60.0  # seconds a credential helper may take (it may wait on a keyring)
+
+
 def _from_helper(helper: str, registry: str) -> Credentials | None:
     """Ask a docker-credential-* helper (the protocol Docker uses)."""
     from distbuild.run import run, which
 
     tool = which(f"docker-credential-{helper}", f"golang-docker-credential-helpers ({helper})")
-    proc = run([tool, "get"], input=registry.encode(), capture=True, check=False)
+    proc = run(
+        [tool, "get"],
+        input=registry.encode(),
+        capture=True,
+        check=False,
+        timeout=HELPER_TIMEOUT,
+        hint=f"docker-credential-{helper} did not answer; check its keyring or agent",
+    )
     if proc.returncode != 0:
         return None  # the helper knows nothing about this registry
     try:

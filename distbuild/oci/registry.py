@@ -40,8 +40,8 @@ DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 MANIFEST_TYPES = (INDEX, MANIFEST, DOCKER_LIST, DOCKER_MANIFEST)
 DEFAULT_CHUNK = 5 * 1024 * 1024
 USER_AGENT = "distbuild"
-# Seconds one request may take in all (connect, headers, body), plus its upload at MIN_RATE.
-DEADLINE, MIN_RATE = 300.0, 64 * 1024
+# Per request: seconds in all (+ its upload at MIN_RATE), and the largest answer read.
+DEADLINE, MIN_RATE, ANSWER_LIMIT = 300.0, 64 * 1024, 16 << 20
 
 
 class _Transient(Exception):
@@ -328,7 +328,8 @@ class RegistryClient:
                     self._session,
                     method,
                     url,
-                    self._deadline(data),
+                    self.deadline + len(data or b"") / MIN_RATE,
+                    ANSWER_LIMIT,
                     data=data,
                     headers=hdrs,
                     timeout=(10, self.timeout),
@@ -365,9 +366,6 @@ class RegistryClient:
                 hint=f"the account{self._who()} may not {self.actions.replace(',', '/')} {self.repository}",
             )
         raise RegistryError(f"{self.registry}: {method} {_path(url)}: {_registry_message(resp)}")
-
-    def _deadline(self, data: bytes | None) -> float:
-        return self.deadline + (len(data) / MIN_RATE if data else 0.0)
 
     def _who(self) -> str:
         return f" {self.credentials.username!r}" if self.credentials else ""
@@ -421,6 +419,7 @@ class RegistryClient:
                     "GET",
                     params["realm"],
                     self.deadline,
+                    ANSWER_LIMIT,
                     params=query,
                     auth=auth,
                     timeout=(10, 60),

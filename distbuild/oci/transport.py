@@ -17,6 +17,7 @@ import requests.adapters
 import urllib3.connection
 import urllib3.connectionpool
 
+from distbuild.errors import FetchError
 from distbuild.node.deadline import Watchdog, current, watching
 
 
@@ -82,17 +83,24 @@ def session() -> requests.Session:
     return s
 
 
-def request(
-    s: requests.Session, method: str, url: str, deadline: float, **kw: Any
-) -> requests.Response:
-    """``s.request(...)`` (body read whole) that ends by ``deadline`` seconds from now.
+class TooLarge(FetchError):
+    """The answer's body is larger than the caller allows."""
 
-    Raises :class:`DeadlineExceeded` when cut off, else what requests raises.
+
+def request(
+    s: requests.Session, method: str, url: str, deadline: float, limit: int, **kw: Any
+) -> requests.Response:
+    """``s.request(...)`` that ends by ``deadline`` seconds from now, its body read
+    whole but refused past ``limit`` bytes.
+
+    Raises :class:`DeadlineExceeded` when cut off, :class:`TooLarge` for a body
+    over the limit, else what requests raises.
     """
     dog = Watchdog(deadline).start()
     try:
         with watching(dog):
-            resp = s.request(method, url, **kw)
+            resp = s.request(method, url, stream=True, **kw)
+            _read(resp, limit)
     except (requests.RequestException, OSError, urllib3.exceptions.HTTPError):
         if dog.fired:
             raise DeadlineExceeded(f"no complete answer within {deadline:.0f} s") from None
@@ -103,3 +111,17 @@ def request(
         resp.close()
         raise DeadlineExceeded(f"no complete answer within {deadline:.0f} s")
     return resp
+
+
+def _read(resp: requests.Response, limit: int) -> None:
+    """Read the body into ``resp.content``, at most ``limit`` bytes."""
+    with resp:
+        length = resp.headers.get("Content-Length", "")
+        if length.isdigit() and int(length) > limit:
+            raise TooLarge(f"{resp.url}: the answer is {length} bytes, more than {limit} allowed")
+        body = bytearray()
+        for chunk in resp.iter_content(64 << 10):
+            body += chunk
+            if len(body) > limit:
+                raise TooLarge(f"{resp.url}: the answer is more than the {limit} bytes allowed")
+        resp._content = bytes(body)  # what .content, .json() and .text read

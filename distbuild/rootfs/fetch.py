@@ -17,9 +17,14 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_ex
 
 from distbuild import ui
 from distbuild.errors import FetchError, LockError
+from distbuild.node.deadline import Watchdog, watching
+from distbuild.oci import transport
 from distbuild.rootfs.lock import LockedPackage
 
 CHUNK = 1 << 20
+# Seconds one download may take in all (connect, headers, body), plus its size at MIN_RATE:
+# a mirror that trickles its answer is cut off, and the download tried again.
+DEADLINE, MIN_RATE = 120.0, 32 * 1024
 
 
 class NetworkCounter:
@@ -66,7 +71,7 @@ class DebCache:
             return
         total = sum(p.size for p in missing)
         ui.note(f"fetching {len(missing)} packages ({total / 1048576:.1f} MiB)")
-        session = session or requests.Session()
+        session = session or transport.session()
         with ui.progress("download", total) as bar, ThreadPoolExecutor(4) as pool:
             for _ in pool.map(lambda p: self._download(session, p, bar), missing):
                 pass
@@ -82,6 +87,20 @@ class DebCache:
         )
         def attempt() -> None:
             NetworkCounter.requests += 1
+            dog = Watchdog(DEADLINE + pkg.size / MIN_RATE).start()
+            try:
+                with watching(dog):
+                    fetch(dog)
+            except (requests.RequestException, OSError):
+                if dog.fired:
+                    raise _Transient(f"no complete answer within {dog.seconds:.0f} s") from None
+                raise
+            finally:
+                dog.close()
+            if dog.fired:
+                raise _Transient(f"no complete answer within {dog.seconds:.0f} s")
+
+        def fetch(dog: Watchdog) -> None:
             with session.get(url, stream=True, timeout=30) as r:
                 if r.status_code == 404:
                     raise LockError(
@@ -107,6 +126,8 @@ class DebCache:
                             f.write(chunk)
                             bar.update(len(chunk))
                     NetworkCounter.bytes += size
+                    if dog.fired:  # cut off: whatever arrived is not the package
+                        raise _Transient(f"no complete answer within {dog.seconds:.0f} s")
                     if h.hexdigest() != pkg.sha256:
                         raise LockError(
                             f"{pkg.name} {pkg.version}: sha256 mismatch: the mirror's .deb is "
@@ -123,7 +144,8 @@ class DebCache:
             attempt()
         except (requests.ConnectionError, requests.Timeout, _Transient) as e:
             raise FetchError(
-                f"could not download {pkg.name} from {pkg.source}: {e.__class__.__name__}",
+                f"could not download {pkg.name} from {pkg.source}: "
+                f"{e if isinstance(e, _Transient) else e.__class__.__name__}",
                 hint="check the network and the mirror (--mirror or DISTBUILD_MIRROR)",
             ) from None
 
