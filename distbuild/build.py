@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Callable
@@ -28,12 +29,11 @@ from distbuild.errors import (
     MissingPackageError,
     UsageError,
 )
-from distbuild.fsutil import fsync_dir, write_atomic
 from distbuild.model.image import ImageDef, load_image
 from distbuild.model.recipe import Recipe, load_recipe
 from distbuild.names import check_name
 from distbuild.oci import layout as oci
-from distbuild.oci.layer import Layer, write_layer
+from distbuild.oci.layer import Layer, reuse_layer, store_layer, write_layer
 from distbuild.record import Artifact, BuildRecord
 from distbuild.rootfs import apt, customise, extract
 from distbuild.rootfs.fetch import DebCache, sha256_file
@@ -182,8 +182,9 @@ def check_writable(out: Path) -> None:
 
 
 # Locks an output needs beside the image's own: kind -> (lock name suffix,
-# fn(recipe) -> the packages to lock). The disk outputs register the boot lock.
-ExtraLock = tuple[str, Callable[[Recipe], tuple[str, ...]]]
+# fn(recipe, image) -> the packages to lock, or an error if the image cannot
+# have that output). The disk outputs register the boot lock.
+ExtraLock = tuple[str, Callable[[Recipe, ImageDef], tuple[str, ...]]]
 EXTRA_LOCKS: dict[str, ExtraLock] = {}
 
 
@@ -193,7 +194,7 @@ def lock_requests(recipe: Recipe, image: ImageDef) -> dict[str, tuple[str, ...]]
     for kind in image.outputs:
         if kind in EXTRA_LOCKS:
             suffix, packages = EXTRA_LOCKS[kind]
-            wanted[image.name + suffix] = tuple(sorted(packages(recipe)))
+            wanted[image.name + suffix] = tuple(sorted(packages(recipe, image)))
     return wanted
 
 
@@ -239,7 +240,8 @@ def get_lock(
     elif opts.locked:
         raise LockError(f"{path}: no lock file (--locked)", hint=hint)
     lock = resolve(opts, recipe, image, name, wanted)
-    write_lock(path, lock)
+    with scratch.user_errors(path.parent):
+        write_lock(path, lock)
     ui.note(f"{recipe.arch.name}: locked {len(lock.packages)} packages in {path}")
     return lock
 
@@ -289,7 +291,7 @@ def prepare(opts: BuildOptions, arch: Arch, workdir: Path) -> ArchBuild:
 def cached_layer(ctx: ArchBuild) -> Layer:
     """The rootfs layer from the layer cache, checked; built (and stored) on a miss."""
     entry = ctx.options.cache / "layers" / ctx.cache_key("layer")
-    layer = _reuse_layer(entry)
+    layer = reuse_layer(entry)
     if layer is not None:
         ui.note(f"{ctx.arch.name}: rootfs layer unchanged, reused from cache")
         return layer
@@ -301,36 +303,7 @@ def cached_layer(ctx: ArchBuild) -> Layer:
         ctx.epoch,
         ctx.options.compression_level,
     )
-    return _store_layer(entry, built)
-
-
-def _reuse_layer(entry: Path) -> Layer | None:
-    """The cache entry's layer if its blob has the digest and size its layer.json says."""
-    meta, blob = entry / "layer.json", entry / "layer.tar.gz"
-    if not meta.exists() and not blob.exists():
-        return None
-    try:
-        m = json.loads(meta.read_text())
-        layer = Layer(str(m["digest"]), str(m["diff_id"]), int(m["size"]), blob)
-        if blob.stat().st_size == layer.size and f"sha256:{sha256_file(blob)}" == layer.digest:
-            return layer
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    ui.warn(f"the cached layer {entry} is damaged or incomplete; rebuilding it")
-    meta.unlink(missing_ok=True)
-    return None
-
-
-def _store_layer(entry: Path, built: Layer) -> Layer:
-    """Move a fresh layer into the cache: the blob first, layer.json last, each atomically."""
-    entry.mkdir(parents=True, exist_ok=True)
-    (entry / "layer.json").unlink(missing_ok=True)
-    blob = entry / "layer.tar.gz"
-    os.replace(built.path, blob)
-    fsync_dir(entry)
-    meta = {"digest": built.digest, "diff_id": built.diff_id, "size": built.size}
-    write_atomic(entry / "layer.json", json.dumps(meta).encode())
-    return dataclasses.replace(built, path=blob)
+    return store_layer(entry, built)
 
 
 def build_oci(ctx: ArchBuild, layout: oci.Layout) -> dict[str, Any]:
@@ -405,7 +378,7 @@ def _build(opts: BuildOptions) -> tuple[BuildRecord, Path]:
         final = opts.out / opts.image / builds[0].version
         final.parent.mkdir(parents=True, exist_ok=True)
         scratch.reap(final.parent, ".partial-")
-        scratch.reap(final.parent, ".old-")
+        recover_swaps(final.parent)
         staging = scratch.make_dir(final.parent, f".{final.name}.partial-")
         try:
             with scratch.user_errors(opts.out, opts.cache):
@@ -420,8 +393,8 @@ def _build(opts: BuildOptions) -> tuple[BuildRecord, Path]:
 
 
 def check_directory(path: Path) -> None:
-    """Refuse a file (or a link) where the build puts a directory."""
-    if path.is_symlink() or (path.exists() and not path.is_dir()):
+    """Refuse a file (or a dangling link) where the build puts a directory."""
+    if (path.is_symlink() and not path.exists()) or (path.exists() and not path.is_dir()):
         raise DistbuildError(
             f"{path} is in the way: it should be a directory of builds, but is a file",
             hint="move it away, or choose another --out",
@@ -500,14 +473,44 @@ def finish_index(
 
 
 def _swap_into_place(staging: Path, final: Path) -> None:
-    """Replace ``final`` with ``staging`` so readers see the old or the new build."""
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{scratch.owner_tag()}-")
-        os.replace(final, old)
-        os.replace(staging, final)
+    """Replace ``final`` with ``staging`` so readers see the old or the new build.
+
+    SIGTERM/SIGINT wait until both renames are done; a build killed between
+    them leaves ``.<version>.old-*``, which :func:`recover_swaps` puts back.
+    """
+    signals = {signal.SIGTERM, signal.SIGINT}
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    try:
+        if final.exists():
+            old = final.with_name(f".{final.name}.old-{scratch.owner_tag()}-")
+            os.replace(final, old)
+            os.replace(staging, final)
+        else:
+            old = None
+            os.replace(staging, final)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    if old is None:
+        return
+    if old.is_dir() and not old.is_symlink():
         shutil.rmtree(old, ignore_errors=True)
     else:
-        os.replace(staging, final)
+        old.unlink(missing_ok=True)
+
+
+def recover_swaps(parent: Path) -> None:
+    """Put back a build a killed swap moved aside; remove the ones it replaced."""
+    for name in sorted(os.listdir(parent)):
+        version = name[1:].split(".old-", 1)[0] if name.startswith(".") else ""
+        if (
+            ".old-" in name
+            and version
+            and not (parent / version).exists()
+            and not scratch.owner_alive(name, ".old-")
+        ):
+            os.replace(parent / name, parent / version)
+            ui.note(f"restored {parent / version}, moved aside by a build that was killed")
+    scratch.reap(parent, ".old-")
 
 
 # The root and disk outputs register themselves into OUTPUT_BUILDERS; imported

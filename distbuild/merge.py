@@ -10,7 +10,13 @@ import shutil
 from pathlib import Path
 
 from distbuild import scratch
-from distbuild.build import _swap_into_place, check_directory, check_writable, finish_index
+from distbuild.build import (
+    _swap_into_place,
+    check_directory,
+    check_writable,
+    finish_index,
+    recover_swaps,
+)
 from distbuild.errors import DistbuildError
 from distbuild.fsutil import clone_file
 from distbuild.oci import layout as oci
@@ -52,6 +58,7 @@ def _merge_into(loaded: list[tuple[BuildRecord, Path]], final: Path) -> tuple[Bu
     first = loaded[0][0]
     final.parent.mkdir(parents=True, exist_ok=True)
     scratch.reap(final.parent, ".partial-")
+    recover_swaps(final.parent)
     staging = scratch.make_dir(final.parent, f".{final.name}.partial-")
     try:
         record = BuildRecord(first.image, first.version, first.source_date_epoch)

@@ -25,6 +25,17 @@ from distbuild.errors import CommandError, DistbuildError
 # want it, and a build from the environment's epoch runs every tool exactly
 # like one from --source-date-epoch.
 _KEEP = ("PATH", "HOME", "TMPDIR", "http_proxy", "https_proxy", "no_proxy")
+# Tools that fail when SOURCE_DATE_EPOCH is set beside their own time options;
+# they never get it, whoever passes it.
+_NO_EPOCH_ENV = ("mksquashfs",)
+
+
+def tool_env(argv: Sequence[str], extra: Mapping[str, str] | None) -> dict[str, str]:
+    """The environment of one command: :func:`clean_env`, minus what the tool refuses."""
+    env = clean_env(extra)
+    if os.path.basename(argv[0]) in _NO_EPOCH_ENV:
+        env.pop("SOURCE_DATE_EPOCH", None)
+    return env
 
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -70,7 +81,7 @@ def run(
             stdout=stdout if stdout is not None else (subprocess.PIPE if capture else None),
             stderr=subprocess.PIPE,
             cwd=cwd,
-            env=clean_env(env),
+            env=tool_env(args, env),
             timeout=timeout,
             check=False,
         )
@@ -102,7 +113,7 @@ def popen(
     ui.debug("+ " + shlex.join(args))
     try:
         return subprocess.Popen(
-            args, stdin=stdin, stdout=stdout, stderr=stderr, env=clean_env(env), cwd=cwd
+            args, stdin=stdin, stdout=stdout, stderr=stderr, env=tool_env(args, env), cwd=cwd
         )
     except FileNotFoundError:
         raise DistbuildError(

@@ -16,14 +16,15 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from distbuild import scratch
 from distbuild.build import ArchBuild, get_lock
 from distbuild.disk.bootchain import get_chain
 from distbuild.errors import DistbuildError, LockError
+from distbuild.model.image import ImageDef
 from distbuild.model.recipe import Recipe
 from distbuild.rootfs import extract
 from distbuild.rootfs.fetch import DebCache
@@ -48,7 +49,8 @@ def unpack(
     if final.is_dir():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    scratch.reap(final.parent, ".tmp-")
+    tmp = scratch.make_dir(final.parent, f".{final.name}.tmp-")
     try:
         cache = DebCache(ctx.options.cache)
         cache.ensure(packages)
@@ -87,11 +89,7 @@ class KernelTree:
 
 def kernel_tree(ctx: ArchBuild) -> KernelTree:
     """The image's locked kernel package, unpacked, with a modules.dep from the host's depmod."""
-    if not ctx.image.kernel:
-        raise DistbuildError(
-            f"image {ctx.image.name} has no kernel, so it cannot have a root or disk output",
-            hint=f"set 'kernel: true' in {ctx.image.path.name}, or build only 'oci' for it",
-        )
+    require_kernel(ctx.image)
     pkgs = [
         p
         for p in ctx.lock.packages
@@ -107,6 +105,14 @@ def kernel_tree(ctx: ArchBuild) -> KernelTree:
     if not tree.image.is_file():
         raise DistbuildError(f"kernel image {tree.image.name} missing from {pkgs[0].name}")
     return tree
+
+
+def require_kernel(image: ImageDef) -> None:
+    if not image.kernel:
+        raise DistbuildError(
+            f"image {image.name} has no kernel, so it cannot have a root or disk output",
+            hint=f"set 'kernel: true' in {image.path.name}, or build only 'oci' for it",
+        )
 
 
 def _release(root: Path) -> str:
@@ -133,8 +139,13 @@ def depmod(root: Path, release: str) -> None:
 BOOT_LOCK = "-boot"
 
 
-def boot_packages(recipe: Recipe) -> tuple[str, ...]:
-    """What the boot lock holds: the initramfs tools and the boot chain's loader packages."""
+def boot_packages(recipe: Recipe, image: ImageDef) -> tuple[str, ...]:
+    """What the boot lock holds: the initramfs tools and the boot chain's loader packages.
+
+    Planned before anything is resolved, so an image without a kernel is
+    refused here, before the mirror is asked or a lock is written.
+    """
+    require_kernel(image)
     return tuple(sorted({*INITRAMFS_PACKAGES, *get_chain(recipe.boot_chain).packages}))
 
 

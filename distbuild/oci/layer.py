@@ -4,11 +4,18 @@ Entries are sorted, owners numeric with no names, every mtime is
 SOURCE_DATE_EPOCH, and gzip is written with a fixed header, so the same tree
 gives the same bytes on any host. Tar writing and compression run in two
 threads (zlib and sha256 release the GIL), which keeps both cores busy.
+
+The layer cache (one directory per input key, ``layer.tar.gz`` and
+``layer.json``) is written blob first and metadata last, and checked against
+the metadata on every reuse: a crash or a flipped byte costs a rebuild, never
+a wrong blob.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import os
 import queue
 import stat
@@ -21,6 +28,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from distbuild import ui
+from distbuild.fsutil import fsync_dir, write_atomic
+from distbuild.rootfs.fetch import sha256_file
 
 _GZIP_HEADER = b"\x1f\x8b\x08\x00" + b"\x00\x00\x00\x00" + b"\x00\xff"
 
@@ -176,3 +185,36 @@ def write_layer(root: Path, dest: Path, epoch: int, level: int = 6) -> Layer:
         size=pipe.size,
         path=dest,
     )
+
+
+def reuse_layer(entry: Path) -> Layer | None:
+    """A layer cache entry's layer if its blob has the digest and size its layer.json says.
+
+    A damaged or half-written entry gives None (and a warning): the caller
+    rebuilds it and :func:`store_layer` replaces it.
+    """
+    meta, blob = entry / "layer.json", entry / "layer.tar.gz"
+    if not meta.exists() and not blob.exists():
+        return None
+    try:
+        m = json.loads(meta.read_text())
+        layer = Layer(str(m["digest"]), str(m["diff_id"]), int(m["size"]), blob)
+        if blob.stat().st_size == layer.size and f"sha256:{sha256_file(blob)}" == layer.digest:
+            return layer
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    ui.warn(f"the cached layer {entry} is damaged or incomplete; rebuilding it")
+    meta.unlink(missing_ok=True)
+    return None
+
+
+def store_layer(entry: Path, built: Layer) -> Layer:
+    """Move a fresh layer into the cache: the blob first, layer.json last, each atomically."""
+    entry.mkdir(parents=True, exist_ok=True)
+    (entry / "layer.json").unlink(missing_ok=True)
+    blob = entry / "layer.tar.gz"
+    os.replace(built.path, blob)
+    fsync_dir(entry)
+    meta = {"digest": built.digest, "diff_id": built.diff_id, "size": built.size}
+    write_atomic(entry / "layer.json", json.dumps(meta).encode())
+    return dataclasses.replace(built, path=blob)

@@ -36,12 +36,12 @@ def fresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return dest
 
 
-def image_lock_only(project: Path, arch: str = "amd64") -> None:
-    """A node image lock that covers the image (no packages: the build stops before them)."""
+def image_lock_only(project: Path, arch: str = "amd64", name: str = "node") -> None:
+    """An image lock that covers the image (no packages: the build stops before them)."""
     recipe = load_recipe(project, parse_arches([arch])[0])
-    image = load_image(project, "node", recipe)
-    lock = Lock("node", arch, recipe.suite, tuple(sorted(image.packages)), ())
-    write_lock(lock_path(project, "node", arch), lock)
+    image = load_image(project, name, recipe)
+    lock = Lock(name, arch, recipe.suite, tuple(sorted(image.packages)), ())
+    write_lock(lock_path(project, name, arch), lock)
 
 
 def node_locked(project: Path, out: Path, *extra: str) -> list[str]:
@@ -96,6 +96,21 @@ def test_locked_and_update_lock_contradict(
     rc = run_cli(*node_locked(fresh, tmp_path / "out", "--locked", "--update-lock"))
     error, _ = error_and_hint(capsys.readouterr().err)
     assert rc == 2 and "contradict" in error, error
+
+
+def test_root_output_without_a_kernel_is_refused_before_resolving(
+    fresh: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    toolbox = fresh / "images/toolbox.yaml"
+    toolbox.write_text(toolbox.read_text().replace("outputs: [oci]", "outputs: [oci, root]"))
+    image_lock_only(fresh, name="toolbox")
+    args = node_locked(fresh, tmp_path / "out")
+    args[args.index("node")] = "toolbox"
+    assert run_cli(*args) not in (0, 70)
+    error, hint = error_and_hint(capsys.readouterr().err)
+    assert "image toolbox has no kernel" in error and "kernel: true" in hint
+    assert not lock_path(fresh, "toolbox-boot", "amd64").exists()
+    assert not (tmp_path / "cache/apt").exists()
 
 
 @pytest.mark.slow

@@ -52,3 +52,20 @@ def test_clone_is_a_file_of_its_own(tmp_path: Path) -> None:
     with src.open("r+b") as f:
         f.write(b"X")
     assert dest.read_bytes().startswith(b"layer")
+
+
+def test_a_killed_swap_is_put_back(tmp_path: Path) -> None:
+    from distbuild.build import recover_swaps
+
+    child = subprocess.Popen(["true"])
+    child.wait()
+    _, start, boot = scratch.owner_tag().split("-")
+    dead = f"{child.pid}-{start}-{boot}-"
+    moved = tmp_path / f".1.0.old-{dead}"  # killed between the two renames
+    (moved / "oci").mkdir(parents=True)
+    replaced = tmp_path / f".2.0.old-{dead}"  # killed while removing the old build
+    replaced.mkdir()
+    (tmp_path / "2.0").mkdir()
+    recover_swaps(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["1.0", "2.0"]
+    assert (tmp_path / "1.0/oci").is_dir()
