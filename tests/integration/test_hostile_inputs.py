@@ -140,6 +140,7 @@ def _project(project: Path, out: Path) -> None:
     os.mkfifo(record / "amd64/fifo")
     keys = make_keys(project / "keys")
     create_channel(project / "repo", channel("alpha"), keys)
+    keys.export_online(project / "online-keys")  # what CI holds
     (project / "disk.img").write_bytes(b"\0" * 65536)
 
 
@@ -233,6 +234,7 @@ def argv(draw: st.DrawFn) -> list[str]:
         hs.one(["{RECORD}", "/", "/etc", "{PROJECT}/images/fifo", "{OUT}", "{RECORD}/amd64"])
     )
     level = draw(hs.one(["1", "0", "10", "-1"]))
+    keys = draw(hs.one(["{PROJECT}/online-keys", "{PROJECT}/keys", "{PROJECT}", "/etc"]))
     commands = {
         "image": [
             "image",
@@ -286,7 +288,7 @@ def argv(draw: st.DrawFn) -> list[str]:
             "--repo",
             "{OUT}/repo",
             "--keys",
-            "{PROJECT}/keys",
+            keys,
         ],
         "channel": [
             "channel",
@@ -295,7 +297,7 @@ def argv(draw: st.DrawFn) -> list[str]:
             "--repo",
             "{OUT}/repo",
             "--keys",
-            "{PROJECT}/keys",
+            keys,
         ],
         "status": [
             "disk",
@@ -318,6 +320,8 @@ def argv(draw: st.DrawFn) -> list[str]:
     command = commands[draw(st.sampled_from(sorted(commands)))]
     if command[:2] == ["channel", "show"]:
         command = command[:-2]  # show reads, it takes no keys
+    if command[:2] == ["channel", "init"] and keys.endswith("online-keys"):
+        command[-1] = "{PROJECT}/keys"  # making a channel takes the root keys
     return ["--project", "{PROJECT}", *command]
 
 
