@@ -378,3 +378,28 @@ def test_full_builds_of_hostile_definitions(hostile: Hostile, text: str) -> None
     if os.environ.get("HOSTILE_TRACE"):
         print(result.returncode, result.output.strip().splitlines()[-2:])
     check_outcome(result, f"images/tiny.yaml:\n{text}")
+
+
+# --- what the property test found ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["keys", "init", "--keys", "{LONG}"],
+        ["channel", "init", "alpha", "--repo", "{TMP}", "--keys", "{LONG}"],
+        ["channel", "refresh", "--channel", "alpha", "--repo", "{TMP}", "--keys", "{LONG}"],
+        ["publish", "{TMP}", "--channel", "alpha", "--repo", "{TMP}", "--keys", "{LONG}"],
+        ["serve", "--repo", "{LONG}", "--port", "1"],
+    ],
+)
+def test_a_path_no_file_system_can_hold_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    """A 300-byte path component was an OSError (exit 70) wherever pathlib met it first."""
+    long = str(tmp_path / ("x" * 300))
+    argv = [a.replace("{LONG}", long).replace("{TMP}", str(tmp_path)) for a in command]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "the name is too long" in err and "hint: each part of a path" in err, err
+    assert sorted(tmp_path.iterdir()) == []
