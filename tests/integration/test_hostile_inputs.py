@@ -320,6 +320,8 @@ def argv(draw: st.DrawFn) -> list[str]:
     command = commands[draw(st.sampled_from(sorted(commands)))]
     if command[:2] == ["channel", "show"]:
         command = command[:-2]  # show reads, it takes no keys
+    if command[:2] == ["channel", "refresh"]:
+        command.insert(2, "--channel")  # refresh takes its channel as an option
     if command[:2] == ["channel", "init"] and keys.endswith("online-keys"):
         command[-1] = "{PROJECT}/keys"  # making a channel takes the root keys
     return ["--project", "{PROJECT}", *command]
