@@ -367,10 +367,15 @@ PLATFORMS = ["linux/amd64", "linux/arm/v7", "linux/../..", "", "linux", "windows
 EPOCHS = ["0", "1764201600", "-1", "2" * 30, "x", "", "253402300800"]
 
 
-def one(values: list[str]) -> st.SearchStrategy[str]:
-    """The first (valid) value about two times in three, else a hostile one."""
-    valid = st.just(values[0])
-    return st.one_of(valid, valid, valid, valid, st.sampled_from(values), st.sampled_from(ODD))
+@st.composite
+def one(draw: st.DrawFn, values: list[str]) -> str:
+    """The first (valid) value about three times in four, else a hostile one.
+
+    (A one_of of equal branches was not enough: hypothesis favours edge cases.)
+    """
+    if draw(st.booleans()) or draw(st.booleans()):
+        return values[0]
+    return draw(st.sampled_from([*values[1:], *ODD]))
 
 
 @st.composite

@@ -21,6 +21,8 @@ import json
 import os
 import pkgutil
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -405,3 +407,19 @@ def test_a_path_no_file_system_can_hold_is_a_usage_error(
     err = capsys.readouterr().err
     assert "the name is too long" in err and "hint: each part of a path" in err, err
     assert sorted(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["fifo", "chardev"])
+def test_a_disk_that_is_not_a_file_or_block_device_is_refused(tmp_path: Path, kind: str) -> None:
+    """'disk status FIFO' blocked in its first read forever (found by the property test)."""
+    if kind == "fifo":
+        disk = tmp_path / "fifo"
+        os.mkfifo(disk)
+    else:
+        disk = Path("/dev/zero")
+    code = "import sys; from distbuild.cli.main import main; sys.exit(main(sys.argv[1:]))"
+    argv = [sys.executable, "-c", code, "--project", str(REPO), "disk", "status", str(disk)]
+    done = subprocess.run([*argv, "--arch", "amd64"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "is not a disk image file or a block device" in done.stderr
+    assert "hint: " in done.stderr
