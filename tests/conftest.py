@@ -23,7 +23,8 @@ from tests.channel_support import channel, make_keys
 
 # Property tests (tests/integration/test_hostile_inputs.py): reproducible example
 # sets (derandomized, no example database), no per-example deadline (the
-# sandbox has its own). 'ci' is the default; '--hypothesis-profile dev' runs few.
+# sandbox has its own). 'ci' is the default; '--hypothesis-profile dev' runs few,
+# 'explore' searches afresh.
 settings.register_profile(
     "ci",
     max_examples=250,
@@ -36,6 +37,10 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.register_profile("dev", settings.get_profile("ci"), max_examples=20)
+# Looking for new failures: a fresh random search each run, five times longer.
+settings.register_profile(
+    "explore", settings.get_profile("ci"), max_examples=1250, derandomize=False
+)
 settings.load_profile("ci")
 
 REPO = Path(__file__).resolve().parent.parent
