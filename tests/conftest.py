@@ -14,11 +14,34 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, Phase, settings
 
 from distbuild.channel.admin import create_channel
 from distbuild.channel.keys import KeyStore
 from distbuild.cli.main import main
 from tests.channel_support import channel, make_keys
+
+# Property tests (tests/integration/test_hostile_inputs.py): reproducible example
+# sets (derandomized, no example database), no per-example deadline (the
+# sandbox has its own). 'ci' is the default; '--hypothesis-profile dev' runs few,
+# 'explore' searches afresh.
+settings.register_profile(
+    "ci",
+    max_examples=250,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    print_blob=True,
+    # Explaining a failure re-runs it a hundred times: minutes with a sandbox per run.
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile("dev", settings.get_profile("ci"), max_examples=20)
+# Looking for new failures: a fresh random search each run, five times longer.
+settings.register_profile(
+    "explore", settings.get_profile("ci"), max_examples=1250, derandomize=False
+)
+settings.load_profile("ci")
 
 REPO = Path(__file__).resolve().parent.parent
 EPOCH = 1764201600

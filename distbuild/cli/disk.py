@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -21,7 +22,19 @@ arch_option = click.option("--arch", "arch", type=options.ARCH, help="amd64, arm
 slot_option = click.option(
     "--slot", type=click.Choice(["a", "b"]), required=True, help="The root slot."
 )
-disk_argument = click.argument("disk", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+
+
+def _disk_file(ctx: click.Context, param: click.Parameter, value: Path) -> Path:
+    # A FIFO would block the first read forever, a character device never end.
+    mode = value.stat().st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+        raise click.BadParameter(f"{value} is not a disk image file or a block device", ctx, param)
+    return value
+
+
+disk_argument = click.argument(
+    "disk", type=click.Path(exists=True, dir_okay=False, path_type=Path), callback=_disk_file
+)
 
 
 def _recipe(state: State, arch: str | None) -> Recipe:

@@ -6,6 +6,8 @@ codes; library code raises.
 
 from __future__ import annotations
 
+import errno
+import os
 import signal
 import sys
 import threading
@@ -127,16 +129,33 @@ def _main(argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         click.echo("error: interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # a bug, not a user mistake
-        click.echo(f"error: internal error: {e.__class__.__name__}: {e}", file=sys.stderr)
+    except OSError as e:
+        if e.errno != errno.ENAMETOOLONG:
+            return _internal(e)
+        # A path given on the command line that no file system can hold (pathlib's
+        # exists()/is_file() raise for it): the user's to fix, whichever command met it.
+        name = os.fsdecode(e.filename) if e.filename is not None else "a path"
+        shown = name if len(name) <= 80 else name[:80] + "..."
+        click.echo(f"error: {shown}: the name is too long", file=sys.stderr)
         click.echo(
-            "hint: this is a bug in distbuild; run with -v for the traceback and report it",
+            "hint: each part of a path is at most 255 bytes, the whole at most 4096",
             file=sys.stderr,
         )
-        if ui.verbose():
-            traceback.print_exc()
-        return 70
+        return 2
+    except Exception as e:  # a bug, not a user mistake
+        return _internal(e)
     return 0
+
+
+def _internal(e: Exception) -> int:
+    click.echo(f"error: internal error: {e.__class__.__name__}: {e}", file=sys.stderr)
+    click.echo(
+        "hint: this is a bug in distbuild; run with -v for the traceback and report it",
+        file=sys.stderr,
+    )
+    if ui.verbose():
+        traceback.print_exc()
+    return 70
 
 
 if __name__ == "__main__":
