@@ -45,7 +45,8 @@ from tests.channel_support import channel, make_build, make_keys
 from tests.conftest import EPOCH, REPO
 from tests.hostile_support import Sandbox, check_outcome
 
-pytestmark = pytest.mark.root
+# The module fixture resolves the tiny image's lock once against the host's mirror.
+pytestmark = [pytest.mark.root, pytest.mark.network]
 TRAP = Path(hs.TRAP)
 BUILDS = max(1, settings().max_examples // 10)
 
