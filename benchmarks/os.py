@@ -32,7 +32,8 @@ sys.path.insert(0, str(REPO))
 
 from distbuild.arch import parse_arches  # noqa: E402
 from distbuild.boot import boot_disk  # noqa: E402
-from distbuild.build import BuildOptions, prepare  # noqa: E402
+from distbuild.build import prepare  # noqa: E402
+from distbuild.context import BuildOptions  # noqa: E402
 from distbuild.disk import rootimg  # noqa: E402
 from distbuild.disk.bootchain import get_chain  # noqa: E402
 from distbuild.disk.diskimg import build_disk  # noqa: E402

@@ -8,10 +8,12 @@ import click
 
 from distbuild import ui
 from distbuild.arch import parse_arches
-from distbuild.build import BuildOptions, build, get_locks
+from distbuild.build import build
 from distbuild.cli import options
 from distbuild.cli.common import State, pass_state, print_json
+from distbuild.context import BuildOptions
 from distbuild.errors import UsageError
+from distbuild.locks import get_locks
 from distbuild.merge import merge
 from distbuild.model.image import check_all, load_image
 from distbuild.model.recipe import load_recipe

@@ -13,10 +13,11 @@ import os
 import shutil
 from pathlib import Path
 
-from distbuild.build import EXTRA_LOCKS, OUTPUT_BUILDERS, ArchBuild
+from distbuild.build import OUTPUT_BUILDERS, ArchBuild
 from distbuild.disk.diskimg import build_disk
 from distbuild.disk.rootimg import root_payload
 from distbuild.disk.trees import BOOT_LOCK, boot_packages
+from distbuild.locks import EXTRA_LOCKS
 from distbuild.record import Artifact
 from distbuild.rootfs.fetch import sha256_file
 

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distbuild import scratch
-from distbuild.build import ArchBuild, get_lock
+from distbuild.build import ArchBuild
 from distbuild.disk.bootchain import get_chain
 from distbuild.errors import DistbuildError, LockError
+from distbuild.locks import get_lock
 from distbuild.model.image import ImageDef
 from distbuild.model.recipe import Recipe
 from distbuild.rootfs import extract
@@ -152,7 +153,7 @@ def boot_packages(recipe: Recipe, image: ImageDef) -> tuple[str, ...]:
 def boot_lock(ctx: ArchBuild, extra: tuple[str, ...]) -> Lock:
     """The lock of the initramfs tools and the boot chain's packages for this arch.
 
-    The build's plan stage resolves it with the image's lock (build.get_locks,
+    The build's plan stage resolves it with the image's lock (locks.get_locks,
     so ``--locked`` covers it); this only hands it out.
     """
     name = ctx.image.name + BOOT_LOCK

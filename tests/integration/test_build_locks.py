@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from distbuild.arch import parse_arches
-from distbuild.build import BuildOptions, get_locks
+from distbuild.context import BuildOptions
+from distbuild.locks import get_locks
 from distbuild.model.image import load_image
 from distbuild.model.recipe import load_recipe
 from distbuild.rootfs.lock import Lock, lock_path, read_lock, write_lock

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from distbuild.arch import get_arch
-from distbuild.build import BuildOptions, prepare
+from distbuild.build import prepare
 from distbuild.cli.main import main
+from distbuild.context import BuildOptions
 from distbuild.errors import UsageError
 from distbuild.record import RecordError, load_record
 from tests.channel_support import make_build, make_keys
