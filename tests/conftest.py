@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +106,30 @@ def error_and_hint(err: str) -> tuple[str, str]:
     assert errors and hints, err
     assert "Traceback" not in err, err
     return errors[0], hints[0]
+
+
+def distbuild_process(
+    *args: str | os.PathLike[str], env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run the ``distbuild`` CLI as its own process (signals, exit codes, stderr as a user sees)."""
+    return subprocess.run(
+        [sys.executable, "-m", "distbuild.cli.main", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )
+
+
+def assert_clean_error(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
+    """A refusal as the user must see it: error:/hint:, exit neither 0 nor 70, the needles."""
+    err = proc.stderr
+    assert proc.returncode not in (0, 70), err
+    error_and_hint(err)
+    for needle in needles:
+        assert needle in err, f"{needle!r} not in {err!r}"
+    return err
 
 
 @pytest.fixture(scope="session")

@@ -17,19 +17,7 @@ from distbuild.channel.releases import INDEX_TARGET, ReleaseIndex
 from distbuild.channel.serve import Server, Traffic
 from tests.channel_support import client, make_build, tree
 from tests.conftest import REPO
-
-
-def distbuild(
-    *args: str | os.PathLike[str], env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "distbuild.cli.main", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, **(env or {})},
-        timeout=300,
-    )
+from tests.conftest import distbuild_process as distbuild
 
 
 def start(*args: str | os.PathLike[str], env: dict[str, str]) -> subprocess.Popen[str]:

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, NodeChannels, error_and_hint, image_args
+from tests.conftest import NodeChannels, assert_clean_error, image_args
+from tests.conftest import distbuild_process as distbuild
 
 pytestmark = pytest.mark.slow
 
@@ -22,28 +21,6 @@ def proj(tmp_path: Path, project: Path, toolbox_all: Path) -> Path:
     dest = tmp_path / "proj"
     shutil.copytree(project, dest)
     return dest
-
-
-def distbuild(
-    *args: str | os.PathLike[str], env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "distbuild.cli.main", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, **(env or {})},
-        timeout=300,
-    )
-
-
-def assert_clean_error(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
-    err = proc.stderr
-    assert proc.returncode != 0, err
-    error_and_hint(err)
-    for needle in needles:
-        assert needle in err, f"{needle!r} not in {err!r}"
-    return err
 
 
 def build(

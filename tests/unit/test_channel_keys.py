@@ -8,10 +8,7 @@ trusting the channel's first root, still reads.
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,7 +20,8 @@ from distbuild.channel.repo import ChannelRepo
 from distbuild.channel.view import describe
 from distbuild.errors import DistbuildError
 from tests.channel_support import channel, make_build, make_keys, online_keys
-from tests.conftest import REPO
+from tests.conftest import assert_clean_error
+from tests.conftest import distbuild_process as cli
 
 BETA, STABLE = channel("beta"), channel("stable")
 
@@ -43,28 +41,6 @@ def digest(path: Path) -> str:
 def client_sees(repo: Path, name: str) -> list[str]:
     """The versions a fresh ngclient from 1.root.json sees in the channel."""
     return describe(ChannelRepo(repo, name)).releases.get("node", [])
-
-
-def cli(
-    *args: str | os.PathLike[str], env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "distbuild.cli.main", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, **(env or {})},
-        timeout=120,
-    )
-
-
-def assert_clean_error(done: subprocess.CompletedProcess[str], *words: str) -> None:
-    assert done.returncode not in (0, 70), done.stderr
-    assert "Traceback" not in done.stderr
-    error = next(line for line in done.stderr.splitlines() if line.startswith("error: "))
-    assert any(line.startswith("hint: ") for line in done.stderr.splitlines()), done.stderr
-    for word in words:
-        assert word in error, done.stderr
 
 
 @pytest.fixture
