@@ -22,14 +22,13 @@ import signal
 import struct
 import sys
 import tempfile
-import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.sandbox_support import _setup, snapshot
+from tests.sandbox_support import _setup, snapshot, wait_child
 
 INTERNAL = 70
 
@@ -87,20 +86,6 @@ def _run_job(fn: Callable[..., int], args: tuple[Any, ...], log: Path) -> None:
         os._exit(code)
 
 
-def _wait(pid: int, timeout: float) -> tuple[int, bool]:
-    deadline = time.monotonic() + timeout
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status), False
-        if time.monotonic() > deadline:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            return -signal.SIGKILL, True
-        time.sleep(0.005)
-
-
 def _serve(requests: int, replies: int, traps: Sequence[Path], log: Path) -> None:
     while True:
         try:
@@ -112,7 +97,7 @@ def _serve(requests: int, replies: int, traps: Sequence[Path], log: Path) -> Non
             os.close(requests)
             os.close(replies)
             _run_job(fn, args, log)
-        code, timed_out = _wait(pid, timeout)
+        code, timed_out = wait_child(pid, timeout)
         # A job that forked and left children behind: they die with it.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
@@ -181,7 +166,7 @@ class Sandbox:
     def close(self) -> None:
         os.close(self._req)
         os.close(self._rep)
-        _wait(self.pid, 10)
+        wait_child(self.pid, 10)
         for t in self._made:
             with contextlib.suppress(OSError):
                 t.rmdir()

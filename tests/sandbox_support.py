@@ -228,7 +228,8 @@ def _child(
         os._exit(code)
 
 
-def _wait(pid: int, timeout: float) -> tuple[int, bool]:
+def wait_child(pid: int, timeout: float) -> tuple[int, bool]:
+    """Reap ``pid`` within ``timeout`` s; past it kill its process group. (exit code, timed out)"""
     deadline = time.monotonic() + timeout
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
@@ -277,7 +278,7 @@ def run_sandboxed(
             _child(target, seeds, writable, out_fd, err_fd, paths[2], cwd, env)
         os.close(out_fd)
         os.close(err_fd)
-        code, timed_out = _wait(pid, timeout)
+        code, timed_out = wait_child(pid, timeout)
         stdout, stderr, result = (Path(p).read_bytes() for p in paths)
     for t in made:
         with contextlib.suppress(OSError):
