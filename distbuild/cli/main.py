@@ -94,7 +94,6 @@ def _restore_signals(before: list[_Handler]) -> None:
             signal.signal(signum, handler)
 
 
-
 def main(argv: list[str] | None = None) -> int:
     before = _catch_signals()
     try:
