@@ -20,6 +20,9 @@ from distbuild.node.channel import Refused
 from distbuild.node.state import now_iso, write_atomic
 
 FLOOR_FILE = "time-floor"  # read by the image's clock-floor script too
+# The publisher's clock and the node's may differ by a little: a release
+# published seconds ago by a fast clock does not make the node's clock wrong.
+SKEW = 300
 _MAX = 1 << 40  # far beyond any real time; a larger number is not one
 
 
@@ -76,8 +79,8 @@ def floor(image_epoch: int | None, state_dir: Path) -> Floor:
 
 
 def require(now: int, current: Floor) -> None:
-    """Refuse (:class:`ClockBehind`) while ``now`` is below the floor."""
-    if now >= current.seconds:
+    """Refuse (:class:`ClockBehind`) while ``now`` is below the floor (less :data:`SKEW`)."""
+    if now >= current.seconds - SKEW:
         return
     raise ClockBehind(
         f"the clock ({now_iso(now)}) is behind {current.source} "

@@ -42,6 +42,10 @@ def test_require_refuses_below_the_floor_only(tmp_path: Path) -> None:
     f = clock.Floor(1_764_201_600, "the image's SOURCE_DATE_EPOCH")
     clock.require(1_764_201_600, f)
     clock.require(1_764_201_601, f)
+    # A few minutes of skew between the publisher's clock and the node's is no reason.
+    clock.require(1_764_201_600 - clock.SKEW, f)
+    with pytest.raises(clock.ClockBehind):
+        clock.require(1_764_201_600 - clock.SKEW - 1, f)
     with pytest.raises(clock.ClockBehind) as e:
         clock.require(0, f)
     assert "1970-01-01T00:00:00Z" in e.value.message
