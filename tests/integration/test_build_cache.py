@@ -51,7 +51,15 @@ def start(
         text=True,
         cwd=REPO,
         env={**os.environ, "DISTBUILD_CACHE": str(cache)},
+        # A build started in the background of a non-interactive shell (as CI
+        # may run the suite) inherits SIGINT ignored, and rightly keeps ignoring
+        # it; this build is a foreground one, as a user's Ctrl-C would reach.
+        preexec_fn=_default_sigint,
     )
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def build(proj: Path, out: Path, cache: Path, *extra: str) -> subprocess.CompletedProcess[str]:

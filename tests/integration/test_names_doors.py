@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.channel_support import make_build, make_keys
+from tests.channel_support import make_build, make_keys, online_keys
 from tests.conftest import REPO, error_and_hint
 
 
@@ -71,7 +71,7 @@ def test_publish_of_a_record_naming_dot_dot(tmp_path: Path, project: Path) -> No
     record = json.loads((build / "build.json").read_text())
     record["version"] = "../.."
     (build / "build.json").write_text(json.dumps(record))
-    keys = make_keys(tmp_path / "keys").path
+    keys = online_keys(make_keys(tmp_path / "keys"), tmp_path / "online").path
     area = tmp_path / "area"
     (area / "deep").mkdir(parents=True)
     repo = area / "deep" / "repo"

@@ -92,5 +92,6 @@ def test_a_fifo_in_the_overlay_is_refused_not_a_hang(tmp_path: Path, cache_dir: 
     result, out = _build(tmp_path, cache_dir, proj, trap, timeout=240)  # it hung forever
     assert result.returncode == 3, result.stderr
     error, hint = error_and_hint(result.stderr)
-    assert f"toolbox.yaml:{line}" in error and "FIFO" in error and "overlay" in hint
+    assert f"toolbox.yaml:{line}" in error and "overlay" in hint
+    assert "FIFO" in error or "not a file, directory or symlink" in error
     assert not (out / "toolbox/9.9.9").exists()
