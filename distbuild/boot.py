@@ -39,7 +39,12 @@ class BootResult:
 
 
 def qemu_argv(
-    recipe: Recipe, disk: Path, state: Path, write: bool, nic: str | None = None
+    recipe: Recipe,
+    disk: Path,
+    state: Path,
+    write: bool,
+    nic: str | None = None,
+    extra: Sequence[str] = (),
 ) -> list[str]:
     chain = get_chain(recipe.boot_chain)
     binary = which(f"qemu-system-{recipe.arch.qemu_system}", "qemu-system")
@@ -62,6 +67,7 @@ def qemu_argv(
         nic or "none",
         *chain.qemu_args(recipe, disk, state),
         *recipe.qemu_extra,
+        *extra,
     ]
     if not write:
         argv.append("-snapshot")
@@ -75,6 +81,7 @@ class Guest:
     before qemu's argv, e.g. ``ip netns exec NAME`` to give the guest a
     network only inside a namespace. :meth:`power_cut` kills qemu at once,
     which is what pulling the plug does to the guest's disk writes.
+    ``extra`` is more qemu arguments (e.g. ``-rtc base=1970-01-01``).
     """
 
     def __init__(
@@ -86,6 +93,7 @@ class Guest:
         echo: TextIO | None = None,
         nic: str | None = None,
         wrap: Sequence[str] = (),
+        extra: Sequence[str] = (),
     ) -> None:
         if not disk.is_file():
             raise DistbuildError(f"disk image {disk} not found")
@@ -94,7 +102,7 @@ class Guest:
         self._raw = bytearray()
         self.pos = 0
         self._state = Path(tempfile.mkdtemp(prefix="distbuild-boot-"))
-        argv = [*wrap, *qemu_argv(recipe, disk.resolve(), self._state, write, nic)]
+        argv = [*wrap, *qemu_argv(recipe, disk.resolve(), self._state, write, nic, extra)]
         self.start = time.monotonic()
         self.proc = popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
@@ -207,13 +215,14 @@ def boot_disk(
     expect: Sequence[str] = (),
     write: bool = False,
     echo: TextIO | None = None,
+    extra: Sequence[str] = (),
 ) -> BootResult:
     """Boot ``disk`` until every text in ``expect`` appeared in order (or qemu exits).
 
     Raises a :class:`DistbuildError` on timeout, or when qemu exits before
     the expected texts appeared.
     """
-    guest = Guest(recipe, disk, write=write, echo=echo)
+    guest = Guest(recipe, disk, write=write, echo=echo, extra=extra)
     exited = None
     try:
         deadline = time.monotonic() + timeout

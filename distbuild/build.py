@@ -65,7 +65,13 @@ class ArchBuild:
         return self.recipe.arch
 
     def release(self) -> dict[str, str]:
-        return {"IMAGE": self.image.name, "VERSION": self.version, "ARCH": self.arch.name}
+        # EPOCH (SOURCE_DATE_EPOCH) is the node's clock floor at boot.
+        return {
+            "IMAGE": self.image.name,
+            "VERSION": self.version,
+            "ARCH": self.arch.name,
+            "EPOCH": str(self.epoch),
+        }
 
     def rootfs(self) -> Path:
         """The customised root tree, built on first use."""

@@ -190,6 +190,7 @@ class Node:
     image: str = "node"
     chain: str = "u-boot"
     config: dict[str, Any] = field(default_factory=dict)
+    epoch: int | None = None  # EPOCH= (SOURCE_DATE_EPOCH) in the release file
 
     @property
     def paths(self) -> NodePaths:
@@ -276,8 +277,9 @@ class Node:
         (self.root / "proc").mkdir(exist_ok=True)
         (self.root / "proc/cmdline").write_text(f"console=ttyAMA0 distbuild.slot={slot} panic=5\n")
         (self.root / "etc/distbuild").mkdir(parents=True, exist_ok=True)
+        epoch = "" if self.epoch is None else f"EPOCH={self.epoch}\n"
         (self.root / "etc/distbuild/release").write_text(
-            f"ARCH={self.arch}\nIMAGE={self.image}\nVERSION={version}\n"
+            f"ARCH={self.arch}\n{epoch}IMAGE={self.image}\nVERSION={version}\n"
         )
 
     def boot(self) -> tuple[str, str]:

@@ -58,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("mark-good", help="run the health check and bless the booted slot")
     sub.add_parser("rollback", help="boot the other (good) slot next and reboot per policy")
 
+    t = sub.add_parser(
+        "time-sync", help="set the clock from time servers (SNTP), never below its floor"
+    )
+    t.add_argument("servers", nargs="+", metavar="SERVER")
+    t.add_argument("--once", action="store_true", help="one sync, then exit")
+    t.add_argument("--interval", type=float, default=1024.0, metavar="SECONDS")
+
     r = sub.add_parser("run", help="the daemon: poll, apply, reboot per policy")
     r.add_argument("--once", action="store_true", help="one round, then exit")
     r.add_argument(
@@ -122,7 +129,7 @@ def _status_text(s: dict[str, Any]) -> str:
 
 # Commands that work on the slots alone: a node built without a channel still
 # boots, is health-checked and blessed, and can say where it stands.
-_LOCAL = ("status", "mark-good", "rollback")
+_LOCAL = ("status", "mark-good", "rollback", "time-sync")
 
 
 def _load(args: argparse.Namespace) -> tuple[Config, NodePaths]:
@@ -147,6 +154,28 @@ def _run(args: argparse.Namespace) -> int:
 
     retry = max(0.1, args.config_retry)
     return run_loop(make, once=args.once, stop=stop, config_retry=retry)
+
+
+def _time_sync(args: argparse.Namespace) -> int:
+    """SNTP against ``args.servers``, never below the clock floor."""
+    from distbuild.node import clock, timesync
+    from distbuild.node.config import read_release
+
+    config, paths = _load(args)
+    epoch = read_release(paths.release).epoch
+    state_dir = paths.at(config.state_dir)
+
+    def floor() -> int:
+        return clock.floor(epoch, state_dir).seconds
+
+    if args.once:
+        print(timesync.sync_once(args.servers, floor()))
+        return 0
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    timesync.run(args.servers, floor, max(16.0, args.interval), stop)
+    return 0
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -179,6 +208,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _run(args)
     if args.command == "status":
         return _status(args)
+    if args.command == "time-sync":
+        return _time_sync(args)
     config, paths = _load(args)
     updater = NodeUpdater(config, paths)
     if args.command == "check":

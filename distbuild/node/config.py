@@ -445,6 +445,7 @@ class ReleaseInfo:
     version: str
     arch: str
     board: str | None = None
+    epoch: int | None = None  # SOURCE_DATE_EPOCH: the clock floor (distbuild.node.clock)
 
 
 def read_release(path: Path) -> ReleaseInfo:
@@ -466,4 +467,11 @@ def read_release(path: Path) -> ReleaseInfo:
         raise DistbuildError(f"{path} lacks {', '.join(missing)}")
     if values["ARCH"] not in ARCHES:
         raise DistbuildError(f"{path}: unknown ARCH {values['ARCH']!r}")
-    return ReleaseInfo(values["IMAGE"], values["VERSION"], values["ARCH"], values.get("BOARD"))
+    epoch = values.get("EPOCH", "")
+    return ReleaseInfo(
+        values["IMAGE"],
+        values["VERSION"],
+        values["ARCH"],
+        values.get("BOARD"),
+        int(epoch) if epoch.isascii() and epoch.isdigit() and len(epoch) <= 12 else None,
+    )

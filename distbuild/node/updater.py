@@ -23,7 +23,7 @@ from distbuild.arch import ARCHES
 from distbuild.bootctl.base import SlotBoot, other
 from distbuild.channel.releases import seed_from
 from distbuild.errors import DistbuildError
-from distbuild.node import logfile, system
+from distbuild.node import clock, logfile, system
 from distbuild.node.channel import (
     BOOT,
     INITRD,
@@ -142,6 +142,8 @@ class NodeUpdater:
         try:
             client = self.client()
             index = client.refresh()
+            clock.record_verified(self.store.directory, clock.newest_signed_time(index))
+            clock.require(now_epoch(), clock.floor(self.release.epoch, self.store.directory))
             selection = select(
                 index,
                 image=self.image,

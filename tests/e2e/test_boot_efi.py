@@ -6,13 +6,17 @@ the project's own commands and boot control, in as few boots as it needs.
 An update into B that boots B and is blessed, and a release whose init
 fails being tried N times before the loader falls back by itself, are the
 updater's e2e story (tests/e2e/test_update.py), installed the way a node does.
+
+Every fresh copy of the disk is another node on its first boot: each makes
+its own SSH host key (compared across the module's boots), and the tampered
+case starts its RTC before the image's epoch to show the clock floor.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -25,7 +29,14 @@ from distbuild.disk.diskimg import partition_offsets
 from distbuild.disk.slots import disk_bootctl, payload_from_build, write_slot
 from distbuild.model.recipe import Recipe, load_recipe
 from distbuild.run import run
-from tests.conftest import REPO, Builder, read_record, run_cli
+from tests.conftest import EPOCH, REPO, Builder, read_record, run_cli
+from tests.e2e.node_console import (
+    assert_services_up,
+    clock_after_floor,
+    clock_was_moved,
+    host_key,
+    rtc_behind_epoch,
+)
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow, pytest.mark.root, pytest.mark.network]
 
@@ -40,6 +51,13 @@ class Efi:
     v1: Path
     v2: Path
     workdir: Path
+    host_keys: list[str] = field(default_factory=list)  # one per first boot of a copy
+
+    def new_host_key(self, transcript: str) -> None:
+        """This node made a host key no other node of the module has."""
+        key = host_key(transcript)
+        assert key not in self.host_keys, "two nodes from one disk share an SSH host key"
+        self.host_keys.append(key)
 
     def disk(self, name: str) -> Path:
         """A fresh sparse copy of the 1.0.0 disk."""
@@ -59,11 +77,19 @@ class Efi:
     def write_v2(self, disk: Path, slot: str = "b") -> None:
         write_slot(disk, self.recipe, payload_from_build(self.v2, self.arch), slot)
 
-    def boot(self, disk: Path, *expect: str, timeout: float) -> BootResult:
+    def boot(
+        self, disk: Path, *expect: str, timeout: float, extra: tuple[str, ...] = ()
+    ) -> BootResult:
         log = self.workdir / f"{disk.stem}.console.log"
         with log.open("w") as echo:
             return boot_disk(
-                self.recipe, disk, timeout=timeout, expect=expect, write=True, echo=echo
+                self.recipe,
+                disk,
+                timeout=timeout,
+                expect=expect,
+                write=True,
+                echo=echo,
+                extra=extra,
             )
 
 
@@ -96,16 +122,23 @@ def test_fresh_disk_boots_slot_a_and_marks_it_good(
         "--expect",
         f"distbuild-os: booted slot=a version=1.0.0 arch={efi.arch}",
         "--expect",
+        "distbuild-os: services up",
+        "--expect",
         "distbuild-os: slot a marked good",
     )
     out, err = capfd.readouterr()
     assert rc == 0, err
     assert out.index("booted slot=a") < out.index("slot a marked good")
+    assert_services_up(out, "a")
+    clock_after_floor(out, EPOCH)
+    efi.new_host_key(out)
     # Without --write the image is only read (qemu's copy-on-write snapshot).
     assert hashlib.sha256(disk.read_bytes()).hexdigest() == before
 
 
 def test_flipped_byte_in_root_b_fails_verity_and_a_boots(efi: Efi) -> None:
+    """Also a node whose RTC starts long before the image's epoch (1970 on arm64):
+    A comes up with its clock at the epoch."""
     disk = efi.disk("tampered")
     efi.write_v2(disk)
     offset, _ = partition_offsets(disk)["root-b"]
@@ -122,7 +155,12 @@ def test_flipped_byte_in_root_b_fails_verity_and_a_boots(efi: Efi) -> None:
         f"distbuild-os: booted slot=a version=1.0.0 arch={efi.arch}",
         "distbuild-os: slot a marked good",
         timeout=FAILED_TRY + BOOT,
+        extra=rtc_behind_epoch(efi.arch),
     )
+    clock_was_moved(result.transcript, EPOCH)
+    clock_after_floor(result.transcript, EPOCH)
+    assert_services_up(result.transcript, "a")
+    efi.new_host_key(result.transcript)
     assert "is corrupted" in result.transcript  # dm-verity's error, then its panic
     assert result.count("distbuild-initramfs: slot=b") == 1
     assert "booted slot=b" not in result.transcript
@@ -175,5 +213,7 @@ def test_power_cut_while_flipping_still_boots_a_good_slot(efi: Efi) -> None:
         timeout=BOOT,
     )
     assert "booted slot=" in result.transcript
+    assert_services_up(result.transcript, "b")
+    efi.new_host_key(result.transcript)
     # Blessing the slot also removed the copy the cut left behind.
     assert esp.list("loader/entries") == ["distbuild-0-a.conf", "distbuild-1-b.conf"]

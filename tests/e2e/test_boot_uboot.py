@@ -24,7 +24,14 @@ from distbuild.bootctl.uboot import ENV_BACKUP, ENV_FILE, UBootControl
 from distbuild.disk.diskimg import partition_offsets, partition_sha256
 from distbuild.model.recipe import Recipe, load_recipe
 from distbuild.run import run
-from tests.conftest import Builder, read_record
+from tests.conftest import EPOCH, Builder, read_record
+from tests.e2e.node_console import (
+    RTC_1970,
+    assert_services_up,
+    clock_after_floor,
+    clock_was_moved,
+    host_key,
+)
 from tests.e2e.uboot_support import Console, start_qemu
 
 pytestmark = [pytest.mark.qemu, pytest.mark.root, pytest.mark.slow, pytest.mark.network]
@@ -45,6 +52,7 @@ class Node:
     v1: Path  # build directories (with build.json)
     v2: Path
     boots: list[float]
+    host_key: str | None = None  # made on the first boot, kept on data after
 
     @property
     def parts(self) -> dict[str, tuple[int, int]]:
@@ -69,9 +77,9 @@ class Node:
                 dst.seek(offset + flip_at)
                 dst.write(bytes([byte[0] ^ 0xFF]))
 
-    def boot(self, *expect: str, timeout: float) -> Console:
+    def boot(self, *expect: str, timeout: float, extra: tuple[str, ...] = ()) -> Console:
         """Boot until each of ``expect`` was seen in order (or a step times out)."""
-        console = start_qemu(self.recipe, self.disk, self.workdir)
+        console = start_qemu(self.recipe, self.disk, self.workdir, extra)
         started = time.monotonic()
         try:
             for text in expect:
@@ -117,13 +125,22 @@ def node(
 
 
 def test_node_disk_boots_slot_a_and_marks_it_good(node: Node) -> None:
+    """The first boot, with the RTC at 1970 (a board without an RTC battery):
+    the clock is moved to the image's epoch, and the services come up."""
     ctl = node.bootctl()
     assert ctl.boot_order() == ["a"]
     console = node.boot(
         "distbuild-os: booted slot=a version=1.0.0 arch=armv7",
+        "distbuild-os: services up",
         "distbuild-os: slot a marked good",
         timeout=BOOT_TIMEOUT * 2,
+        extra=RTC_1970,
     )
+    transcript = "\n".join(console.lines)
+    assert_services_up(transcript, "a")
+    clock_was_moved(transcript, EPOCH)
+    clock_after_floor(transcript, EPOCH)
+    node.host_key = host_key(transcript)
     assert not console.matching("booted slot=b")
     a = ctl.states()["a"]
     assert (a.good, a.bootable, a.version) == (True, True, "1.0.0")
@@ -159,11 +176,15 @@ def test_node_update_into_b_boots_b_and_leaves_a_untouched(node: Node) -> None:
     node.write_root("b", node.v2)
     ctl.set_next("b", node.recipe.boot_tries)
 
-    node.boot(
+    console = node.boot(
         "distbuild-os: booted slot=b version=2.0.0 arch=armv7",
+        "distbuild-os: services up",
         "distbuild-os: slot b marked good",
         timeout=BOOT_TIMEOUT * 2,
     )
+    assert_services_up("\n".join(console.lines), "b")
+    # The same node after an update: the host key made on its first boot stays.
+    assert not console.matching("ssh host key made")
     b, a = ctl.states()["b"], ctl.states()["a"]
     assert (b.good, b.bootable, b.version) == (True, True, "2.0.0")
     assert (a.good, a.version) == (True, "1.0.0")

@@ -53,6 +53,7 @@ from distbuild.run import run
 from tests.channel_support import channel
 from tests.conftest import CHANNEL_PORT, FLEETLOCK_PORT, REPO, Builder, NodeChannels, read_record
 from tests.e2e.netns import NIC, NetNs, netns
+from tests.e2e.node_console import assert_services_up
 from tests.node_support import (
     Channel,
     FaultServer,
@@ -218,7 +219,9 @@ def node_story(story: Story, ns: NetNs) -> None:
         with s.guest(disk, ns, "run1") as g:
             # 1. A fresh node: 1.0.0 from A, blessed, nothing newer.
             g.expect(f"distbuild-os: booted slot=a version=1.0.0 arch={s.arch}", BOOT)
+            s.timings["services up"] = g.expect("distbuild-os: services up", BOOT)
             s.timings["1.0.0 good"] = g.expect("distbuild-os: slot a marked good", BOOT)
+            assert_services_up(g.transcript, "a")
             g.expect("distbuild-update: up to date (1.0.0)", ROUND)
 
             # 2. Refusals, each at the next daemon round.

@@ -6,6 +6,7 @@ import os
 import select
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,8 +60,9 @@ class Console:
         self.proc.wait()
 
 
-def start_qemu(recipe: Recipe, disk: Path, workdir: Path) -> Console:
-    """Boot ``disk`` under TCG with the recipe's boot chain, console on a pipe."""
+def start_qemu(recipe: Recipe, disk: Path, workdir: Path, extra: Sequence[str] = ()) -> Console:
+    """Boot ``disk`` under TCG with the recipe's boot chain, console on a pipe
+    (``extra``: more qemu arguments)."""
     chain = get_chain(recipe.boot_chain)
     state = workdir / "qemu-state"
     state.mkdir(exist_ok=True)
@@ -74,6 +76,7 @@ def start_qemu(recipe: Recipe, disk: Path, workdir: Path) -> Console:
         "-nic",
         "none",
         *chain.qemu_args(recipe, disk, state),
+        *extra,
     ]
     proc = popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     return Console(proc, workdir / "console.log")
