@@ -16,7 +16,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -106,23 +106,10 @@ def stalling_server(directory: Path, stall: Stall) -> Iterator[str]:
 
 
 @contextmanager
-def raw_trickle(interval: float = 0.5, body: bool = False) -> Iterator[str]:
-    """A server that reads a request's headers and trickles an answer's (with ``body``:
-    sends them whole and trickles the body); yields host:port."""
-    stop = threading.Event()
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-
-    def serve(conn: socket.socket) -> None:
-        with conn, contextlib.suppress(OSError):
-            conn.settimeout(5)
-            data = b""
-            while b"\r\n\r\n" not in data:
-                piece = conn.recv(4096)
-                if not piece:
-                    return
-                data += piece
-            _trickle(conn, interval, stop, body)
+def _accepting(
+    listener: socket.socket, stop: threading.Event, serve: Callable[[socket.socket], None]
+) -> Iterator[str]:
+    """Accept on ``listener`` (timeout set) until the block ends, one thread a connection."""
 
     def accept() -> None:
         while not stop.is_set():
@@ -143,6 +130,29 @@ def raw_trickle(interval: float = 0.5, body: bool = False) -> Iterator[str]:
         stop.set()
         thread.join(timeout=5)
         listener.close()
+
+
+@contextmanager
+def raw_trickle(interval: float = 0.5, body: bool = False) -> Iterator[str]:
+    """A server that reads a request's headers and trickles an answer's (with ``body``:
+    sends them whole and trickles the body); yields host:port."""
+    stop = threading.Event()
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+
+    def serve(conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            conn.settimeout(5)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                piece = conn.recv(4096)
+                if not piece:
+                    return
+                data += piece
+            _trickle(conn, interval, stop, body)
+
+    with _accepting(listener, stop, serve) as address:
+        yield address
 
 
 def elapsed(start: float) -> float:
@@ -238,25 +248,8 @@ def tls_trickle(
                 data += piece
             _trickle(tls, interval, stop)
 
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    host, port = listener.getsockname()[:2]
-    try:
-        yield f"{host}:{port}"
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-        listener.close()
+    with _accepting(listener, stop, serve) as address:
+        yield address
 
 
 @contextmanager
