@@ -27,9 +27,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from distbuild.arch import ARCHES, parse_arches  # noqa: E402
 from distbuild.build import build  # noqa: E402
 from distbuild.context import BuildOptions  # noqa: E402
+from distbuild.core.arch import ARCHES, parse_arches  # noqa: E402
 from distbuild.model.recipe import load_recipe  # noqa: E402
 from distbuild.rootfs.fetch import NetworkCounter  # noqa: E402
 from distbuild.rootfs.lock import read_lock  # noqa: E402

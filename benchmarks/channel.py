@@ -36,10 +36,10 @@ sys.path.insert(0, str(REPO))
 from distbuild.channel.keys import KeyStore  # noqa: E402
 from distbuild.channel.model import Channel, Expiry  # noqa: E402
 from distbuild.channel.publish import publish  # noqa: E402
-from distbuild.channel.releases import INDEX_TARGET  # noqa: E402
 from distbuild.channel.repo import ChannelRepo, Update, init_channel  # noqa: E402
 from distbuild.channel.serve import Server, serving  # noqa: E402
 from distbuild.channel.tufapi import Updater  # noqa: E402
+from distbuild.core.releases import INDEX_TARGET  # noqa: E402
 
 ARCHES = ("armv7", "arm64", "amd64")
 CHANNEL = Channel(

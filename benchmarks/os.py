@@ -30,15 +30,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from distbuild.arch import parse_arches  # noqa: E402
-from distbuild.boot import boot_disk  # noqa: E402
+from distbuild.bootchain import get_chain  # noqa: E402
 from distbuild.build import prepare  # noqa: E402
 from distbuild.context import BuildOptions  # noqa: E402
+from distbuild.core.arch import parse_arches  # noqa: E402
 from distbuild.disk import rootimg  # noqa: E402
-from distbuild.disk.bootchain import get_chain  # noqa: E402
 from distbuild.disk.diskimg import build_disk  # noqa: E402
 from distbuild.disk.trees import boot_tools, kernel_tree  # noqa: E402
 from distbuild.paths import cache_dir  # noqa: E402
+from distbuild.qemu import boot_disk  # noqa: E402
 
 EPOCH = 1764201600
 MIB = 1 << 20

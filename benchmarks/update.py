@@ -142,7 +142,7 @@ def updater_cmd(image: Path | None, node: Node) -> list[str]:
     args = ["-q", "--root", str(node.root), "apply", "--no-reboot"]
     if image is None:
         return [sys.executable, "-m", "distbuild.node.cli", *args]
-    from distbuild.rootfs.updater import PYTHON_DIR, VENDOR_DIR
+    from distbuild.rootfs.install_updater import PYTHON_DIR, VENDOR_DIR
 
     code = (
         f"import sys; sys.path[:0] = [{str(image / VENDOR_DIR)!r}, {str(image / PYTHON_DIR)!r}]; "
@@ -224,7 +224,7 @@ def main() -> None:
             reset_node(node, url, root_json, slot_size)
             image = None
             if not args.dev:
-                from distbuild.rootfs.updater import install_updater
+                from distbuild.rootfs.install_updater import install_updater
 
                 image = work / "image"
                 install_updater(image)

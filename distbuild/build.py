@@ -22,23 +22,24 @@ from pathlib import Path
 from typing import Any
 
 import distbuild
-from distbuild import names, scratch, ui
-from distbuild.arch import Arch
+from distbuild import scratch
 from distbuild.context import BuildOptions
-from distbuild.errors import (
+from distbuild.core import names, ui
+from distbuild.core.arch import Arch
+from distbuild.core.errors import (
     DistbuildError,
 )
+from distbuild.core.names import check_name
+from distbuild.core.run import run
 from distbuild.locks import get_locks
 from distbuild.model.image import ImageDef, load_image
 from distbuild.model.recipe import Recipe, load_recipe
-from distbuild.names import check_name
 from distbuild.oci import layout as oci
 from distbuild.oci.layer import Layer, reuse_layer, store_layer, write_layer
 from distbuild.record import Artifact, BuildRecord
 from distbuild.rootfs import customise, extract
 from distbuild.rootfs.fetch import DebCache, sha256_file
 from distbuild.rootfs.lock import Lock
-from distbuild.run import run
 from distbuild.sbom.spdx import write_sbom
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from distbuild.arch import Arch
-from distbuild.rootfs.updater import UpdaterSetup
+from distbuild.core.arch import Arch
+from distbuild.rootfs.install_updater import UpdaterSetup
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from distbuild import scratch, ui
+from distbuild import scratch
 from distbuild.context import BuildOptions
-from distbuild.errors import LockError, MissingPackageError, UsageError
+from distbuild.core import ui
+from distbuild.core.errors import LockError, MissingPackageError, UsageError
 from distbuild.model.image import ImageDef
 from distbuild.model.recipe import Recipe
 from distbuild.rootfs import apt

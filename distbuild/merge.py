@@ -17,8 +17,8 @@ from distbuild.build import (
     finish_index,
     recover_swaps,
 )
-from distbuild.errors import DistbuildError
-from distbuild.fsutil import clone_file
+from distbuild.core.errors import DistbuildError
+from distbuild.core.fsutil import clone_file
 from distbuild.oci import layout as oci
 from distbuild.record import BuildRecord, load_record
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from distbuild.errors import UsageError
+from distbuild.core.errors import UsageError
 
 
 def cache_dir() -> Path:

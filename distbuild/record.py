@@ -8,10 +8,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distbuild import names
-from distbuild.errors import DistbuildError
-from distbuild.fsutil import write_atomic
-from distbuild.names import check_name, check_relative_path
+from distbuild.core import names
+from distbuild.core.errors import DistbuildError
+from distbuild.core.fsutil import write_atomic
+from distbuild.core.names import check_name, check_relative_path
 
 RECORD = "build.json"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -65,7 +65,7 @@ class BuildRecord:
 
     @property
     def arches(self) -> list[str]:
-        from distbuild.arch import ARCHES
+        from distbuild.core.arch import ARCHES
 
         have = {a.arch for a in self.artifacts}
         return [a for a in ARCHES if a in have]

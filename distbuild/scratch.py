@@ -23,8 +23,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from distbuild import ui
-from distbuild.errors import CommandError, DistbuildError
+from distbuild.core import ui
+from distbuild.core.errors import CommandError, DistbuildError
 
 _TAG = re.compile(r"(\d+)-(\d+)-([0-9a-f]{8})-")
 

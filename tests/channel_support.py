@@ -17,8 +17,8 @@ from tuf.ngclient import Updater
 
 from distbuild.channel.keys import KeyStore
 from distbuild.channel.model import Channel, Expiry
-from distbuild.channel.releases import Wave
 from distbuild.channel.serve import Server
+from distbuild.core.releases import Wave
 
 ARCHES = ("armv7", "arm64", "amd64")
 

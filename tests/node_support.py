@@ -7,7 +7,7 @@
   ``veritysetup format``) and boot.json its parameters, as a real build has.
 * :class:`Node` is a node's file system under a temporary root: release file,
   config, trust anchor, kernel command line, a U-Boot boot partition (the
-  real :mod:`distbuild.bootctl.uboot` backend on a directory) and two files
+  real :mod:`distbuild.core.bootctl.uboot` backend on a directory) and two files
   standing in for the root-a/root-b block devices.
 * :meth:`Node.boot` does what the U-Boot boot script does on a reset (walk
   ``BOOT_ORDER``, take the first slot with tries left, count the try) and then
@@ -39,8 +39,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from distbuild.bootctl.base import DirFiles, SlotBoot, open_bootctl
-from distbuild.bootctl.uboot import (
+from distbuild.channel.keys import KeyStore
+from distbuild.channel.publish import publish
+from distbuild.channel.repo import ChannelRepo, Update
+from distbuild.channel.serve import RepoHandler, Traffic
+from distbuild.core.bootctl.base import DirFiles, SlotBoot, open_bootctl
+from distbuild.core.bootctl.uboot import (
     ORDER_VAR,
     TRIES_VAR,
     UBootControl,
@@ -48,10 +52,6 @@ from distbuild.bootctl.uboot import (
     initial_state,
     left_var,
 )
-from distbuild.channel.keys import KeyStore
-from distbuild.channel.publish import publish
-from distbuild.channel.repo import ChannelRepo, Update
-from distbuild.channel.serve import RepoHandler, Traffic
 from distbuild.node.config import NodePaths, load_config
 from distbuild.node.updater import NodeUpdater
 from tests.channel_support import EXPIRY, channel, make_keys

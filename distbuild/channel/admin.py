@@ -22,8 +22,8 @@ from distbuild.channel.repo import (
 )
 from distbuild.channel.trust import ONLINE_SIGNING, short
 from distbuild.channel.tufapi import Metadata, Root
-from distbuild.errors import DistbuildError
-from distbuild.fsutil import write_atomic
+from distbuild.core.errors import DistbuildError
+from distbuild.core.fsutil import write_atomic
 
 ROOT_WARNING = timedelta(days=30)
 

@@ -1,6 +1,6 @@
 """The publisher's list of releases a channel holds beyond its release index.
 
-``releases.json`` lists the newest :data:`~distbuild.channel.releases.WINDOW`
+``releases.json`` lists the newest :data:`~distbuild.core.releases.WINDOW`
 releases per image: all a node needs, and small to download however long the
 history. A channel that keeps more has the older ones in
 ``<channel>/.history``, one JSON line per release, oldest first, which only
@@ -16,9 +16,9 @@ import json
 import os
 from pathlib import Path
 
-from distbuild.channel.releases import Release, version_key
-from distbuild.errors import DistbuildError
-from distbuild.fsutil import write_atomic
+from distbuild.core.errors import DistbuildError
+from distbuild.core.fsutil import write_atomic
+from distbuild.core.releases import Release, version_key
 
 HISTORY = ".history"
 

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Literal
 
 from distbuild.channel.model import Channel
-from distbuild.channel.releases import target_path
+from distbuild.core.releases import target_path
 from distbuild.record import BuildRecord
 
 

@@ -42,8 +42,8 @@ from cryptography.hazmat.primitives.serialization import (
 
 from distbuild.channel.model import ROLES
 from distbuild.channel.tufapi import CryptoSigner, Key, Signer, SSlibKey
-from distbuild.errors import DistbuildError, UsageError
-from distbuild.fsutil import write_atomic
+from distbuild.core.errors import DistbuildError, UsageError
+from distbuild.core.fsutil import write_atomic
 
 KEYS_FILE = "keys.json"
 KEYS_FORMAT = 1

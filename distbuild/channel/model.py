@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from distbuild import names
-from distbuild.channel.releases import MAX_SEED, Wave
-from distbuild.errors import UsageError
+from distbuild.core import names
+from distbuild.core.errors import UsageError
+from distbuild.core.releases import MAX_SEED, Wave
 from distbuild.model import loader
 from distbuild.model.boundary import Boundary
 from distbuild.model.loader import Document, KeyPath
@@ -98,7 +98,7 @@ def channel_names(project: Path) -> list[str]:
 
 
 def check_name(name: str) -> str:
-    """A channel name: a name (distbuild.names), and lower-case."""
+    """A channel name: a name (distbuild.core.names), and lower-case."""
     if names.problem(name) is not None or not NAME.fullmatch(name):
         raise UsageError(
             f"invalid channel name {name!r}",

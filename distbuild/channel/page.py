@@ -22,11 +22,11 @@ from typing import Any
 import jinja2
 
 from distbuild.channel.hooks import ReleaseEvent, after_release
-from distbuild.channel.releases import INDEX_TARGET, ReleaseIndex, iso
 from distbuild.channel.repo import ChannelRepo
 from distbuild.channel.tufapi import TargetFile
-from distbuild.errors import DistbuildError
-from distbuild.fsutil import write_atomic
+from distbuild.core.errors import DistbuildError
+from distbuild.core.fsutil import write_atomic
+from distbuild.core.releases import INDEX_TARGET, ReleaseIndex, iso
 
 PAGE = "index.html"
 TEMPLATES = Path(__file__).parent / "templates"
@@ -200,7 +200,7 @@ def _kind_rank(kind: str) -> int:
 
 
 def _arch_key(arch: str) -> tuple[int, str]:
-    from distbuild.arch import ARCHES
+    from distbuild.core.arch import ARCHES
 
     names = list(ARCHES)
     return (names.index(arch) if arch in names else len(names), arch)

@@ -30,7 +30,11 @@ from distbuild.channel.hooks import (
 )
 from distbuild.channel.keys import KeyStore
 from distbuild.channel.model import Channel
-from distbuild.channel.releases import (
+from distbuild.channel.repo import ChannelRepo, Update, init_channel, sha256_of
+from distbuild.channel.trust import ONLINE_SIGNING
+from distbuild.channel.tufapi import TargetFile
+from distbuild.core.errors import DistbuildError, UsageError
+from distbuild.core.releases import (
     INDEX_KIND,
     INDEX_TARGET,
     WINDOW,
@@ -38,10 +42,6 @@ from distbuild.channel.releases import (
     ReleaseIndex,
     version_key,
 )
-from distbuild.channel.repo import ChannelRepo, Update, init_channel, sha256_of
-from distbuild.channel.trust import ONLINE_SIGNING
-from distbuild.channel.tufapi import TargetFile
-from distbuild.errors import DistbuildError, UsageError
 from distbuild.record import BuildRecord, load_record
 
 # OCI content goes to registries; "all" artifacts (the OCI index) have no arch.

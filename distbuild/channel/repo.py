@@ -53,8 +53,8 @@ from distbuild.channel.tufapi import (
     Targets,
     Timestamp,
 )
-from distbuild.errors import DistbuildError
-from distbuild.fsutil import write_atomic
+from distbuild.core.errors import DistbuildError
+from distbuild.core.fsutil import write_atomic
 
 BIN_PREFIX = "bin"
 BIN_BITS = 8  # 256 bins: a few targets each even with thousands of releases

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from distbuild.errors import DistbuildError
-from distbuild.fsutil import write_atomic
+from distbuild.core.errors import DistbuildError
+from distbuild.core.fsutil import write_atomic
 
 JOURNAL = ".retired"
 

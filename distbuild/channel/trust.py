@@ -26,7 +26,7 @@ from tuf.api import exceptions
 from tuf.ngclient.fetcher import FetcherInterface
 
 from distbuild.channel.tufapi import Root, Signer, TargetFile, Targets, Updater
-from distbuild.errors import DistbuildError
+from distbuild.core.errors import DistbuildError
 
 # What publish, promote and refresh sign: "bins" are the hash-bin roles the
 # top-level targets role delegates to (signed with the targets keys).

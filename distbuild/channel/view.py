@@ -15,11 +15,11 @@ from pathlib import Path
 
 from tuf.api import exceptions
 
-from distbuild.channel.releases import INDEX_TARGET, MAX_SEED, ReleaseIndex, iso
 from distbuild.channel.repo import ChannelRepo
 from distbuild.channel.trust import local_updater
 from distbuild.channel.tufapi import Updater
-from distbuild.errors import DistbuildError
+from distbuild.core.errors import DistbuildError
+from distbuild.core.releases import INDEX_TARGET, MAX_SEED, ReleaseIndex, iso
 
 
 @dataclass(frozen=True)

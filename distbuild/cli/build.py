@@ -6,20 +6,20 @@ from pathlib import Path
 
 import click
 
-from distbuild import ui
-from distbuild.arch import parse_arches
 from distbuild.build import build
 from distbuild.cli import options
 from distbuild.cli.common import State, pass_state, print_json
 from distbuild.context import BuildOptions
-from distbuild.errors import UsageError
+from distbuild.core import ui
+from distbuild.core.arch import parse_arches
+from distbuild.core.errors import UsageError
 from distbuild.locks import get_locks
 from distbuild.merge import merge
 from distbuild.model.image import check_all, load_image
 from distbuild.model.recipe import load_recipe
 from distbuild.paths import cache_dir
+from distbuild.rootfs.install_updater import UpdaterSetup
 from distbuild.rootfs.lock import lock_path
-from distbuild.rootfs.updater import UpdaterSetup
 
 arch_option = click.option(
     "--arch",

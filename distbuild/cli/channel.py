@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from distbuild import ui
 from distbuild.channel.admin import (
     ROOT_WARNING,
     create_channel,
@@ -21,7 +20,8 @@ from distbuild.channel.repo import ChannelRepo, list_channels, utcnow
 from distbuild.channel.view import ChannelView, describe
 from distbuild.cli import options
 from distbuild.cli.common import State, pass_state, print_json
-from distbuild.errors import UsageError
+from distbuild.core import ui
+from distbuild.core.errors import UsageError
 
 repo_option = click.option(
     "--repo",

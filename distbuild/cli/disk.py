@@ -9,13 +9,13 @@ from pathlib import Path
 
 import click
 
-from distbuild.arch import get_arch
-from distbuild.boot import boot_disk
 from distbuild.cli import options
 from distbuild.cli.common import State, pass_state, print_json
+from distbuild.core.arch import get_arch
+from distbuild.core.errors import DistbuildError, UsageError
 from distbuild.disk.slots import disk_bootctl, payload_from_build, write_slot
-from distbuild.errors import DistbuildError, UsageError
 from distbuild.model.recipe import Recipe, load_recipe
+from distbuild.qemu import boot_disk
 from distbuild.record import RECORD, load_record
 
 arch_option = click.option("--arch", "arch", type=options.ARCH, help="amd64, arm64 or armv7.")

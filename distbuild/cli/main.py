@@ -19,11 +19,12 @@ from typing import Any
 
 import click
 
-from distbuild import __version__, ui
+from distbuild import __version__
 from distbuild.cli import build as build_cmds
 from distbuild.cli import options
 from distbuild.cli.common import State
-from distbuild.errors import DistbuildError, Interrupted
+from distbuild.core import ui
+from distbuild.core.errors import DistbuildError, Interrupted
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -2,7 +2,7 @@
 
 Every command takes names (images, versions, arches, channels) and numbers
 (ports, counts, timestamps) through these types, so a flag is checked once,
-by the grammar of :mod:`distbuild.names`, before any command acts on it.
+by the grammar of :mod:`distbuild.core.names`, before any command acts on it.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 
 import click
 
-from distbuild import names
-from distbuild.errors import UsageError
+from distbuild.core import names
+from distbuild.core.errors import UsageError
 
 # Ports we listen on; 0: the kernel picks one. (Ports in registry references:
 # distbuild.oci.reference, 1 to 65535.)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from distbuild import ui
 from distbuild.cli.common import print_json
+from distbuild.core import ui
 from distbuild.oci.push import push_build
 from distbuild.oci.reference import Reference
 

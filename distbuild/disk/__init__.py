@@ -1,1 +1,1 @@
-"""Disk outputs: root images with dm-verity, initramfs, GPT disk images, boot chains."""
+"""Disk outputs: root images with dm-verity, initramfs, GPT disk images (chains: distbuild.bootchain)."""

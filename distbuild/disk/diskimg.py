@@ -17,15 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from distbuild import ui
-from distbuild.bootctl.base import ImageFiles, open_bootctl
+from distbuild.bootchain import BootChain, get_chain
 from distbuild.build import ArchBuild
+from distbuild.core import ui
+from distbuild.core.bootctl.base import ImageFiles, open_bootctl
+from distbuild.core.errors import DistbuildError
+from distbuild.core.run import run, which
 from distbuild.disk import trees
-from distbuild.disk.bootchain import BootChain, get_chain
 from distbuild.disk.rootimg import RootPayload
-from distbuild.errors import DistbuildError
 from distbuild.model.recipe import Recipe
-from distbuild.run import run, which
 
 MIB = 1 << 20
 SECTOR = 512

@@ -20,7 +20,7 @@ import stat
 import struct
 from pathlib import Path
 
-from distbuild.errors import DistbuildError
+from distbuild.core.errors import DistbuildError
 from distbuild.model.recipe import Recipe
 from distbuild.rootfs.extract import usr_path
 from distbuild.rootfs.rootpath import RootDir

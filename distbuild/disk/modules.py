@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distbuild.errors import RecipeError
+from distbuild.core.errors import RecipeError
 from distbuild.rootfs.rootpath import RootDir
 
 

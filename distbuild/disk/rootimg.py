@@ -25,17 +25,17 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from distbuild import ui
-from distbuild.bootctl.base import SlotBoot
+from distbuild.bootchain import get_chain
 from distbuild.build import ArchBuild
+from distbuild.core import ui
+from distbuild.core.bootctl.base import SlotBoot
+from distbuild.core.errors import DistbuildError
+from distbuild.core.run import run, which
 from distbuild.disk import trees
-from distbuild.disk.bootchain import get_chain
 from distbuild.disk.initramfs import INIT_MODULES, build_initramfs
 from distbuild.disk.modules import ModuleIndex
-from distbuild.errors import DistbuildError
+from distbuild.rootfs.install_updater import VENDOR_DIR, install_updater
 from distbuild.rootfs.rootpath import RootDir
-from distbuild.rootfs.updater import VENDOR_DIR, install_updater
-from distbuild.run import run, which
 
 BLOCK = 4096
 FILESYSTEMS = ("squashfs", "erofs")

@@ -12,10 +12,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from distbuild.bootctl.base import BootControl, ImageFiles, SlotBoot, check_slot, open_bootctl
-from distbuild.disk.bootchain import get_chain
+from distbuild.bootchain import get_chain
+from distbuild.core.bootctl.base import BootControl, ImageFiles, SlotBoot, check_slot, open_bootctl
+from distbuild.core.errors import DistbuildError
 from distbuild.disk.diskimg import partition_offsets, sha256_range
-from distbuild.errors import DistbuildError
 from distbuild.model.recipe import Recipe
 from distbuild.record import load_record
 

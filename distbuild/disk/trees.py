@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distbuild import scratch
+from distbuild.bootchain import get_chain
 from distbuild.build import ArchBuild
-from distbuild.disk.bootchain import get_chain
-from distbuild.errors import DistbuildError, LockError
+from distbuild.core.errors import DistbuildError, LockError
+from distbuild.core.run import run, which
 from distbuild.locks import get_lock
 from distbuild.model.image import ImageDef
 from distbuild.model.recipe import Recipe
@@ -31,7 +32,6 @@ from distbuild.rootfs import extract
 from distbuild.rootfs.fetch import DebCache
 from distbuild.rootfs.lock import Lock, LockedPackage
 from distbuild.rootfs.rootpath import RootDir
-from distbuild.run import run, which
 
 INITRAMFS_PACKAGES = ("busybox-static", "dmsetup")
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from distbuild.errors import RecipeError
+from distbuild.core.errors import RecipeError
 
 
 @dataclass(frozen=True)

@@ -10,15 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distbuild import names
-from distbuild.arch import ARCHES, Arch
-from distbuild.errors import RecipeError, UsageError
+from distbuild.core import names
+from distbuild.core.arch import ARCHES, Arch
+from distbuild.core.errors import RecipeError, UsageError
+from distbuild.core.names import check_name
 from distbuild.model import loader
 from distbuild.model.boundary import OUTSIDE_HINT, Boundary
 from distbuild.model.loader import KeyPath
 from distbuild.model.recipe import Recipe
 from distbuild.model.schema import UID_RANGE, Field, Spec, check
-from distbuild.names import check_name
 
 OUTPUTS = ("oci", "root", "disk")
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import jinja2
 
-from distbuild.errors import RecipeError
+from distbuild.core.errors import RecipeError
 from distbuild.model import template, yamldoc
 from distbuild.model.boundary import OUTSIDE_HINT, Boundary
 from distbuild.model.yamldoc import KeyPath, dotted

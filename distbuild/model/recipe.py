@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from distbuild import names
-from distbuild.arch import ARCHES, BOOT_CHAINS, Arch, Platform, normalize
-from distbuild.errors import RecipeError
+from distbuild.core import names
+from distbuild.core.arch import ARCHES, BOOT_CHAINS, Arch, Platform, normalize
+from distbuild.core.errors import RecipeError
 from distbuild.model import loader
 from distbuild.model.boundary import Boundary
 from distbuild.model.schema import Field, check

@@ -19,7 +19,7 @@ from yaml.reader import Reader
 from yaml.resolver import Resolver
 from yaml.scanner import Scanner
 
-from distbuild.errors import RecipeError
+from distbuild.core.errors import RecipeError
 
 try:
     from yaml.cyaml import CParser  # type: ignore[attr-defined]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from distbuild import __version__
-from distbuild.errors import DistbuildError
+from distbuild.core.errors import DistbuildError
 from distbuild.node import logfile
 from distbuild.node.config import Config, ConfigError, NodePaths, load_config
 from distbuild.node.updater import NodeUpdater, Outcome

@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from distbuild.channel.releases import ReleaseIndex
-from distbuild.node.channel import Refused
+from distbuild.core.releases import ReleaseIndex
 from distbuild.node.state import now_iso, write_atomic
+from distbuild.node.tufclient import Refused
 
 FLOOR_FILE = "time-floor"  # read by the image's clock-floor script too
 # The publisher's clock and the node's may differ by a little: a release

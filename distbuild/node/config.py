@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distbuild import names
-from distbuild.arch import ARCHES
-from distbuild.errors import DistbuildError
+from distbuild.core import names
+from distbuild.core.arch import ARCHES
+from distbuild.core.errors import DistbuildError
 
 CONFIG_PATH = "/etc/distbuild/update.yaml"
 TRUST_ANCHOR = "/usr/share/distbuild/root.json"
@@ -107,7 +107,7 @@ class Config:
     poll_jitter: float = 300.0
     tries: int = 3
     allow_downgrade: bool = False
-    boot_chain: str | None = None  # default: the arch's chain (distbuild.arch)
+    boot_chain: str | None = None  # default: the arch's chain (distbuild.core.arch)
     boot_dir: str | None = None  # default: mount the esp/boot partition at BOOT_MOUNT
     slot_a: str | None = None  # default: the partition labelled root-a
     slot_b: str | None = None
@@ -218,7 +218,7 @@ def _nonneg_duration(v: object) -> float:
 
 
 def _name(what: str, *, optional: bool = False) -> Callable[[object], str | None]:
-    """A parser for a name (channel, image, board): the one grammar of distbuild.names."""
+    """A parser for a name (channel, image, board): the one grammar of distbuild.core.names."""
 
     def check(v: object) -> str | None:
         if optional and (v is None or v == ""):

@@ -22,8 +22,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from distbuild.errors import DistbuildError
-from distbuild.node.channel import Refused
+from distbuild.core.errors import DistbuildError
+from distbuild.node.tufclient import Refused
 from distbuild.node.updater import NodeUpdater
 
 log = logging.getLogger("distbuild.node")

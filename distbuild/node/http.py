@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from distbuild import __version__
-from distbuild.errors import FetchError
+from distbuild.core.errors import FetchError
 from distbuild.node.deadline import Watchdog, current, watching
 
 CHUNK = 1 << 20

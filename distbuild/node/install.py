@@ -43,11 +43,11 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from distbuild.errors import DistbuildError
-from distbuild.node.channel import Refused, Target
+from distbuild.core.errors import DistbuildError
 from distbuild.node.hashing import StreamHash
 from distbuild.node.http import CHUNK, Body, Http, TooSlow, TransferError
 from distbuild.node.state import Progress, StateStore
+from distbuild.node.tufclient import Refused, Target
 from distbuild.node.verity import BLOCK, Leaves, VerityMismatch, VerityParams, verify_tree
 
 log = logging.getLogger("distbuild.node")

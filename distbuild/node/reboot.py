@@ -16,7 +16,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from distbuild.errors import DistbuildError
+from distbuild.core.errors import DistbuildError
 from distbuild.node.http import Http, TransferError
 from distbuild.node.state import write_atomic
 

@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from distbuild import fsutil
-from distbuild.errors import DistbuildError
+from distbuild.core import fsutil
+from distbuild.core.errors import DistbuildError
 
 STATE_FILE = "state.json"
 PROGRESS_FILE = "progress.json"

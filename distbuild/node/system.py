@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from distbuild.bootctl.base import BootControl, DirFiles, booted_slot, open_bootctl
-from distbuild.errors import DistbuildError
+from distbuild.core.bootctl.base import BootControl, DirFiles, booted_slot, open_bootctl
+from distbuild.core.errors import DistbuildError
 from distbuild.node.config import BOOT_MOUNT, Config, NodePaths
 
 
@@ -103,7 +103,7 @@ def boot_control(config: Config, paths: NodePaths, chain: str) -> Iterator[BootC
     if mounted is not None:
         yield open_bootctl(chain, DirFiles(mounted), cmdline)
         return
-    from distbuild.run import run
+    from distbuild.core.run import run
 
     mount = paths.at(BOOT_MOUNT)
     mount.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from distbuild.errors import DistbuildError
+from distbuild.core.errors import DistbuildError
 
 log = logging.getLogger("distbuild.node")
 

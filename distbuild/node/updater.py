@@ -19,12 +19,17 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from distbuild.arch import ARCHES
-from distbuild.bootctl.base import SlotBoot, other
-from distbuild.channel.releases import seed_from
-from distbuild.errors import DistbuildError
+from distbuild.core.arch import ARCHES
+from distbuild.core.bootctl.base import SlotBoot, other
+from distbuild.core.errors import DistbuildError
+from distbuild.core.releases import seed_from
 from distbuild.node import clock, logfile, system
-from distbuild.node.channel import (
+from distbuild.node.config import Config, NodePaths, ReleaseInfo, read_release
+from distbuild.node.http import Http, Limits
+from distbuild.node.install import PayloadWriter, RetryPolicy
+from distbuild.node.reboot import FleetLock, LockAnswer, write_kured_sentinel
+from distbuild.node.state import NodeState, Pending, Result, RolledBack, StateStore, now_iso
+from distbuild.node.tufclient import (
     BOOT,
     INITRD,
     KERNEL,
@@ -37,11 +42,6 @@ from distbuild.node.channel import (
     now_epoch,
     select,
 )
-from distbuild.node.config import Config, NodePaths, ReleaseInfo, read_release
-from distbuild.node.http import Http, Limits
-from distbuild.node.install import PayloadWriter, RetryPolicy
-from distbuild.node.reboot import FleetLock, LockAnswer, write_kured_sentinel
-from distbuild.node.state import NodeState, Pending, Result, RolledBack, StateStore, now_iso
 from distbuild.node.verity import VerityParams
 
 log = logging.getLogger("distbuild.node")
@@ -363,7 +363,7 @@ class NodeUpdater:
         return Outcome("reboot", True, f"rebooting into {p.version}", p.version, rebooting=True)
 
     def _reboot(self) -> None:
-        from distbuild.run import run
+        from distbuild.core.run import run
 
         log.warning("rebooting: %s", " ".join(self.config.reboot_command))
         run(list(self.config.reboot_command), hint="set reboot_command in the updater config")
@@ -412,7 +412,7 @@ class NodeUpdater:
         except OSError as e:
             raise DistbuildError(f"health check: state directory not writable: {e}") from None
         if self.config.health_check:
-            from distbuild.run import run
+            from distbuild.core.run import run
 
             proc = run(list(self.config.health_check), check=False, capture=True, timeout=600)
             if proc.returncode != 0:

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distbuild.errors import DistbuildError
+from distbuild.core.errors import DistbuildError
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ HELPER_TIMEOUT = 60.0  # seconds a credential helper may take (it may wait on a 
 
 def _from_helper(helper: str, registry: str) -> Credentials | None:
     """Ask a docker-credential-* helper (the protocol Docker uses)."""
-    from distbuild.run import run, which
+    from distbuild.core.run import run, which
 
     tool = which(f"docker-credential-{helper}", f"golang-docker-credential-helpers ({helper})")
     proc = run(

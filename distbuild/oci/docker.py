@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distbuild import ui
-from distbuild.arch import Platform, arch_for_platform, host_arch, normalize
-from distbuild.errors import DistbuildError, UsageError
+from distbuild.core import ui
+from distbuild.core.arch import Platform, arch_for_platform, host_arch, normalize
+from distbuild.core.errors import DistbuildError, UsageError
 from distbuild.oci.layout import LAYER_GZIP, MANIFEST, Layout, platform_of
 from distbuild.record import BuildRecord, load_record
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from distbuild import ui
-from distbuild.fsutil import fsync_dir, write_atomic
+from distbuild.core import ui
+from distbuild.core.fsutil import fsync_dir, write_atomic
 from distbuild.rootfs.fetch import sha256_file
 
 _GZIP_HEADER = b"\x1f\x8b\x08\x00" + b"\x00\x00\x00\x00" + b"\x00\xff"

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distbuild.arch import ARCHES, Platform, arch_for_platform
-from distbuild.errors import DistbuildError
-from distbuild.fsutil import clone_file, write_atomic
+from distbuild.core.arch import ARCHES, Platform, arch_for_platform
+from distbuild.core.errors import DistbuildError
+from distbuild.core.fsutil import clone_file, write_atomic
 
 INDEX = "application/vnd.oci.image.index.v1+json"
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distbuild import ui
-from distbuild.errors import DistbuildError, UsageError
+from distbuild.core import ui
+from distbuild.core.errors import DistbuildError, UsageError
 from distbuild.oci.auth import find_credentials
 from distbuild.oci.layout import INDEX, MANIFEST, Layout
 from distbuild.oci.reference import Reference

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distbuild.errors import DistbuildError, RegistryError
+from distbuild.core.errors import DistbuildError, RegistryError
 from distbuild.oci.layout import INDEX, MANIFEST, canonical
 from distbuild.oci.registry import RegistryClient
 

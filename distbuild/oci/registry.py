@@ -26,8 +26,8 @@ import requests
 import tenacity
 import urllib3
 
-from distbuild import ui
-from distbuild.errors import DistbuildError, RegistryError
+from distbuild.core import ui
+from distbuild.core.errors import DistbuildError, RegistryError
 from distbuild.oci import transport
 from distbuild.oci.auth import Credentials, docker_config_path, parse_challenge
 from distbuild.oci.layout import INDEX, MANIFEST

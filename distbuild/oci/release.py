@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distbuild import ui
 from distbuild.channel.hooks import ReleaseEvent, after_release
-from distbuild.errors import DistbuildError
+from distbuild.core import ui
+from distbuild.core.errors import DistbuildError
 from distbuild.oci.auth import find_credentials
 from distbuild.oci.layout import INDEX
 from distbuild.oci.push import push_build

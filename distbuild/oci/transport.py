@@ -17,7 +17,7 @@ import requests.adapters
 import urllib3.connection
 import urllib3.connectionpool
 
-from distbuild.errors import FetchError
+from distbuild.core.errors import FetchError
 from distbuild.node.deadline import Watchdog, current, watching
 
 

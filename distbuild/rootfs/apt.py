@@ -15,12 +15,12 @@ from urllib.parse import quote, unquote
 
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from distbuild import ui
-from distbuild.errors import CommandError, FetchError, MissingPackageError
+from distbuild.core import ui
+from distbuild.core.errors import CommandError, FetchError, MissingPackageError
+from distbuild.core.run import run, which
 from distbuild.rootfs.fetch import NetworkCounter
 from distbuild.rootfs.lock import Lock, LockedPackage
 from distbuild.rootfs.sources import Source, is_snapshot
-from distbuild.run import run, which
 
 
 class AptRoot:

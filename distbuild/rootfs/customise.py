@@ -14,8 +14,8 @@ import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 
-from distbuild import ui
-from distbuild.errors import DistbuildError, RecipeError
+from distbuild.core import ui
+from distbuild.core.errors import DistbuildError, RecipeError
 from distbuild.model.image import Group, ImageDef, User
 from distbuild.rootfs.rootpath import RootDir, RootPathError, remove_at
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO, cast
 
-from distbuild.errors import DistbuildError
+from distbuild.core.errors import DistbuildError
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ import stat
 import tarfile
 from pathlib import Path
 
-from distbuild import ui
-from distbuild.errors import DistbuildError
+from distbuild.core import ui
+from distbuild.core.errors import DistbuildError
 from distbuild.rootfs import deb
 from distbuild.rootfs.fetch import DebCache
 from distbuild.rootfs.lock import Lock, LockedPackage

@@ -15,8 +15,8 @@ from pathlib import Path
 import requests
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from distbuild import ui
-from distbuild.errors import FetchError, LockError
+from distbuild.core import ui
+from distbuild.core.errors import FetchError, LockError
 from distbuild.node.deadline import Watchdog, watching
 from distbuild.oci import transport
 from distbuild.rootfs.lock import LockedPackage

@@ -11,8 +11,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from distbuild.errors import LockError
-from distbuild.fsutil import write_atomic
+from distbuild.core.errors import LockError
+from distbuild.core.fsutil import write_atomic
 
 LOCK_VERSION = 1
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from distbuild.errors import DistbuildError
+from distbuild.core.errors import DistbuildError
 
 MAX_LINKS = 40  # what Linux allows one path lookup (ELOOP)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

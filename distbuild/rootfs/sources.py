@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from distbuild.errors import DistbuildError
+from distbuild.core.errors import DistbuildError
 
 DEFAULT_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 # A snapshot archive: <base>/archive/<archive>/<YYYYMMDD>T<HHMMSS>Z/ (e.g. the

@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import distbuild
-from distbuild.fsutil import write_atomic
+from distbuild.core.fsutil import write_atomic
 from distbuild.rootfs import deb
 from distbuild.rootfs.fetch import DebCache
 from distbuild.rootfs.lock import Lock, LockedPackage

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from distbuild.channel.hooks import NewTarget, target_source
-from distbuild.errors import DistbuildError
+from distbuild.core.errors import DistbuildError
 from distbuild.record import Artifact, BuildRecord
 from distbuild.rootfs.fetch import sha256_file
 

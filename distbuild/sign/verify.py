@@ -23,7 +23,7 @@ from cryptography.x509 import (
     UniformResourceIdentifier,
 )
 
-from distbuild.errors import DistbuildError
+from distbuild.core.errors import DistbuildError
 
 # Fulcio's certificate extensions naming the OIDC issuer (v2 form, then the legacy one).
 _ISSUER_OIDS = ("1.3.6.1.4.1.57264.1.8", "1.3.6.1.4.1.57264.1.1")

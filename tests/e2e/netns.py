@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from distbuild.run import run
+from distbuild.core.run import run
 
 CLONE_NEWNET = 0x40000000
 NIC = "user,model=virtio-net-pci"

@@ -21,14 +21,14 @@ from pathlib import Path
 
 import pytest
 
-from distbuild.arch import get_arch
-from distbuild.boot import BootResult, boot_disk
-from distbuild.bootctl.base import BootFiles, ImageFiles
-from distbuild.bootctl.systemd_boot import SystemdBoot
+from distbuild.core.arch import get_arch
+from distbuild.core.bootctl.base import BootFiles, ImageFiles
+from distbuild.core.bootctl.systemd_boot import SystemdBoot
+from distbuild.core.run import run
 from distbuild.disk.diskimg import partition_offsets
 from distbuild.disk.slots import disk_bootctl, payload_from_build, write_slot
 from distbuild.model.recipe import Recipe, load_recipe
-from distbuild.run import run
+from distbuild.qemu import BootResult, boot_disk
 from tests.conftest import EPOCH, REPO, Builder, read_record, run_cli
 from tests.e2e.node_console import (
     assert_services_up,

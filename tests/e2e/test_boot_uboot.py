@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from distbuild.arch import get_arch
-from distbuild.bootctl.base import ImageFiles, SlotBoot, open_bootctl
-from distbuild.bootctl.uboot import ENV_BACKUP, ENV_FILE, UBootControl
+from distbuild.core.arch import get_arch
+from distbuild.core.bootctl.base import ImageFiles, SlotBoot, open_bootctl
+from distbuild.core.bootctl.uboot import ENV_BACKUP, ENV_FILE, UBootControl
+from distbuild.core.run import run
 from distbuild.disk.diskimg import partition_offsets, partition_sha256
 from distbuild.model.recipe import Recipe, load_recipe
-from distbuild.run import run
 from tests.conftest import EPOCH, Builder, read_record
 from tests.e2e.node_console import (
     RTC_1970,

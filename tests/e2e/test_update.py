@@ -42,14 +42,14 @@ from pathlib import Path
 
 import pytest
 
-from distbuild.arch import get_arch
-from distbuild.boot import Guest
 from distbuild.channel.admin import refresh_channel
 from distbuild.channel.publish import publish
+from distbuild.core.arch import get_arch
+from distbuild.core.run import run
 from distbuild.disk.diskimg import partition_sha256
 from distbuild.disk.slots import disk_bootctl
 from distbuild.model.recipe import Recipe, load_recipe
-from distbuild.run import run
+from distbuild.qemu import Guest
 from tests.channel_support import channel
 from tests.conftest import CHANNEL_PORT, FLEETLOCK_PORT, REPO, Builder, NodeChannels, read_record
 from tests.e2e.netns import NIC, NetNs, netns

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distbuild.disk.bootchain import get_chain
+from distbuild.bootchain import get_chain
+from distbuild.core.run import popen
 from distbuild.model.recipe import Recipe
-from distbuild.run import popen
 
 
 @dataclass

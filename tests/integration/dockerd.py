@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distbuild.arch import ARCHES, host_arch
-from distbuild.run import popen, run, which
+from distbuild.core.arch import ARCHES, host_arch
+from distbuild.core.run import popen, run, which
 
 # Any request dockerd would send out goes here and is refused (discard port).
 NO_NETWORK_PROXY = "http://127.0.0.1:9"

@@ -37,9 +37,9 @@ from typing import Any
 import pytest
 import requests
 
+from distbuild.core.run import popen, run, which
 from distbuild.oci import layout as oci
 from distbuild.record import Artifact, BuildRecord
-from distbuild.run import popen, run, which
 
 CONFIG = """\
 version: 0.1

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from distbuild.arch import parse_arches
 from distbuild.context import BuildOptions
+from distbuild.core.arch import parse_arches
 from distbuild.locks import get_locks
 from distbuild.model.image import load_image
 from distbuild.model.recipe import load_recipe

@@ -14,7 +14,7 @@ import distbuild.sign.bundles  # noqa: F401  (registers the bundle target source
 from distbuild.channel.publish import publish
 from distbuild.channel.repo import ChannelRepo
 from distbuild.channel.serve import serving
-from distbuild.errors import DistbuildError
+from distbuild.core.errors import DistbuildError
 from tests.channel_support import channel, client, make_build, make_keys
 from tests.conftest import run_cli
 from tests.sigstore_support import BUNDLE, IDENTITY, ISSUER

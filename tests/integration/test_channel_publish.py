@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from distbuild.channel.releases import INDEX_TARGET, ReleaseIndex
 from distbuild.channel.serve import Server, Traffic
+from distbuild.core.releases import INDEX_TARGET, ReleaseIndex
 from tests.channel_support import client, make_build, tree
 from tests.conftest import REPO
 from tests.conftest import distbuild_process as distbuild

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from distbuild.channel.releases import INDEX_TARGET, ReleaseIndex
 from distbuild.channel.serve import serving
+from distbuild.core.releases import INDEX_TARGET, ReleaseIndex
 from tests.channel_support import client
 from tests.ci_support import (
     REPO,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from distbuild.bootctl.base import ImageFiles
+from distbuild.core.bootctl.base import ImageFiles
 from distbuild.disk.diskimg import partition_offsets
 from distbuild.disk.rootimg import Verity, verify
 from tests.conftest import read_record

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from distbuild.arch import ARCHES, Arch, host_arch
 from distbuild.cli.main import main
-from distbuild.run import run
+from distbuild.core.arch import ARCHES, Arch, host_arch
+from distbuild.core.run import run
 from tests.conftest import EPOCH
 from tests.integration.dockerd import Dockerd
 

@@ -33,10 +33,10 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from distbuild import scratch
-from distbuild.arch import ARCHES
 from distbuild.channel.admin import create_channel
 from distbuild.cli.main import main
-from distbuild.errors import DistbuildError
+from distbuild.core.arch import ARCHES
+from distbuild.core.errors import DistbuildError
 from distbuild.model.image import load_image
 from distbuild.model.recipe import load_recipe
 from distbuild.rootfs.customise import customise

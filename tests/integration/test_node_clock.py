@@ -16,8 +16,8 @@ import pytest
 
 from distbuild.channel.serve import serving
 from distbuild.node import clock
-from distbuild.node.channel import Refused
 from distbuild.node.config import read_release
+from distbuild.node.tufclient import Refused
 from tests.node_support import Channel, Node, make_channel
 
 SIZE = 1 << 20

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from distbuild.channel.serve import serving
-from distbuild.errors import DistbuildError
-from distbuild.rootfs.updater import (
+from distbuild.core.errors import DistbuildError
+from distbuild.rootfs.install_updater import (
     CONFIG,
     LAUNCHER,
     PYTHON_DIR,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from distbuild.channel.serve import serving
-from distbuild.node.channel import Refused
+from distbuild.node.tufclient import Refused
 from tests.node_support import SLOT_SIZE, Channel, Node, make_channel, relabel
 
 SIZE = 1 << 20

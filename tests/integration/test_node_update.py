@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from distbuild.channel.serve import serving
-from distbuild.node.channel import Refused
+from distbuild.node.tufclient import Refused
 from tests.node_support import Channel, Node, make_channel, payload
 
 ARCH = "armv7"

@@ -29,7 +29,7 @@ import pytest
 from distbuild.channel.publish import publish
 from distbuild.channel.serve import RepoHandler, Traffic
 from distbuild.disk.rootimg import Verity, verify
-from distbuild.node.channel import Refused
+from distbuild.node.tufclient import Refused
 from distbuild.node.verity import BLOCK, tree_size
 from tests.channel_support import channel
 from tests.node_support import (

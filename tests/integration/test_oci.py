@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from distbuild.arch import ARCHES
+from distbuild.core.arch import ARCHES
 from tests.conftest import Builder, image_args, read_record, run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]

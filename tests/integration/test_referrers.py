@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import requests
 
-from distbuild.arch import ARCHES
+from distbuild.core.arch import ARCHES
 from distbuild.oci.release import release_build
 from tests.conftest import read_record, run_cli
 from tests.integration.registry_fixtures import RegistryServer

@@ -11,7 +11,7 @@ import pytest
 from spdx_tools.spdx.parser.parse_anything import parse_file
 from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
 
-from distbuild.arch import ARCHES
+from distbuild.core.arch import ARCHES
 from tests.conftest import EPOCH, Builder, read_record
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]

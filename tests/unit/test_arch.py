@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from distbuild.arch import ARCHES, Platform, arch_for_platform, normalize, parse_arches
-from distbuild.errors import UsageError
+from distbuild.core.arch import ARCHES, Platform, arch_for_platform, normalize, parse_arches
+from distbuild.core.errors import UsageError
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from distbuild.bootctl.base import (
+from distbuild.core.bootctl.base import (
     BootFiles,
     DirFiles,
     ImageFiles,
@@ -17,8 +17,8 @@ from distbuild.bootctl.base import (
     booted_slot,
     open_bootctl,
 )
-from distbuild.bootctl.systemd_boot import SystemdBoot
-from distbuild.errors import DistbuildError
+from distbuild.core.bootctl.systemd_boot import SystemdBoot
+from distbuild.core.errors import DistbuildError
 
 V1 = SlotBoot("1.0", b"kernel-1" * 1000, b"initrd-1" * 1000, "console=ttyS0 distbuild.version=1.0")
 V2 = SlotBoot("2.0", b"kernel-2" * 1000, b"initrd-2" * 1000, "console=ttyS0 distbuild.version=2.0")
@@ -222,7 +222,7 @@ def test_same_code_on_a_fat_image(fat_image: Path, tmp_path: Path) -> None:
         [
             shutil.which("python3") or "python3",
             "-m",
-            "distbuild.bootctl",
+            "distbuild.core.bootctl",
             "--chain",
             "systemd-boot",
             "--image",

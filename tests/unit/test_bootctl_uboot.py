@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from distbuild.arch import get_arch
-from distbuild.bootctl.base import BootControl, DirFiles, ImageFiles, SlotBoot, open_bootctl
-from distbuild.bootctl.uboot import (
+from distbuild.bootchain import get_chain
+from distbuild.bootchain.uboot import boot_script, script_image
+from distbuild.core.arch import get_arch
+from distbuild.core.bootctl.base import BootControl, DirFiles, ImageFiles, SlotBoot, open_bootctl
+from distbuild.core.bootctl.uboot import (
     ENV_BACKUP,
     ENV_FILE,
     ENV_SIZE,
@@ -22,9 +24,7 @@ from distbuild.bootctl.uboot import (
     pack_env,
     unpack_env,
 )
-from distbuild.disk.bootchain import get_chain
-from distbuild.disk.chain_uboot import boot_script, script_image
-from distbuild.errors import DistbuildError
+from distbuild.core.errors import DistbuildError
 from distbuild.model.recipe import Recipe, load_recipe
 from tests.conftest import REPO
 

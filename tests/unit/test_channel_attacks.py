@@ -23,7 +23,7 @@ from distbuild.channel.publish import publish
 from distbuild.channel.repo import ChannelRepo, Update, utcnow
 from distbuild.channel.serve import Server, serving
 from distbuild.channel.tufapi import CryptoSigner, Signer
-from distbuild.errors import DistbuildError
+from distbuild.core.errors import DistbuildError
 from tests.channel_support import EXPIRY, channel, client, make_build, make_keys, tree
 
 BETA = channel("beta")

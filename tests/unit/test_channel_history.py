@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from distbuild.channel.history import HISTORY, History
-from distbuild.channel.releases import Release
+from distbuild.core.releases import Release
 
 
 def rel(version: str, image: str = "node") -> Release:

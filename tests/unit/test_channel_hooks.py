@@ -11,7 +11,7 @@ from distbuild.channel import hooks
 from distbuild.channel.hooks import NewTarget, ReleaseEvent
 from distbuild.channel.publish import promote, publish, record_targets
 from distbuild.channel.repo import ChannelRepo, Update
-from distbuild.errors import DistbuildError
+from distbuild.core.errors import DistbuildError
 from distbuild.record import BuildRecord
 from tests.channel_support import EXPIRY, channel, make_build, make_keys
 

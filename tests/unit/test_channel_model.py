@@ -10,7 +10,8 @@ import pytest
 
 from distbuild.channel.keys import KeyStore
 from distbuild.channel.model import load_channel, parse_duration
-from distbuild.channel.releases import (
+from distbuild.core.errors import DistbuildError, RecipeError, UsageError
+from distbuild.core.releases import (
     MAX_SEED,
     Release,
     ReleaseIndex,
@@ -18,7 +19,6 @@ from distbuild.channel.releases import (
     seed_from,
     version_key,
 )
-from distbuild.errors import DistbuildError, RecipeError, UsageError
 from tests.conftest import REPO
 
 

@@ -17,11 +17,11 @@ import pytest
 from distbuild.channel.admin import refresh_channel, rotate_roots
 from distbuild.channel.keys import KeyStore
 from distbuild.channel.publish import promote, publish
-from distbuild.channel.releases import INDEX_TARGET, WINDOW, ReleaseIndex
 from distbuild.channel.repo import GRACE, ChannelRepo, utcnow
 from distbuild.channel.serve import Server, serving
 from distbuild.channel.view import describe
-from distbuild.errors import DistbuildError
+from distbuild.core.errors import DistbuildError
+from distbuild.core.releases import INDEX_TARGET, WINDOW, ReleaseIndex
 from distbuild.record import load_record
 from tests.channel_support import ARCHES, channel, client, make_build, make_keys, tree
 

@@ -20,7 +20,7 @@ from distbuild.channel.keys import KeyStore
 from distbuild.channel.publish import publish
 from distbuild.channel.trust import FileFetcher
 from distbuild.channel.tufapi import Updater
-from distbuild.fsutil import write_atomic
+from distbuild.core.fsutil import write_atomic
 from tests.channel_support import channel, make_build, make_keys
 from tests.conftest import run_cli
 

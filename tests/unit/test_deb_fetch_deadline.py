@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from distbuild.errors import FetchError
+from distbuild.core.errors import FetchError
 from distbuild.rootfs import fetch
 from distbuild.rootfs.fetch import DebCache
 from distbuild.rootfs.lock import LockedPackage

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from distbuild.arch import ARCHES, Platform, host_arch
-from distbuild.errors import DistbuildError, UsageError
+from distbuild.core.arch import ARCHES, Platform, host_arch
+from distbuild.core.errors import DistbuildError, UsageError
 from distbuild.oci import layout as oci
 from distbuild.oci.docker import check_tag, default_tag, docker_archive, select
 from distbuild.record import BuildRecord

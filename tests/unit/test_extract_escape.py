@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from distbuild.errors import DistbuildError
+from distbuild.core.errors import DistbuildError
 from distbuild.rootfs.extract import extract_package
 from distbuild.rootfs.rootpath import RootDir
 from tests.sandbox_support import run_sandboxed, trap_untouched

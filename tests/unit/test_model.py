@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from distbuild.arch import ARCHES
-from distbuild.errors import RecipeError, UsageError
+from distbuild.core.arch import ARCHES
+from distbuild.core.errors import RecipeError, UsageError
 from distbuild.model.image import check_all, load_image
 from distbuild.model.recipe import load_recipe
 

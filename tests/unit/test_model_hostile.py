@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from distbuild.arch import ARCHES
 from distbuild.channel.model import load_channel
 from distbuild.cli.main import main
-from distbuild.errors import RecipeError
+from distbuild.core.arch import ARCHES
+from distbuild.core.errors import RecipeError
 from distbuild.model import yamldoc
 from distbuild.model.image import ImageDef, load_image
 from distbuild.model.recipe import load_recipe

@@ -8,9 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from distbuild import names
 from distbuild.channel.admin import create_channel
-from distbuild.channel.releases import (
+from distbuild.channel.repo import ChannelRepo, Update
+from distbuild.channel.serve import serving
+from distbuild.core import names
+from distbuild.core.errors import DistbuildError, UsageError
+from distbuild.core.names import check_name, check_relative_path, check_target_path
+from distbuild.core.releases import (
     INDEX_KIND,
     INDEX_TARGET,
     IndexNameError,
@@ -18,12 +22,8 @@ from distbuild.channel.releases import (
     ReleaseIndex,
     target_path,
 )
-from distbuild.channel.repo import ChannelRepo, Update
-from distbuild.channel.serve import serving
-from distbuild.errors import DistbuildError, UsageError
-from distbuild.names import check_name, check_relative_path, check_target_path
-from distbuild.node.channel import ChannelClient
 from distbuild.node.http import Http
+from distbuild.node.tufclient import ChannelClient
 from tests.channel_support import EXPIRY, channel, make_keys
 
 GOOD = [
@@ -308,8 +308,8 @@ def definitions(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("version", ["'1..0'", "'1.0\\n'", "'-1'", "'" + "1" * 129 + "'"])
 def test_an_image_version_in_the_definition_is_checked(definitions: Path, version: str) -> None:
-    from distbuild.arch import ARCHES
-    from distbuild.errors import RecipeError
+    from distbuild.core.arch import ARCHES
+    from distbuild.core.errors import RecipeError
     from distbuild.model.image import load_image
     from distbuild.model.recipe import load_recipe
 
@@ -322,7 +322,7 @@ def test_an_image_version_in_the_definition_is_checked(definitions: Path, versio
 
 
 def test_an_image_name_is_checked_before_it_becomes_a_path(definitions: Path) -> None:
-    from distbuild.arch import ARCHES
+    from distbuild.core.arch import ARCHES
     from distbuild.model.image import load_image
     from distbuild.model.recipe import load_recipe
 
@@ -332,8 +332,8 @@ def test_an_image_name_is_checked_before_it_becomes_a_path(definitions: Path) ->
 
 
 def test_recipe_boards_are_names(definitions: Path) -> None:
-    from distbuild.arch import ARCHES
-    from distbuild.errors import RecipeError
+    from distbuild.core.arch import ARCHES
+    from distbuild.core.errors import RecipeError
     from distbuild.model.recipe import load_recipe
 
     path = definitions / "recipes" / "amd64.yaml"

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from distbuild.arch import get_arch
 from distbuild.build import prepare
 from distbuild.cli.main import main
 from distbuild.context import BuildOptions
-from distbuild.errors import UsageError
+from distbuild.core.arch import get_arch
+from distbuild.core.errors import UsageError
 from distbuild.record import RecordError, load_record
 from tests.channel_support import make_build, make_keys
 from tests.conftest import error_and_hint

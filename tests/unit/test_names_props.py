@@ -18,9 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from distbuild import names
 from distbuild.cli.main import main
-from distbuild.errors import DistbuildError
+from distbuild.core import names
+from distbuild.core.errors import DistbuildError
 from tests.channel_support import make_build
 
 PIECES = [

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from distbuild.channel.releases import Release, ReleaseIndex
+from distbuild.core.releases import Release, ReleaseIndex
 from distbuild.node import clock
 
 

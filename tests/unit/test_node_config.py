@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from distbuild.errors import DistbuildError
+from distbuild.core.errors import DistbuildError
 from distbuild.node.config import (
     ConfigError,
     load_config,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from distbuild.channel.releases import Release, ReleaseIndex, Wave, seed_from
-from distbuild.node.channel import BOOT, INITRD, KERNEL, ROOT_IMAGE, file_roles, select
+from distbuild.core.releases import Release, ReleaseIndex, Wave, seed_from
+from distbuild.node.tufclient import BOOT, INITRD, KERNEL, ROOT_IMAGE, file_roles, select
 
 FILES = {"armv7": {"root.img": "root", "linux": "kernel", "initrd": "initrd", "boot.json": "boot"}}
 T0 = 1_800_000_000

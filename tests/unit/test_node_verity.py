@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from distbuild.core.run import run
 from distbuild.node.verity import (
     BLOCK,
     DIGEST,
@@ -27,7 +28,6 @@ from distbuild.node.verity import (
     tree_size,
     verify_tree,
 )
-from distbuild.run import run
 
 SALT = "5a1753a1fe" * 6 + "abcd"  # 32 bytes, as add_verity's sha256 salt
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from distbuild.errors import DistbuildError, UsageError
+from distbuild.core.errors import DistbuildError, UsageError
 from distbuild.oci.auth import find_credentials, parse_challenge
 from distbuild.oci.reference import Reference, is_loopback
 from distbuild.oci.registry import _with_digest

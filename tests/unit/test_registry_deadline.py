@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from distbuild.errors import RegistryError
+from distbuild.core.errors import RegistryError
 from distbuild.oci.registry import RegistryClient
 from tests.stall_support import Stall, raw_trickle, stalling_server, within
 
@@ -58,7 +58,7 @@ def test_a_prompt_registry_is_not_cut(tmp_path: Path, method: str) -> None:
 def test_a_credential_helper_that_hangs_is_cut(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from distbuild.errors import DistbuildError
+    from distbuild.core.errors import DistbuildError
     from distbuild.oci import auth
 
     helper = tmp_path / "bin/docker-credential-stuck"
@@ -77,7 +77,7 @@ def test_a_credential_helper_that_hangs_is_cut(
 
 
 def test_an_oversized_answer_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from distbuild.errors import FetchError
+    from distbuild.core.errors import FetchError
     from distbuild.oci import registry
 
     monkeypatch.setattr(registry, "ANSWER_LIMIT", 1000)

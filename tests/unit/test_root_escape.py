@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from distbuild.arch import ARCHES
-from distbuild.errors import RecipeError
+from distbuild.core.arch import ARCHES
+from distbuild.core.errors import RecipeError
 from distbuild.model.image import ImageDef, load_image
 from distbuild.model.recipe import load_recipe
 from distbuild.rootfs.customise import customise

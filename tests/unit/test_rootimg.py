@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from distbuild.core.errors import RecipeError
 from distbuild.disk.initramfs import Cpio, elf_needs
 from distbuild.disk.modules import ModuleIndex
 from distbuild.disk.rootimg import BLOCK, add_verity, make_fs, verify
-from distbuild.errors import RecipeError
 
 
 @pytest.mark.parametrize("fs", ["squashfs", "erofs"])

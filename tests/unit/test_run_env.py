@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from distbuild.run import run, tool_env
+from distbuild.core.run import run, tool_env
 
 
 def test_epoch_from_the_environment_is_not_inherited(monkeypatch: pytest.MonkeyPatch) -> None:

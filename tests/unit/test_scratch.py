@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 from distbuild import scratch
-from distbuild.fsutil import clone_file
+from distbuild.core.fsutil import clone_file
 
 
 def test_own_directory_is_alive_and_kept(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import pytest
 
-from distbuild.errors import LockError
+from distbuild.core.errors import LockError
 from distbuild.rootfs.apt import AptRoot
 from distbuild.rootfs.fetch import DebCache
 from distbuild.rootfs.lock import LockedPackage

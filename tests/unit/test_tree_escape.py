@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
+from distbuild.core.errors import DistbuildError
 from distbuild.disk import trees
 from distbuild.disk.modules import ModuleIndex
 from distbuild.disk.rootimg import compile_python
-from distbuild.errors import DistbuildError
+from distbuild.rootfs.install_updater import CONFIG, LAUNCHER, TRUST_ANCHOR, install_updater
 from distbuild.rootfs.rootpath import RootDir, RootPathError
-from distbuild.rootfs.updater import CONFIG, LAUNCHER, TRUST_ANCHOR, install_updater
 from tests.sandbox_support import Outcome, run_sandboxed, trap_untouched
 
 pytestmark = pytest.mark.root
@@ -57,7 +57,7 @@ def test_updater_follows_the_trees_links_inside(tmp_path: Path, trap: Path) -> N
     anchor = b'{"signed": {"_type": "root"}}'
 
     def install() -> list[str]:
-        from distbuild.rootfs import updater
+        from distbuild.rootfs import install_updater as updater
 
         updater.check_trust_anchor = lambda data: None  # the anchor's content is not the point
         return install_updater(tree, channel_url="http://127.0.0.1:1", root_json=anchor)

@@ -4,7 +4,7 @@ One call from the image build, after the packages are unpacked::
 
     install_updater(root, channel_url=..., channel="stable", root_json=path)
 
-It copies the updater's own modules and the shared pure modules it imports
+It copies the updater's own modules and the pure core package (``distbuild.core``)
 (DESIGN.md §6) into the image's Python path, vendors the pure-Python
 libraries Debian does not ship in versions the updater works with into a
 private directory (tuf and securesystemslib are not in bookworm at usable
@@ -30,11 +30,11 @@ from importlib import metadata
 from pathlib import Path, PurePosixPath
 
 import distbuild
-from distbuild.errors import DistbuildError
+from distbuild.core.errors import DistbuildError
 from distbuild.rootfs.rootpath import RootDir
 
 PYTHON_DIR = "usr/lib/python3/dist-packages"
-"""On Debian's ``sys.path`` for every python3.x, so ``python3 -m distbuild.bootctl`` works too."""
+"""On Debian's ``sys.path`` for every python3.x, so ``python3 -m distbuild.core.bootctl`` works too."""
 
 VENDOR_DIR = "usr/lib/distbuild-update/vendor"
 """Private, so the vendored urllib3 2 does not collide with Debian's python3-urllib3."""
@@ -43,26 +43,17 @@ LAUNCHER = "usr/bin/distbuild-update"
 CONFIG = "etc/distbuild/update.yaml"
 TRUST_ANCHOR = "usr/share/distbuild/root.json"
 
-# distbuild modules the node imports (tests/unit/test_node_imports.py checks this
-# list against the real import closure of distbuild/node).
-NODE_MODULES = (
-    "__init__.py",
-    "errors.py",
-    "arch.py",
-    "fsutil.py",
-    "run.py",
-    "ui.py",
-    "bootctl/*.py",
-    "channel/releases.py",
-    "names.py",
-    "node/*.py",
-)
+NODE_PACKAGES = ("node", "core")
+"""The rule (DESIGN.md §6): ``distbuild.node`` imports only itself and the pure
+core (plus the standard library and :data:`VENDORED`); tests/unit/test_import_graph.py
+holds the code to it. What the image carries follows from it: these packages'
+modules and ``distbuild/__init__.py``."""
 
 VENDORED = ("tuf", "securesystemslib", "tenacity", "urllib3")
 """Pure-Python distributions copied from the build host (top-level package = name)."""
 
 _LAUNCHER_TEXT = """#!/usr/bin/python3
-# distbuild-update: the on-node updater (installed by distbuild/rootfs/updater.py)
+# distbuild-update: the on-node updater (installed by distbuild/rootfs/install_updater.py)
 import sys
 
 sys.path.insert(0, "/{vendor}")
@@ -142,11 +133,11 @@ def check_trust_anchor(data: bytes) -> None:
 def node_files() -> list[Path]:
     """The distbuild source files the node needs, relative to the package's parent."""
     pkg = Path(distbuild.__file__).parent
-    files: set[Path] = set()
-    for pattern in NODE_MODULES:
-        found = sorted(pkg.glob(pattern))
+    files = {Path(pkg.name, "__init__.py")}
+    for name in NODE_PACKAGES:
+        found = sorted(pkg.glob(f"{name}/**/*.py"))
         if not found:
-            raise DistbuildError(f"the updater's module {pattern} is missing from {pkg}")
+            raise DistbuildError(f"the updater's package {name}/ is missing from {pkg}")
         files.update(p.relative_to(pkg.parent) for p in found)
     return sorted(files)
 

@@ -3,7 +3,7 @@
 The boot loader is installed at the removable-media path
 (``EFI/BOOT/BOOT<ARCH>.EFI``), so firmware with empty variables (a fresh
 board, a fresh OVMF vars copy) boots it without an NVRAM entry. Slot entries
-are written by :mod:`distbuild.bootctl.systemd_boot`.
+are written by :mod:`distbuild.core.bootctl.systemd_boot`.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from distbuild.disk.bootchain import BootChain, PartitionFiles, register, require_firmware
-from distbuild.errors import DistbuildError
+from distbuild.bootchain.base import BootChain, PartitionFiles, require_firmware
+from distbuild.core.errors import DistbuildError
 from distbuild.model.recipe import Recipe
 
 # No menu, no default: systemd-boot boots the first entry of its own order,
-# which is how boot counting falls back (see bootctl/systemd_boot.py).
+# which is how boot counting falls back (see core/bootctl/systemd_boot.py).
 LOADER_CONF = """timeout 0
 editor no
 auto-entries no
@@ -28,7 +28,6 @@ random-seed-mode off
 _FIRMWARE_PACKAGES = {"/usr/share/OVMF/": "ovmf", "/usr/share/AAVMF/": "qemu-efi-aarch64"}
 
 
-@register
 class SystemdBootChain(BootChain):
     name = "systemd-boot"
     partition_label = "esp"

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from distbuild.disk.bootchain import get_chain
-from distbuild.errors import DistbuildError
+from distbuild.bootchain import get_chain
+from distbuild.core.errors import DistbuildError
+from distbuild.core.run import popen, which
 from distbuild.model.recipe import Recipe
-from distbuild.run import popen, which
 
 
 @dataclass

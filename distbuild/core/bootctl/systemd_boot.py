@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from distbuild.bootctl.base import (
+from distbuild.core.bootctl.base import (
     SLOTS,
     BootControl,
     SlotBoot,
@@ -36,7 +36,7 @@ from distbuild.bootctl.base import (
     other,
     register,
 )
-from distbuild.errors import DistbuildError
+from distbuild.core.errors import DistbuildError
 
 ENTRIES = "loader/entries"
 _ENABLED = re.compile(

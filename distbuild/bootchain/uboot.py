@@ -28,8 +28,9 @@ import struct
 import zlib
 from pathlib import Path
 
-from distbuild.bootctl.base import SLOTS
-from distbuild.bootctl.uboot import (
+from distbuild.bootchain.base import BootChain, PartitionFiles, require_firmware
+from distbuild.core.bootctl.base import SLOTS
+from distbuild.core.bootctl.uboot import (
     BOOTARGS_FILE,
     BOOTARGS_VAR,
     ENV_BACKUP,
@@ -46,7 +47,6 @@ from distbuild.bootctl.uboot import (
     left_var,
     pack_env,
 )
-from distbuild.disk.bootchain import BootChain, PartitionFiles, register, require_firmware
 from distbuild.model.recipe import Recipe
 
 SCRIPT = "boot.scr"
@@ -62,12 +62,35 @@ _IH_TYPE_SCRIPT = 6
 _IH_COMP_NONE = 0
 
 
+_PART = "${devtype} ${devnum}:${distro_bootpart}"
+"""The boot partition, in distro boot's variables."""
+
+
 def boot_script(tries: int) -> str:
     """The text of the A/B boot script; ``tries`` is the default try count."""
     check_tries(tries)
-    part = "${devtype} ${devnum}:${distro_bootpart}"
-    state_vars = " ".join(STATE_VARS)
     size = f"{ENV_SIZE:#x}"
+    state_vars = " ".join(STATE_VARS)
+    # Write the state back, both copies: after picking a slot, before booting it.
+    save = [
+        f"env export -c -s {size} ${{kernel_addr_r}} {state_vars}",
+        f"fatwrite {_PART} ${{kernel_addr_r}} {ENV_FILE} {size}",
+        f"fatwrite {_PART} ${{kernel_addr_r}} {ENV_BACKUP} {size}",
+    ]
+    lines = [
+        *_load_state(tries),
+        *_pick_slot(),
+        *_when_no_slot_left(save),
+        # Count this try before booting: a slot that hangs or panics has used it.
+        *save,
+        *_boot_slot(),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _load_state(tries: int) -> list[str]:
+    """Read the state (primary copy, else backup, else defaults) and fill in missing values."""
+    state_vars = " ".join(STATE_VARS)
     lines = [
         "# distbuild A/B boot: RAUC's BOOT_ORDER / BOOT_<X>_LEFT try counters,",
         f"# kept in {ENV_FILE} (+ {ENV_BACKUP}) on this partition, CRC-checked.",
@@ -76,9 +99,9 @@ def boot_script(tries: int) -> str:
     # Start from a clean slate: stale values in U-Boot's own env must not leak in.
     lines += [f"setenv {v}" for v in STATE_VARS]
     lines += [
-        f"if load {part} ${{kernel_addr_r}} {ENV_FILE} && env import -c ${{kernel_addr_r}} ${{filesize}} {state_vars}; then",
+        f"if load {_PART} ${{kernel_addr_r}} {ENV_FILE} && env import -c ${{kernel_addr_r}} ${{filesize}} {state_vars}; then",
         f'  echo "distbuild: boot state from {ENV_FILE}"',
-        f"elif load {part} ${{kernel_addr_r}} {ENV_BACKUP} && env import -c ${{kernel_addr_r}} ${{filesize}} {state_vars}; then",
+        f"elif load {_PART} ${{kernel_addr_r}} {ENV_BACKUP} && env import -c ${{kernel_addr_r}} ${{filesize}} {state_vars}; then",
         f'  echo "distbuild: boot state from {ENV_BACKUP} (primary copy damaged)"',
         "else",
         '  echo "distbuild: no valid boot state, using defaults"',
@@ -89,12 +112,12 @@ def boot_script(tries: int) -> str:
     for slot in SLOTS:
         lines.append(f'test -n "${{{left_var(slot)}}}" || setenv {left_var(slot)} ${{{TRIES_VAR}}}')
         lines.append(f'test -n "${{{good_var(slot)}}}" || setenv {good_var(slot)} 0')
-    save = [
-        f"env export -c -s {size} ${{kernel_addr_r}} {state_vars}",
-        f"fatwrite {part} ${{kernel_addr_r}} {ENV_FILE} {size}",
-        f"fatwrite {part} ${{kernel_addr_r}} {ENV_BACKUP} {size}",
-    ]
-    lines += [
+    return lines
+
+
+def _pick_slot() -> list[str]:
+    """Walk BOOT_ORDER; take the first slot with tries left and use one of them."""
+    lines = [
         "setenv distbuild_slot",
         f"for s in ${{{ORDER_VAR}}}; do",
         '  if test -n "${distbuild_slot}"; then',
@@ -110,10 +133,13 @@ def boot_script(tries: int) -> str:
             f'      echo "distbuild: trying slot {slot}, ${{{left}}} tries left after this one"',
             "    fi",
         ]
-    lines += ["  fi", "done"]
-    # No slot left: give the known-good slots (or, if none, all) their tries back.
+    return [*lines, "  fi", "done"]
+
+
+def _when_no_slot_left(save: list[str]) -> list[str]:
+    """No slot left: give the known-good slots (or, if none, all) their tries back and reset."""
     any_good = " -o ".join(f"${{{good_var(s)}}} = 1" for s in SLOTS)
-    lines += [
+    lines = [
         'if test -z "${distbuild_slot}"; then',
         '  echo "distbuild: no slot has tries left; restoring known-good slots and resetting"',
         f"  if test {any_good}; then",
@@ -125,11 +151,13 @@ def boot_script(tries: int) -> str:
     lines.append("  else")
     for slot in SLOTS:
         lines.append(f"    setenv {left_var(slot)} ${{{TRIES_VAR}}}")
-    lines += ["  fi", *("  " + c for c in save), "  reset", "fi"]
-    # Count this try before booting: a slot that hangs or panics has used it.
-    lines += save
-    lines += [
-        f"if load {part} ${{kernel_addr_r}} ${{distbuild_slot}}/{BOOTARGS_FILE} && env import -t ${{kernel_addr_r}} ${{filesize}} {BOOTARGS_VAR}; then",
+    return [*lines, "  fi", *("  " + c for c in save), "  reset", "fi"]
+
+
+def _boot_slot() -> list[str]:
+    """Load the picked slot's boot arguments, device tree, initramfs and kernel, and boot it."""
+    return [
+        f"if load {_PART} ${{kernel_addr_r}} ${{distbuild_slot}}/{BOOTARGS_FILE} && env import -t ${{kernel_addr_r}} ${{filesize}} {BOOTARGS_VAR}; then",
         f'  setenv bootargs "${{{BOOTARGS_VAR}}}"',
         "else",
         '  echo "distbuild: slot ${distbuild_slot} has no boot entry; resetting"',
@@ -138,12 +166,12 @@ def boot_script(tries: int) -> str:
         # A board's own DTB when the slot ships one, else the one U-Boot runs with
         # (on qemu, the machine's generated DTB).
         "setenv distbuild_fdt ${fdtcontroladdr}",
-        f'if test -n "${{fdtfile}}" && load {part} ${{fdt_addr_r}} ${{distbuild_slot}}/{DTB_DIR}/${{fdtfile}}; then',
+        f'if test -n "${{fdtfile}}" && load {_PART} ${{fdt_addr_r}} ${{distbuild_slot}}/{DTB_DIR}/${{fdtfile}}; then',
         "  setenv distbuild_fdt ${fdt_addr_r}",
         "fi",
-        f"if load {part} ${{ramdisk_addr_r}} ${{distbuild_slot}}/{INITRD}; then",
+        f"if load {_PART} ${{ramdisk_addr_r}} ${{distbuild_slot}}/{INITRD}; then",
         "  setenv distbuild_initrd ${ramdisk_addr_r}:${filesize}",
-        f"  if load {part} ${{kernel_addr_r}} ${{distbuild_slot}}/{KERNEL}; then",
+        f"  if load {_PART} ${{kernel_addr_r}} ${{distbuild_slot}}/{KERNEL}; then",
         '    echo "distbuild: booting slot ${distbuild_slot}"',
         "    bootz ${kernel_addr_r} ${distbuild_initrd} ${distbuild_fdt}",
         "  fi",
@@ -151,7 +179,6 @@ def boot_script(tries: int) -> str:
         'echo "distbuild: slot ${distbuild_slot} did not boot; resetting"',
         "reset",
     ]
-    return "\n".join(lines) + "\n"
 
 
 def script_image(text: str, name: str = "distbuild A/B boot", timestamp: int = 0) -> bytes:
@@ -181,7 +208,6 @@ def script_image(text: str, name: str = "distbuild A/B boot", timestamp: int = 0
     return _HEADER.pack(*fields) + data
 
 
-@register
 class UBootChain(BootChain):
     """U-Boot's distro boot finds ``boot.scr`` on the boot partition; the script does A/B."""
 

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from distbuild import names
-from distbuild.errors import DistbuildError
-from distbuild.names import check_name
+from distbuild.core import names
+from distbuild.core.errors import DistbuildError
+from distbuild.core.names import check_name
 
 INDEX_TARGET = "releases.json"
 INDEX_KIND = "releases"
@@ -231,7 +231,7 @@ class IndexNameError(DistbuildError):
 def target_path(image: str, version: str, arch: str, file: str) -> str:
     """The target name of a release file: ``<image>/<version>/<arch>/<file>``.
 
-    Each part must be a name (:mod:`distbuild.names`): a bad one is refused,
+    Each part must be a name (:mod:`distbuild.core.names`): a bad one is refused,
     never rewritten, so no target leaves its release's directory.
     """
     hint = "a target name is <image>/<version>/<arch>/<file>, each part a name: " + names.GRAMMAR

@@ -1,6 +1,6 @@
 """Boot control: which root slot boots next, how many tries it has, which is good.
 
-This module is pure (standard library and ``distbuild.errors`` only) because
+This module is pure (standard library and ``distbuild.core.errors`` only) because
 the node updater imports it and the build copies it into the node image. One
 :class:`BootControl` interface, one backend per boot chain (systemd-boot boot
 counting for UEFI, a U-Boot environment for armv7); each backend works on a
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Protocol
 
-from distbuild.errors import DistbuildError
-from distbuild.fsutil import fsync_dir, write_atomic
+from distbuild.core.errors import DistbuildError
+from distbuild.core.fsutil import fsync_dir, write_atomic
 
 SLOTS = ("a", "b")
 
@@ -155,7 +155,7 @@ class ImageFiles:
 
     def _mtools(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
         # Imported here so the node (which never edits images) does not need run.py.
-        from distbuild.run import run
+        from distbuild.core.run import run
 
         env = {"MTOOLS_SKIP_CHECK": "1", "MTOOLS_NO_VFAT": "0"}
         if self.epoch is not None:
@@ -285,8 +285,8 @@ class BootControl(ABC):
 
 # chain name -> module that defines its backend (imported on first use).
 _MODULES = {
-    "systemd-boot": "distbuild.bootctl.systemd_boot",
-    "u-boot": "distbuild.bootctl.uboot",
+    "systemd-boot": "distbuild.core.bootctl.systemd_boot",
+    "u-boot": "distbuild.core.bootctl.uboot",
 }
 BACKENDS: dict[str, type[BootControl]] = {}
 

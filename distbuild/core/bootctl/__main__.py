@@ -1,4 +1,4 @@
-"""``python3 -m distbuild.bootctl``: read and change A/B boot state.
+"""``python3 -m distbuild.core.bootctl``: read and change A/B boot state.
 
 Runs on the node (the health check marks the booted slot good with it) and on
 a build host against a disk image. Standard library only.
@@ -11,12 +11,19 @@ import json
 import sys
 from pathlib import Path
 
-from distbuild.bootctl.base import SLOTS, BootControl, BootFiles, DirFiles, ImageFiles, open_bootctl
-from distbuild.errors import DistbuildError
+from distbuild.core.bootctl.base import (
+    SLOTS,
+    BootControl,
+    BootFiles,
+    DirFiles,
+    ImageFiles,
+    open_bootctl,
+)
+from distbuild.core.errors import DistbuildError
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python3 -m distbuild.bootctl", description=__doc__)
+    p = argparse.ArgumentParser(prog="python3 -m distbuild.core.bootctl", description=__doc__)
     p.add_argument("--chain", required=True, help="boot chain: systemd-boot or u-boot")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--dir", type=Path, help="a mounted boot partition")

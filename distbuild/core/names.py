@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from pathlib import Path, PurePosixPath
 
-from distbuild.errors import DistbuildError, UsageError
+from distbuild.core.errors import DistbuildError, UsageError
 
 MAX_LENGTH = 128
 NAME = re.compile(r"[0-9A-Za-z][0-9A-Za-z._+~-]{0,127}", re.ASCII)

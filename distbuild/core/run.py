@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-from distbuild import ui
-from distbuild.errors import CommandError, DistbuildError
+from distbuild.core import ui
+from distbuild.core.errors import CommandError, DistbuildError
 
 # Variables a child may inherit; everything else is dropped so builds do not
 # depend on the caller's shell. SOURCE_DATE_EPOCH is dropped too: tools

@@ -5,7 +5,7 @@ in the exact format of ``env export -c`` / ``env import -c`` (and of
 ``mkenvimage`` / ``fw_printenv``): a little-endian CRC32 of the data, then
 ``name=value`` strings separated by NUL, ended by a double NUL and padded with
 NUL to :data:`ENV_SIZE` bytes. The boot script (see
-``distbuild.disk.chain_uboot``) reads it, picks the first slot of
+``distbuild.bootchain.uboot``) reads it, picks the first slot of
 ``BOOT_ORDER`` whose ``BOOT_<X>_LEFT`` is above zero, decrements that counter
 and writes the file back before it boots, exactly as RAUC's U-Boot
 integration does.
@@ -25,8 +25,15 @@ import struct
 import zlib
 from collections.abc import Mapping
 
-from distbuild.bootctl.base import SLOTS, BootControl, SlotBoot, SlotState, check_slot, register
-from distbuild.errors import DistbuildError
+from distbuild.core.bootctl.base import (
+    SLOTS,
+    BootControl,
+    SlotBoot,
+    SlotState,
+    check_slot,
+    register,
+)
+from distbuild.core.errors import DistbuildError
 
 ENV_SIZE = 0x1000
 """Bytes of one env copy (CRC included); the boot script uses the same."""

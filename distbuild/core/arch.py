@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from distbuild.errors import UsageError
+from distbuild.core.errors import UsageError
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,18 @@
-"""Boot chains, build side: what goes on a fresh boot partition, how qemu boots it.
+"""The boot chain interface, build side: what goes on a fresh boot partition, how qemu boots it.
 
 A :class:`BootChain` knows one firmware + boot loader combination (UEFI with
 systemd-boot; U-Boot). It does not know slots: slot files and state are
-written by the matching :mod:`distbuild.bootctl` backend, the same code a node
+written by the matching :mod:`distbuild.core.bootctl` backend, the same code a node
 runs, so an image built here and a node updated later agree byte for byte.
 """
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar
 
-from distbuild.errors import DistbuildError, RecipeError
+from distbuild.core.errors import DistbuildError, RecipeError
 from distbuild.model.recipe import Recipe
 
 # What a fresh boot partition holds: partition path -> bytes or a host file.
@@ -51,7 +50,7 @@ class BootChain(ABC):
     @abstractmethod
     def qemu_args(self, recipe: Recipe, disk: Path, state: Path) -> list[str]:
         """qemu-system arguments for machine, firmware and disk (not the binary,
-        accelerator, memory or serial: :mod:`distbuild.boot` adds those).
+        accelerator, memory or serial: :mod:`distbuild.qemu` adds those).
 
         ``disk`` is the image (or overlay) to boot, qcow2 or raw by suffix;
         ``state`` a private directory for writable firmware state (a UEFI vars
@@ -76,28 +75,3 @@ def require_firmware(recipe: Recipe, key: str, package: str) -> Path:
             hint=f"install it with 'apt-get install {package}', or fix the path in the recipe",
         )
     return path
-
-
-# chain name -> module that defines it (imported on first use).
-_MODULES = {
-    "systemd-boot": "distbuild.disk.chain_efi",
-    "u-boot": "distbuild.disk.chain_uboot",
-}
-CHAINS: dict[str, BootChain] = {}
-
-
-def register(cls: type[BootChain]) -> type[BootChain]:
-    """Class decorator: make a boot chain available under its name."""
-    CHAINS[cls.name] = cls()
-    return cls
-
-
-def get_chain(name: str) -> BootChain:
-    if name not in _MODULES:
-        raise DistbuildError(
-            f"unknown boot chain {name!r}",
-            hint=f"use one of: {', '.join(sorted(_MODULES))} (recipe key boot.chain)",
-        )
-    if name not in CHAINS:
-        importlib.import_module(_MODULES[name])
-    return CHAINS[name]

@@ -25,8 +25,8 @@ from tuf.api import exceptions
 from tuf.ngclient.fetcher import FetcherInterface
 from tuf.ngclient.updater import Updater
 
-from distbuild.channel.releases import INDEX_TARGET, Release, ReleaseIndex, version_key
-from distbuild.errors import DistbuildError
+from distbuild.core.errors import DistbuildError
+from distbuild.core.releases import INDEX_TARGET, Release, ReleaseIndex, version_key
 from distbuild.node.http import Body, Http, HttpStatusError, TooSlow, TransferError
 
 log = logging.getLogger("distbuild.node")
