@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, Phase, settings
 from distbuild.channel.admin import create_channel
 from distbuild.channel.keys import KeyStore
 from distbuild.cli.main import main
-from tests.channel_support import channel, make_keys
+from tests.support.channel import channel, make_keys
 
 # Property tests (tests/integration/test_hostile_inputs.py): reproducible example
 # sets (derandomized, no example database), no per-example deadline (the

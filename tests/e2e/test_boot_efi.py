@@ -30,7 +30,7 @@ from distbuild.disk.slots import disk_bootctl, payload_from_build, write_slot
 from distbuild.model.recipe import Recipe, load_recipe
 from distbuild.run import run
 from tests.conftest import EPOCH, REPO, Builder, read_record, run_cli
-from tests.e2e.node_console import (
+from tests.support.node_console import (
     assert_services_up,
     clock_after_floor,
     clock_was_moved,

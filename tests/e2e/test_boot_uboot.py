@@ -25,14 +25,14 @@ from distbuild.disk.diskimg import partition_offsets, partition_sha256
 from distbuild.model.recipe import Recipe, load_recipe
 from distbuild.run import run
 from tests.conftest import EPOCH, Builder, read_record
-from tests.e2e.node_console import (
+from tests.support.node_console import (
     RTC_1970,
     assert_services_up,
     clock_after_floor,
     clock_was_moved,
     host_key,
 )
-from tests.e2e.uboot_support import Console, start_qemu
+from tests.support.qemu_guest import Console, start_qemu
 
 pytestmark = [pytest.mark.qemu, pytest.mark.root, pytest.mark.slow, pytest.mark.network]
 

@@ -50,11 +50,10 @@ from distbuild.disk.diskimg import partition_sha256
 from distbuild.disk.slots import disk_bootctl
 from distbuild.model.recipe import Recipe, load_recipe
 from distbuild.run import run
-from tests.channel_support import channel
 from tests.conftest import CHANNEL_PORT, FLEETLOCK_PORT, REPO, Builder, NodeChannels, read_record
-from tests.e2e.netns import NIC, NetNs, netns
-from tests.e2e.node_console import assert_services_up
-from tests.node_support import (
+from tests.support.channel import channel
+from tests.support.netns import NIC, NetNs, netns
+from tests.support.node import (
     Channel,
     FaultServer,
     LockServer,
@@ -63,6 +62,7 @@ from tests.node_support import (
     fleetlock_server,
     relabel,
 )
+from tests.support.node_console import assert_services_up
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow, pytest.mark.root, pytest.mark.network]
 

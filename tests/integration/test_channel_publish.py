@@ -15,9 +15,9 @@ import pytest
 
 from distbuild.channel.releases import INDEX_TARGET, ReleaseIndex
 from distbuild.channel.serve import Server, Traffic
-from tests.channel_support import client, make_build, tree
 from tests.conftest import REPO
 from tests.conftest import distbuild_process as distbuild
+from tests.support.channel import client, make_build, tree
 
 
 def start(*args: str | os.PathLike[str], env: dict[str, str]) -> subprocess.Popen[str]:

@@ -26,7 +26,7 @@ from distbuild.rootfs.updater import (
     install_updater,
     node_files,
 )
-from tests.node_support import Node, make_channel, payload
+from tests.support.node import Node, make_channel, payload
 from tests.unit.test_node_imports import walk
 
 

@@ -24,7 +24,7 @@ from distbuild.errors import DistbuildError, UsageError
 from distbuild.names import check_name, check_relative_path, check_target_path
 from distbuild.node.channel import ChannelClient
 from distbuild.node.http import Http
-from tests.channel_support import EXPIRY, channel, make_keys
+from tests.support.channel import EXPIRY, channel, make_keys
 
 GOOD = [
     "node",
