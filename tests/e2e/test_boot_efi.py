@@ -95,11 +95,11 @@ class Efi:
 
 @pytest.fixture(scope="module", params=["amd64", "arm64"])
 def efi(
-    request: pytest.FixtureRequest, build_image: Builder, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest, build_node: Builder, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Efi]:
     arch = request.param
-    v1 = build_image("node", arch, version="1.0.0")
-    v2 = build_image("node", arch, version="2.0.0")
+    v1 = build_node(arch, version="1.0.0")
+    v2 = build_node(arch, version="2.0.0")
     yield Efi(
         arch, load_recipe(REPO, get_arch(arch)), v1, v2, tmp_path_factory.mktemp(f"efi-{arch}")
     )

@@ -111,10 +111,10 @@ def slot_boot(build: Path) -> SlotBoot:
 
 @pytest.fixture(scope="module")
 def node(
-    project: Path, build_image: Builder, tmp_path_factory: pytest.TempPathFactory
+    project: Path, build_node: Builder, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Node]:
-    v1 = build_image("node", "armv7", version="1.0.0")
-    v2 = build_image("node", "armv7", version="2.0.0")
+    v1 = build_node("armv7", version="1.0.0")
+    v2 = build_node("armv7", version="2.0.0")
     workdir = tmp_path_factory.mktemp("uboot-node")
     disk = workdir / "disk.img"
     run(["cp", "--sparse=always", artifact(v1, "disk"), disk])

@@ -66,6 +66,7 @@ def served(env: dict[str, str]) -> Iterator[Server]:
 
 
 @pytest.mark.slow
+@pytest.mark.network
 def test_real_build_reaches_a_fresh_client(
     tmp_path: Path, toolbox_all: Path, env: dict[str, str], served: Server
 ) -> None:

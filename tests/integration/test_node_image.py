@@ -27,7 +27,7 @@ from distbuild.rootfs.updater import (
     node_files,
 )
 from tests.support.node import Node, make_channel, payload
-from tests.unit.test_node_imports import walk
+from tests.support.node_imports import walk
 
 
 def installed_modules() -> set[str]:
