@@ -43,8 +43,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from distbuild.channel.publish import publish  # noqa: E402
-from tests.channel_support import channel, make_keys  # noqa: E402
-from tests.node_support import Node  # noqa: E402
+from tests.support.channel import channel, make_keys  # noqa: E402
+from tests.support.node import Node  # noqa: E402
 
 PAYLOAD = "node/v2/armv7/root.img"
 

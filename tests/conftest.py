@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, Phase, settings
 from distbuild.channel.admin import create_channel
 from distbuild.channel.keys import KeyStore
 from distbuild.cli.main import main
-from tests.channel_support import channel, make_keys
+from tests.support.channel import channel, make_keys
 
 # Property tests (tests/integration/test_hostile_inputs.py): reproducible example
 # sets (derandomized, no example database), no per-example deadline (the
@@ -47,23 +47,6 @@ settings.load_profile("ci")
 
 REPO = Path(__file__).resolve().parent.parent
 EPOCH = 1764201600
-
-# The node images a session builds follow a channel of their own arch, which
-# the e2e update tests serve inside a network namespace they create: qemu's
-# user network shows the guest that namespace's loopback as 10.0.2.2.
-GUEST_HOST = "10.0.2.2"
-CHANNEL_PORT = 8080
-FLEETLOCK_PORT = 8081
-UPDATE_SETTINGS = {
-    "poll_interval": "3s",
-    "poll_jitter": "1s",
-    "reboot": "fleetlock",
-    "fleetlock_url": f"http://{GUEST_HOST}:{FLEETLOCK_PORT}",
-    "fleetlock_group": "e2e",
-    "retry_wait": "1s",
-    "retry_wait_max": "4s",
-    "read_timeout": "20s",
-}
 
 
 def run_cli(*args: str | os.PathLike[str]) -> int:
@@ -153,7 +136,11 @@ def project(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
 
 @dataclass(frozen=True)
 class NodeChannels:
-    """One channel per arch (``e2e-<arch>``) in one repository, with its keys."""
+    """One channel per arch (``e2e-<arch>``) in one repository, with its keys.
+
+    What a node built to follow one bakes in (the channel's URL, update settings)
+    is the e2e tests' business: tests/e2e/conftest.py.
+    """
 
     repo: Path
     keys: KeyStore
@@ -168,20 +155,6 @@ class NodeChannels:
             create_channel(self.repo, channel(self.name(arch)), self.keys)
         return path
 
-    def build_args(self, arch: str) -> list[str]:
-        """What ``distbuild image`` needs to bake the arch's channel into a node."""
-        args = [
-            "--channel-url",
-            f"http://{GUEST_HOST}:{CHANNEL_PORT}",
-            "--channel",
-            self.name(arch),
-            "--trust-root",
-            str(self.root_json(arch)),
-        ]
-        for key, value in UPDATE_SETTINGS.items():
-            args += ["--update-setting", f"{key}={value}"]
-        return args
-
 
 @pytest.fixture(scope="session")
 def node_channels(tmp_path_factory: pytest.TempPathFactory) -> NodeChannels:
@@ -193,24 +166,24 @@ Builder = Callable[..., Path]
 
 
 @pytest.fixture(scope="session")
-def build_image(
-    project: Path, tmp_path_factory: pytest.TempPathFactory, node_channels: NodeChannels
-) -> Iterator[Builder]:
+def build_image(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Builder]:
     """Build (once per session and arguments) and return the build directory.
 
-    A single-arch node image follows that arch's e2e channel (``NodeChannels``).
+    ``extra``: more ``distbuild image`` arguments, e.g. the channel a node follows
+    (``build_node`` in tests/e2e/conftest.py).
     """
     done: dict[tuple[str, ...], Path] = {}
 
-    def build(image: str, arch: str, version: str = "1.0.0", epoch: int = EPOCH) -> Path:
-        key = (image, arch, version, str(epoch))
+    def build(
+        image: str,
+        arch: str,
+        version: str = "1.0.0",
+        epoch: int = EPOCH,
+        extra: Sequence[str] = (),
+    ) -> Path:
+        key = (image, arch, version, str(epoch), *extra)
         if key not in done:
             out = tmp_path_factory.mktemp(f"out-{image}-{arch}")
-            extra = (
-                node_channels.build_args(arch)
-                if image == "node" and "," not in arch and arch != "all"
-                else []
-            )
             rc = run_cli(*image_args(project, out, image, arch, version, epoch, extra))
             assert rc == 0, f"build of {image} for {arch} failed"
             done[key] = out / image / version

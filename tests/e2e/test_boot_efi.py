@@ -30,7 +30,7 @@ from distbuild.disk.slots import disk_bootctl, payload_from_build, write_slot
 from distbuild.model.recipe import Recipe, load_recipe
 from distbuild.qemu import BootResult, boot_disk
 from tests.conftest import EPOCH, REPO, Builder, read_record, run_cli
-from tests.e2e.node_console import (
+from tests.support.node_console import (
     assert_services_up,
     clock_after_floor,
     clock_was_moved,
@@ -95,11 +95,11 @@ class Efi:
 
 @pytest.fixture(scope="module", params=["amd64", "arm64"])
 def efi(
-    request: pytest.FixtureRequest, build_image: Builder, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest, build_node: Builder, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Efi]:
     arch = request.param
-    v1 = build_image("node", arch, version="1.0.0")
-    v2 = build_image("node", arch, version="2.0.0")
+    v1 = build_node(arch, version="1.0.0")
+    v2 = build_node(arch, version="2.0.0")
     yield Efi(
         arch, load_recipe(REPO, get_arch(arch)), v1, v2, tmp_path_factory.mktemp(f"efi-{arch}")
     )

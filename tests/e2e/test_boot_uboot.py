@@ -25,14 +25,14 @@ from distbuild.core.run import run
 from distbuild.disk.diskimg import partition_offsets, partition_sha256
 from distbuild.model.recipe import Recipe, load_recipe
 from tests.conftest import EPOCH, Builder, read_record
-from tests.e2e.node_console import (
+from tests.support.node_console import (
     RTC_1970,
     assert_services_up,
     clock_after_floor,
     clock_was_moved,
     host_key,
 )
-from tests.e2e.uboot_support import Console, start_qemu
+from tests.support.qemu_guest import Console, start_qemu
 
 pytestmark = [pytest.mark.qemu, pytest.mark.root, pytest.mark.slow, pytest.mark.network]
 
@@ -111,10 +111,10 @@ def slot_boot(build: Path) -> SlotBoot:
 
 @pytest.fixture(scope="module")
 def node(
-    project: Path, build_image: Builder, tmp_path_factory: pytest.TempPathFactory
+    project: Path, build_node: Builder, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Node]:
-    v1 = build_image("node", "armv7", version="1.0.0")
-    v2 = build_image("node", "armv7", version="2.0.0")
+    v1 = build_node("armv7", version="1.0.0")
+    v2 = build_node("armv7", version="2.0.0")
     workdir = tmp_path_factory.mktemp("uboot-node")
     disk = workdir / "disk.img"
     run(["cp", "--sparse=always", artifact(v1, "disk"), disk])

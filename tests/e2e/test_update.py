@@ -3,7 +3,7 @@
 Per arch, one story on one disk, the three arches at once (each is mostly
 a qemu process waiting on its guest; one thread and one namespace per arch) (the session's 1.0.0 node build, which bakes
 in the arch's e2e channel, a 3 s poll and the FleetLock reboot policy; see
-``NodeChannels`` in tests/conftest.py). The channel and a FleetLock server
+``build_node`` in tests/e2e/conftest.py). The channel and a FleetLock server
 run in this process, bound to 127.0.0.1 of a network namespace the test
 makes; qemu runs in that namespace with a user-mode network, so the guest
 reaches them as 10.0.2.2 and nothing else. Nothing in the guest is driven by
@@ -50,11 +50,11 @@ from distbuild.disk.diskimg import partition_sha256
 from distbuild.disk.slots import disk_bootctl
 from distbuild.model.recipe import Recipe, load_recipe
 from distbuild.qemu import Guest
-from tests.channel_support import channel
-from tests.conftest import CHANNEL_PORT, FLEETLOCK_PORT, REPO, Builder, NodeChannels, read_record
-from tests.e2e.netns import NIC, NetNs, netns
-from tests.e2e.node_console import assert_services_up
-from tests.node_support import (
+from tests.conftest import REPO, Builder, NodeChannels, read_record
+from tests.e2e.conftest import CHANNEL_PORT, FLEETLOCK_PORT
+from tests.support.channel import channel
+from tests.support.netns import NIC, NetNs, netns
+from tests.support.node import (
     Channel,
     FaultServer,
     LockServer,
@@ -63,6 +63,7 @@ from tests.node_support import (
     fleetlock_server,
     relabel,
 )
+from tests.support.node_console import assert_services_up
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow, pytest.mark.root, pytest.mark.network]
 
@@ -147,12 +148,12 @@ class Story:
 
 @pytest.fixture(scope="module")
 def stories(
-    build_image: Builder, node_channels: NodeChannels, tmp_path_factory: pytest.TempPathFactory
+    build_node: Builder, node_channels: NodeChannels, tmp_path_factory: pytest.TempPathFactory
 ) -> list[Story]:
     out = []
     for arch in ARCHES:
-        v1 = build_image("node", arch, version="1.0.0")
-        v2 = build_image("node", arch, version="2.0.0")
+        v1 = build_node(arch, version="1.0.0")
+        v2 = build_node(arch, version="2.0.0")
         workdir = tmp_path_factory.mktemp(f"update-{arch}")
         chan = Channel(node_channels.repo, node_channels.keys, workdir, node_channels.name(arch))
         out.append(Story(arch, load_recipe(REPO, get_arch(arch)), v1, v2, chan, workdir))

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.dockerd import (
+from tests.support.dockerd import (
     Dockerd,
     foreign_qemu_names,
     register_qemu_binfmt,
@@ -15,8 +15,8 @@ from tests.integration.dockerd import (
     stop_dockerd,
     unregister_binfmt,
 )
-from tests.integration.registry_fixtures import registry  # noqa: F401 (session fixture)
-from tests.sigstore_support import signed_wheel  # noqa: F401 (session fixture)
+from tests.support.registry import registry  # noqa: F401 (session fixture)
+from tests.support.sigstore import signed_wheel  # noqa: F401 (session fixture)
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from distbuild.locks import get_locks
 from distbuild.model.image import load_image
 from distbuild.model.recipe import load_recipe
 from distbuild.rootfs.lock import Lock, lock_path, read_lock, write_lock
-from tests.conftest import EPOCH, REPO, Builder, NodeChannels, error_and_hint, run_cli
+from tests.conftest import EPOCH, REPO, Builder, error_and_hint, run_cli
 
 
 def closed_port_url() -> str:
@@ -150,17 +150,15 @@ def test_epoch_from_environment_equals_flag(
     image: str,
     build_image: Builder,
     project: Path,
-    node_channels: NodeChannels,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The build workflow exports SOURCE_DATE_EPOCH; the suite passes the flag."""
     with_flag = build_image(image, "amd64")
-    extra = node_channels.build_args("amd64") if image == "node" else []
     monkeypatch.setenv("SOURCE_DATE_EPOCH", str(EPOCH))
     out = tmp_path / "out"
     args = ["--project", project, "image", "--arch", "amd64", "--image", image]
-    assert run_cli(*args, "--out", out, "--version", "1.0.0", "--locked", *extra) == 0
+    assert run_cli(*args, "--out", out, "--version", "1.0.0", "--locked") == 0
     from_env = out / image / "1.0.0"
     record = _build_json(from_env)
     assert record == _build_json(with_flag)

@@ -15,9 +15,9 @@ from distbuild.channel.publish import publish
 from distbuild.channel.repo import ChannelRepo
 from distbuild.channel.serve import serving
 from distbuild.core.errors import DistbuildError
-from tests.channel_support import channel, client, make_build, make_keys
 from tests.conftest import run_cli
-from tests.sigstore_support import BUNDLE, IDENTITY, ISSUER
+from tests.support.channel import channel, client, make_build, make_keys
+from tests.support.sigstore import BUNDLE, IDENTITY, ISSUER
 
 pytestmark = pytest.mark.network
 

@@ -14,8 +14,8 @@ import pytest
 
 from distbuild.channel.repo import ChannelRepo
 from distbuild.channel.view import describe
-from tests.channel_support import make_build
 from tests.conftest import REPO, run_cli
+from tests.support.channel import make_build
 
 pytestmark = pytest.mark.slow
 

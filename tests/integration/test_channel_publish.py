@@ -15,9 +15,9 @@ import pytest
 
 from distbuild.channel.serve import Server, Traffic
 from distbuild.core.releases import INDEX_TARGET, ReleaseIndex
-from tests.channel_support import client, make_build, tree
 from tests.conftest import REPO
 from tests.conftest import distbuild_process as distbuild
+from tests.support.channel import client, make_build, tree
 
 
 def start(*args: str | os.PathLike[str], env: dict[str, str]) -> subprocess.Popen[str]:
@@ -66,6 +66,7 @@ def served(env: dict[str, str]) -> Iterator[Server]:
 
 
 @pytest.mark.slow
+@pytest.mark.network
 def test_real_build_reaches_a_fresh_client(
     tmp_path: Path, toolbox_all: Path, env: dict[str, str], served: Server
 ) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ci_support import (
+from tests.support.ci import (
     REPO,
     Runner,
     git,

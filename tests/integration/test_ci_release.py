@@ -18,8 +18,8 @@ import pytest
 
 from distbuild.channel.serve import serving
 from distbuild.core.releases import INDEX_TARGET, ReleaseIndex
-from tests.channel_support import client
-from tests.ci_support import (
+from tests.support.channel import client
+from tests.support.ci import (
     REPO,
     Runner,
     git,
@@ -30,7 +30,7 @@ from tests.ci_support import (
     scripts_in_order,
     secret_of,
 )
-from tests.integration.registry_fixtures import RegistryServer
+from tests.support.registry import RegistryServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 

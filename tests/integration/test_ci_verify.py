@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.ci_support import REPO, host_env
-from tests.sigstore_support import BUNDLE, IDENTITY
+from tests.support.ci import REPO, host_env
+from tests.support.sigstore import BUNDLE, IDENTITY
 
 pytestmark = pytest.mark.network
 

@@ -11,7 +11,7 @@ from distbuild.core.bootctl.base import ImageFiles
 from distbuild.disk.diskimg import partition_offsets
 from distbuild.disk.rootimg import Verity, verify
 from tests.conftest import read_record
-from tests.integration.test_disk_errors import TINY, build, project_copy
+from tests.support.disk import TINY, build, project_copy
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 

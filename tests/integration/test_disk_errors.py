@@ -3,30 +3,13 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import REPO, error_and_hint, image_args, run_cli
-
-TINY = """\
-include: include/base.yaml
-name: tiny
-description: a kernel and busybox, for error tests
-outputs: [root, disk]
-kernel: true
-busybox_links: true
-packages: [busybox]
-"""
-
-
-def project_copy(tmp_path: Path) -> Path:
-    dest = tmp_path / "project"
-    for sub in ("recipes", "images"):
-        shutil.copytree(REPO / sub, dest / sub, ignore=shutil.ignore_patterns("*.lock.json"))
-    return dest
+from tests.conftest import error_and_hint, run_cli
+from tests.support.disk import TINY, build, project_copy
 
 
 def edit_recipe(project: Path, arch: str, change: dict[str, object]) -> None:
@@ -39,10 +22,6 @@ def edit_recipe(project: Path, arch: str, change: dict[str, object]) -> None:
             node = node[p]
         node[last] = value
     path.write_text(yaml.safe_dump(doc))
-
-
-def build(project: Path, out: Path, image: str, arch: str = "amd64") -> int:
-    return run_cli(*image_args(project, out, image, arch))
 
 
 def nothing_written(out: Path) -> bool:

@@ -1,6 +1,6 @@
 """Built images in a real Docker engine: loaded through the SDK, run on all three arches.
 
-The engine is the session's private dockerd (tests/integration/dockerd.py);
+The engine is the session's private dockerd (tests/support/dockerd.py);
 foreign arches run under qemu-user through binfmt_misc. What the engine holds
 is checked against the build's own OCI layout, read here independently of the
 code under test.
@@ -22,7 +22,7 @@ from distbuild.cli.main import main
 from distbuild.core.arch import ARCHES, Arch, host_arch
 from distbuild.core.run import run
 from tests.conftest import EPOCH
-from tests.integration.dockerd import Dockerd
+from tests.support.dockerd import Dockerd
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 

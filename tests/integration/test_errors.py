@@ -46,6 +46,7 @@ def edit(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new, 1))
 
 
+@pytest.mark.network
 def test_unknown_key(proj: Path, tmp_path: Path) -> None:
     edit(proj / "images/toolbox.yaml", "busybox_links: true", "busybox_linkz: true")
     err = assert_clean_error(
@@ -55,27 +56,32 @@ def test_unknown_key(proj: Path, tmp_path: Path) -> None:
     nothing_written(tmp_path / "out")
 
 
+@pytest.mark.network
 def test_wrong_type(proj: Path, tmp_path: Path) -> None:
     edit(proj / "recipes/amd64.yaml", "tries: 3", "tries: three")
     assert_clean_error(build(proj, tmp_path / "out"), "amd64.yaml:", "boot.tries", "integer")
     nothing_written(tmp_path / "out")
 
 
+@pytest.mark.network
 def test_unknown_arch(proj: Path, tmp_path: Path) -> None:
     assert_clean_error(build(proj, tmp_path / "out", arch="sparc"), "unknown architecture 'sparc'")
 
 
+@pytest.mark.network
 def test_unknown_image(proj: Path, tmp_path: Path) -> None:
     assert_clean_error(
         build(proj, tmp_path / "out", image="nosuch"), "unknown image 'nosuch'", "toolbox"
     )
 
 
+@pytest.mark.network
 def test_unparsable_yaml(proj: Path, tmp_path: Path) -> None:
     edit(proj / "images/toolbox.yaml", "outputs: [oci]", "outputs: [oci")
     assert_clean_error(build(proj, tmp_path / "out"), "invalid YAML", "toolbox.yaml:")
 
 
+@pytest.mark.network
 def test_jinja_error(proj: Path, tmp_path: Path) -> None:
     edit(proj / "images/toolbox.yaml", "({{ arch.name }})", "({{ arch.name | nosuchfilter }})")
     assert_clean_error(build(proj, tmp_path / "out"), "toolbox.yaml:", "template")
@@ -124,6 +130,7 @@ def test_changed_cached_deb_is_not_extracted(proj: Path, tmp_path: Path, cache_d
     nothing_written(tmp_path / "out")
 
 
+@pytest.mark.network
 def test_unreachable_mirror(proj: Path, tmp_path: Path) -> None:
     for lock in (proj / "images").glob("*.lock.json"):
         lock.unlink()
@@ -137,12 +144,14 @@ def test_unreachable_mirror(proj: Path, tmp_path: Path) -> None:
     nothing_written(tmp_path / "out")
 
 
+@pytest.mark.network
 def test_unwritable_output_dir(proj: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     assert_clean_error(build(proj, blocker / "out"), "cannot write to the output directory")
 
 
+@pytest.mark.network
 def test_stale_lock(proj: Path, tmp_path: Path) -> None:
     edit(proj / "images/toolbox.yaml", "  - ca-certificates", "  - ca-certificates\n  - zstd")
     assert_clean_error(build(proj, tmp_path / "out", "--locked"), "stale", "distbuild lock")
@@ -154,6 +163,7 @@ def test_cli_usage_error_is_clean(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.network
 @pytest.mark.parametrize(
     ("extra", "needles"),
     [

@@ -1,10 +1,10 @@
 """Property tests: hostile definitions, build records and argv never act outside their root.
 
-Hypothesis composes inputs from hostile pieces (tests/hostile_strategies.py)
+Hypothesis composes inputs from hostile pieces (tests/support/hostile_strategies.py)
 and runs each through loading and customisation of a small synthetic root,
 through the CLI's argument checks, and (marked slow) through full builds of a
 one-package image, each in a fresh process inside one private mount namespace
-(tests/hostile_support.py) where everything but the output and cache
+(tests/support/hostile.py) where everything but the output and cache
 directories is read-only and TRAP is a tmpfs that must stay empty. Each run
 must end in success or ``error:``/``hint:``: never exit 70, a traceback, a
 hang past its deadline, an attempted write outside (EROFS) or a trap written.
@@ -40,10 +40,10 @@ from distbuild.core.errors import DistbuildError
 from distbuild.model.image import load_image
 from distbuild.model.recipe import load_recipe
 from distbuild.rootfs.customise import customise
-from tests import hostile_strategies as hs
-from tests.channel_support import channel, make_build, make_keys
 from tests.conftest import EPOCH, REPO
-from tests.hostile_support import Sandbox, check_outcome
+from tests.support import hostile_strategies as hs
+from tests.support.channel import channel, make_build, make_keys
+from tests.support.hostile import Sandbox, check_outcome
 
 # The module fixture resolves the tiny image's lock once against the host's mirror.
 pytestmark = [pytest.mark.root, pytest.mark.network]

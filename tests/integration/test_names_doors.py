@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.channel_support import make_build, make_keys, online_keys
 from tests.conftest import REPO, error_and_hint
+from tests.support.channel import make_build, make_keys, online_keys
 
 
 def distbuild(*args: str | os.PathLike[str]) -> subprocess.CompletedProcess[str]:

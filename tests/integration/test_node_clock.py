@@ -18,7 +18,7 @@ from distbuild.channel.serve import serving
 from distbuild.node import clock
 from distbuild.node.config import read_release
 from distbuild.node.tufclient import Refused
-from tests.node_support import Channel, Node, make_channel
+from tests.support.node import Channel, Node, make_channel
 
 SIZE = 1 << 20
 DAY = 86400

@@ -10,7 +10,7 @@ import pytest
 from distbuild.channel.serve import serving
 from distbuild.node.daemon import run_loop
 from distbuild.node.system import app_id
-from tests.node_support import Channel, LockServer, Node, fleetlock_server, make_channel
+from tests.support.node import Channel, LockServer, Node, fleetlock_server, make_channel
 
 SIZE = 1 << 20
 NODE_ID = "0123456789abcdef0123456789abcdef"  # Node.setup's /etc/machine-id

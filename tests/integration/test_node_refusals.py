@@ -17,7 +17,7 @@ import pytest
 
 from distbuild.channel.serve import serving
 from distbuild.node.tufclient import Refused
-from tests.node_support import SLOT_SIZE, Channel, Node, make_channel, relabel
+from tests.support.node import SLOT_SIZE, Channel, Node, make_channel, relabel
 
 SIZE = 1 << 20
 ROOT = "node/v2/armv7/root.img"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from distbuild.node.http import TransferError
-from tests.node_support import Channel, Misbehave, Node, fault_server, make_channel, payload
+from tests.support.node import Channel, Misbehave, Node, fault_server, make_channel, payload
 
 SIZE = 4 << 20
 

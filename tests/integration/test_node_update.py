@@ -18,7 +18,7 @@ import pytest
 
 from distbuild.channel.serve import serving
 from distbuild.node.tufclient import Refused
-from tests.node_support import Channel, Node, make_channel, payload
+from tests.support.node import Channel, Node, make_channel, payload
 
 ARCH = "armv7"
 SIZE = 1 << 20

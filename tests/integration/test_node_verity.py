@@ -31,8 +31,8 @@ from distbuild.channel.serve import RepoHandler, Traffic
 from distbuild.disk.rootimg import Verity, verify
 from distbuild.node.tufclient import Refused
 from distbuild.node.verity import BLOCK, tree_size
-from tests.channel_support import channel
-from tests.node_support import (
+from tests.support.channel import channel
+from tests.support.node import (
     SLOT_SIZE,
     Channel,
     FaultServer,

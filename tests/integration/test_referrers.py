@@ -17,7 +17,7 @@ import requests
 from distbuild.core.arch import ARCHES
 from distbuild.oci.release import release_build
 from tests.conftest import read_record, run_cli
-from tests.integration.registry_fixtures import RegistryServer
+from tests.support.registry import RegistryServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import read_record, run_cli
-from tests.integration.faultproxy import DROP, Fault, FaultProxy
-from tests.integration.registry_fixtures import RegistryServer, make_build
+from tests.support.faultproxy import DROP, Fault, FaultProxy
+from tests.support.registry import RegistryServer, make_build
 
 DISTBUILD = Path(sys.executable).parent / "distbuild"
 REPO = "distbuild/toolbox"

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, error_and_hint, image_args
-from tests.sandbox_support import Outcome, run_sandboxed, trap_untouched
+from tests.support.sandbox import Outcome, run_sandboxed, trap_untouched
 
 pytestmark = [pytest.mark.slow, pytest.mark.root, pytest.mark.network]
 

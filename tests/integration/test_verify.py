@@ -22,7 +22,7 @@ import pytest
 from sigstore._internal.tuf import DEFAULT_TUF_URL, STAGING_TUF_URL
 
 from tests.conftest import run_cli
-from tests.sigstore_support import BUNDLE, IDENTITY, ISSUER
+from tests.support.sigstore import BUNDLE, IDENTITY, ISSUER
 
 pytestmark = pytest.mark.network
 

@@ -24,7 +24,7 @@ from distbuild.channel.repo import ChannelRepo, Update, utcnow
 from distbuild.channel.serve import Server, serving
 from distbuild.channel.tufapi import CryptoSigner, Signer
 from distbuild.core.errors import DistbuildError
-from tests.channel_support import EXPIRY, channel, client, make_build, make_keys, tree
+from tests.support.channel import EXPIRY, channel, client, make_build, make_keys, tree
 
 BETA = channel("beta")
 TARGET = "node/1/amd64/root.img"

@@ -13,7 +13,7 @@ from distbuild.channel.publish import promote, publish, record_targets
 from distbuild.channel.repo import ChannelRepo, Update
 from distbuild.core.errors import DistbuildError
 from distbuild.record import BuildRecord
-from tests.channel_support import EXPIRY, channel, make_build, make_keys
+from tests.support.channel import EXPIRY, channel, make_build, make_keys
 
 
 def sboms(record: BuildRecord, directory: Path) -> Iterator[NewTarget]:

@@ -19,9 +19,9 @@ from distbuild.channel.publish import promote, publish
 from distbuild.channel.repo import ChannelRepo
 from distbuild.channel.view import describe
 from distbuild.core.errors import DistbuildError
-from tests.channel_support import channel, make_build, make_keys, online_keys
 from tests.conftest import assert_clean_error
 from tests.conftest import distbuild_process as cli
+from tests.support.channel import channel, make_build, make_keys, online_keys
 
 BETA, STABLE = channel("beta"), channel("stable")
 

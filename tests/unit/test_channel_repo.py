@@ -23,7 +23,7 @@ from distbuild.channel.view import describe
 from distbuild.core.errors import DistbuildError
 from distbuild.core.releases import INDEX_TARGET, WINDOW, ReleaseIndex
 from distbuild.record import load_record
-from tests.channel_support import ARCHES, channel, client, make_build, make_keys, tree
+from tests.support.channel import ARCHES, channel, client, make_build, make_keys, tree
 
 BETA = channel("beta")
 

@@ -21,8 +21,8 @@ from distbuild.channel.publish import publish
 from distbuild.channel.trust import FileFetcher
 from distbuild.channel.tufapi import Updater
 from distbuild.core.fsutil import write_atomic
-from tests.channel_support import channel, make_build, make_keys
 from tests.conftest import run_cli
+from tests.support.channel import channel, make_build, make_keys
 
 CHANNELS = ("beta", "stable")
 # One new root key + keys.json, then N+1.root.json and root.json per channel.

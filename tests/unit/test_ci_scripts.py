@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ci_support import REPO, host_env, online_keys, read_github_env, secret_of
+from tests.support.ci import REPO, host_env, online_keys, read_github_env, secret_of
 
 
 def ci(script: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

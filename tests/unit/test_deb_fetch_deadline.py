@@ -10,7 +10,7 @@ from distbuild.core.errors import FetchError
 from distbuild.rootfs import fetch
 from distbuild.rootfs.fetch import DebCache
 from distbuild.rootfs.lock import LockedPackage
-from tests.stall_support import raw_trickle, within
+from tests.support.stall import raw_trickle, within
 
 
 def test_trickled_headers_are_cut_and_tried_again(

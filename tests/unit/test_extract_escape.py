@@ -12,7 +12,7 @@ import pytest
 from distbuild.core.errors import DistbuildError
 from distbuild.rootfs.extract import extract_package
 from distbuild.rootfs.rootpath import RootDir
-from tests.sandbox_support import run_sandboxed, trap_untouched
+from tests.support.sandbox import run_sandboxed, trap_untouched
 
 pytestmark = pytest.mark.root
 

@@ -24,7 +24,7 @@ from distbuild.core.releases import (
 )
 from distbuild.node.http import Http
 from distbuild.node.tufclient import ChannelClient
-from tests.channel_support import EXPIRY, channel, make_keys
+from tests.support.channel import EXPIRY, channel, make_keys
 
 GOOD = [
     "node",

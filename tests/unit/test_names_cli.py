@@ -21,8 +21,8 @@ from distbuild.context import BuildOptions
 from distbuild.core.arch import get_arch
 from distbuild.core.errors import UsageError
 from distbuild.record import RecordError, load_record
-from tests.channel_support import make_build, make_keys
 from tests.conftest import error_and_hint
+from tests.support.channel import make_build, make_keys
 
 Run = Callable[..., tuple[int, str, str]]
 

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from distbuild.cli.main import main
 from distbuild.core import names
 from distbuild.core.errors import DistbuildError
-from tests.channel_support import make_build
+from tests.support.channel import make_build
 
 PIECES = [
     "a", "Z", "0", "9", ".", "..", "/", "-", "_", "+", "~", "\0", "\n", " ", ":", "@",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.node_support import Node
+from tests.support.node import Node
 
 CLI = [sys.executable, "-m", "distbuild.node.cli"]
 

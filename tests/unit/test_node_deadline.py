@@ -16,8 +16,8 @@ from distbuild.node.config import Config, ConfigError, load_config
 from distbuild.node.http import Http, Limits, TooSlow, TransferError
 from distbuild.node.reboot import FleetLock
 from distbuild.node.updater import limits
-from tests.node_support import Channel, Misbehave, Node, fault_server, make_channel
-from tests.stall_support import Stall, stalling_server, tls_trickle, within
+from tests.support.node import Channel, Misbehave, Node, fault_server, make_channel
+from tests.support.stall import Stall, stalling_server, tls_trickle, within
 
 DEADLINE = 1.5
 SLACK = 1.5  # thread start-up, the 404 probe for a newer root, a loaded machine

@@ -8,7 +8,7 @@ import pytest
 
 from distbuild.core.errors import RegistryError
 from distbuild.oci.registry import RegistryClient
-from tests.stall_support import Stall, raw_trickle, stalling_server, within
+from tests.support.stall import Stall, raw_trickle, stalling_server, within
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -95,7 +95,7 @@ def test_an_oversized_answer_is_refused(tmp_path: Path, monkeypatch: pytest.Monk
 def test_kept_alive_tls_connections_are_watched(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.stall_support import tls_static
+    from tests.support.stall import tls_static
 
     (tmp_path / "www").mkdir()
     with tls_static(tmp_path / "www", tmp_path) as host:

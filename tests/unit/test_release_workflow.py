@@ -4,7 +4,7 @@ every workflow, this one included; tests/integration/test_ci_release.py runs it)
 
 from __future__ import annotations
 
-from tests.ci_support import REPO, load, run_steps, script_of
+from tests.support.ci import REPO, load, run_steps, script_of
 
 WF = load("release.yml")
 

@@ -25,7 +25,7 @@ from distbuild.core.errors import RecipeError
 from distbuild.model.image import ImageDef, load_image
 from distbuild.model.recipe import load_recipe
 from distbuild.rootfs.customise import customise
-from tests.sandbox_support import Outcome, run_sandboxed, trap_untouched
+from tests.support.sandbox import Outcome, run_sandboxed, trap_untouched
 
 pytestmark = pytest.mark.root
 

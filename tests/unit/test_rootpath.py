@@ -159,7 +159,7 @@ def test_a_directory_swapped_for_a_link_mid_walk_is_not_followed(root: Path) -> 
     import secrets
 
     from distbuild.rootfs import rootpath
-    from tests.sandbox_support import run_sandboxed, trap_untouched
+    from tests.support.sandbox import run_sandboxed, trap_untouched
 
     trap = Path(f"/tmp/distbuild-trap-{secrets.token_hex(4)}")
     (root / "etc/swapped").mkdir()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.sandbox_support import run_sandboxed, trap_untouched
+from tests.support.sandbox import run_sandboxed, trap_untouched
 
 pytestmark = pytest.mark.root
 

@@ -22,7 +22,7 @@ from distbuild.disk.modules import ModuleIndex
 from distbuild.disk.rootimg import compile_python
 from distbuild.rootfs.install_updater import CONFIG, LAUNCHER, TRUST_ANCHOR, install_updater
 from distbuild.rootfs.rootpath import RootDir, RootPathError
-from tests.sandbox_support import Outcome, run_sandboxed, trap_untouched
+from tests.support.sandbox import Outcome, run_sandboxed, trap_untouched
 
 pytestmark = pytest.mark.root
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.ci_support import REPO, WORKFLOWS, load, run_steps, script_of
+from tests.support.ci import REPO, WORKFLOWS, load, run_steps, script_of
 
 
 def actionlint() -> str:

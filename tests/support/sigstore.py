@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "sigstore"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sigstore"
 WHEEL_NAME = "rfc8785-0.1.2-py3-none-any.whl"
 WHEEL_REQUIREMENT = "rfc8785==0.1.2"
 WHEEL_SHA256 = "c4e92e9ecc828bef2aa7dba1de8ac983511f7532a0df11c770d39099a25cf201"

@@ -54,7 +54,7 @@ from distbuild.core.bootctl.uboot import (
 )
 from distbuild.node.config import NodePaths, load_config
 from distbuild.node.updater import NodeUpdater
-from tests.channel_support import EXPIRY, channel, make_keys
+from tests.support.channel import EXPIRY, channel, make_keys
 
 SLOT_SIZE = 8 << 20
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = REPO / ".github" / "workflows"
 # One script of .ci/, its arguments plain words or quoted "$VARIABLES".
 SCRIPT_CALL = re.compile(r'^\.ci/[a-z][a-z0-9-]*( ([a-z0-9.-]+|"\$[A-Z_]+"))*$')

@@ -1,6 +1,6 @@
 """A long-lived worker in a private mount namespace, for property tests.
 
-``tests/sandbox_support.run_sandboxed`` makes one namespace per call; a
+``tests/support/sandbox.run_sandboxed`` makes one namespace per call; a
 property test runs hundreds of examples, so ``Sandbox`` makes the namespace
 once (every mount read-only except the writable directories, /proc, /sys and
 /dev; a tmpfs on each trap directory) and forks one short-lived job process
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.sandbox_support import _setup, snapshot, wait_child
+from tests.support.sandbox import _setup, snapshot, wait_child
 
 INTERNAL = 70
 

@@ -1,4 +1,5 @@
-"""Helpers for the U-Boot boot tests: a qemu console reader."""
+"""A qemu guest booted with its recipe's boot chain (the U-Boot tests), its serial
+console read line by line with a deadline."""
 
 from __future__ import annotations
 
