@@ -217,11 +217,26 @@ def load_image(
     if overlay is not None:
         origins["overlay"] = (str(overlay), doc.where(("overlay",)), "overlay")
     _check_version(doc, data["version"])
+    return _image_def(path, recipe.arch, data, packages, files, users, groups, overlay, origins)
+
+
+def _image_def(
+    path: Path,
+    arch: Arch,
+    data: dict[str, Any],
+    packages: list[Origin],
+    files: list[FileEntry],
+    users: list[User],
+    groups: list[Group],
+    overlay: Path | None,
+    origins: dict[str, Origin],
+) -> ImageDef:
+    """The frozen model of the checked, merged definition."""
     cfg = data["config"]
     return ImageDef(
-        name=name,
+        name=path.stem,
         path=path,
-        arch=recipe.arch,
+        arch=arch,
         description=data["description"],
         version=data["version"],
         outputs=tuple(data["outputs"]),
