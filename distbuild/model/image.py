@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,8 @@ _GROUP_SPEC: Spec = {
 }
 _NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _MODE = re.compile(r"^(?:0o?)?([0-7]{1,4})$")
+_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+_FIX_HINT = "fix that line, then run 'distbuild recipes check'"
 MAX_PATH = 4096
 MAX_OVERLAY_ENTRIES = 100_000
 
@@ -140,13 +142,16 @@ class ImageDef:
         return None, None
 
 
+# An entry of a definition and where it was written: (entry, file:line, key path).
+Origin = tuple[str, str, str]
+
 # Keys whose entries are paths inside the image's root (map keys or list items).
 _ROOT_PATHS = ("files", "symlinks", "directories", "remove")
 
 
 def _entry_origins(
     doc: loader.Document, body: dict[str, Any], prefix: loader.KeyPath, offsets: dict[str, int]
-) -> dict[str, tuple[str, str, str]]:
+) -> dict[str, Origin]:
     """Each path entry of ``body`` (at ``prefix`` in the file): its path, file:line, key."""
     out = {}
     for name in _ROOT_PATHS:
@@ -192,74 +197,44 @@ def load_image(
     The definition may read files (includes, overlay) inside ``project`` and
     the ``allow`` paths only.
     """
-    check_name(name, names.IMAGE)
-    path = project / "images" / f"{name}.yaml"
-    if not path.is_file():
-        known = ", ".join(image_names(project)) or "none"
-        raise UsageError(f"unknown image {name!r}", hint=f"images in {project / 'images'}: {known}")
-    arch = recipe.arch
-    context = {"arch": arch, "recipe": recipe, **(extra or {})}
+    path = _definition_path(project, name)
+    context = {"arch": recipe.arch, "recipe": recipe, **(extra or {})}
     boundary = Boundary.of(project, allow)
     doc = loader.load(path, context, boundary)
     data = check(doc, IMAGE_SPEC)
-    if data["name"] != name:
-        raise doc.error(("name",), f"says {data['name']!r} but the file is {path.name}")
-    for i, out in enumerate(data["outputs"]):
-        if out not in OUTPUTS:
-            raise doc.error(
-                ("outputs", i), f"unknown output {out!r}", hint=f"outputs: {', '.join(OUTPUTS)}"
-            )
-    origin = [
-        (p, doc.where(("packages", i)), f"packages[{i}]") for i, p in enumerate(data["packages"])
-    ]
-    origins = _entry_origins(doc, data, (), {})
-    overrides = data.pop("overrides")
-    for key, value in overrides.items():
-        if key not in ARCHES:
-            raise doc.error(
-                ("overrides", key), f"unknown arch {key!r}", hint=f"arches: {', '.join(ARCHES)}"
-            )
-        body = check(doc, _BODY, value, ("overrides", key))
-        if key == arch.name:
-            origin += [
-                (p, doc.where(("overrides", key, "packages", i)), f"overrides.{key}.packages[{i}]")
-                for i, p in enumerate(body["packages"])
-            ]
-            offsets = {k: len(v) for k, v in data.items() if isinstance(v, list)}
-            origins.update(_entry_origins(doc, body, ("overrides", key), offsets))
-            for k, v in body.items():
-                _graft(doc, ("overrides", key, k), (k,), 0 if isinstance(v, dict) else len(data[k]))
-                data[k] = {**data[k], **v} if isinstance(v, dict) else data[k] + v
-    packages = list(data["packages"])
+    _check_head(doc, data, path)
+    packages, origins = _apply_overrides(doc, data, recipe.arch)
     if data["kernel"]:
-        packages.append(recipe.kernel_package)
-        origin.append((recipe.kernel_package, str(recipe.path), "kernel.package"))
-    for i, pkg in enumerate(packages):
-        if not re.match(r"^[a-z0-9][a-z0-9+.-]+$", pkg):
-            raise doc.error(("packages", i), f"{pkg!r} is not a Debian package name")
+        packages.append((recipe.kernel_package, str(recipe.path), "kernel.package"))
+    _check_packages(packages)
     for entry, where, key in origins.values():
         _check_inside(entry, where, key)
     files = [_file(doc, fpath, spec) for fpath, spec in data["files"].items()]
     _check_paths(doc, data)
     users, groups = _users(doc, data), _groups(doc, data)
-    for i, u in enumerate(users):
-        home_key = (
-            ("users", i, "home") if data["users"][i].get("home") is not None else ("users", i)
-        )
-        origins[f"users:{i}"] = (u.home, doc.where(home_key), loader.dotted(home_key))
-        _check_inside(u.home, doc.where(home_key), loader.dotted(home_key))
+    _check_homes(doc, data, users, origins)
     overlay = _overlay(doc, path, boundary, data["overlay"])
     if overlay is not None:
         origins["overlay"] = (str(overlay), doc.where(("overlay",)), "overlay")
+    _check_version(doc, data["version"])
+    return _image_def(path, recipe.arch, data, packages, files, users, groups, overlay, origins)
+
+
+def _image_def(
+    path: Path,
+    arch: Arch,
+    data: dict[str, Any],
+    packages: list[Origin],
+    files: list[FileEntry],
+    users: list[User],
+    groups: list[Group],
+    overlay: Path | None,
+    origins: dict[str, Origin],
+) -> ImageDef:
+    """The frozen model of the checked, merged definition."""
     cfg = data["config"]
-    if data["version"] is not None and (reason := names.problem(data["version"])):
-        raise doc.error(
-            ("version",),
-            f"{data['version']!r} is not a valid version: {reason}",
-            hint=f"a version is {names.GRAMMAR}",
-        )
     return ImageDef(
-        name=name,
+        name=path.stem,
         path=path,
         arch=arch,
         description=data["description"],
@@ -267,7 +242,7 @@ def load_image(
         outputs=tuple(data["outputs"]),
         kernel=data["kernel"],
         busybox_links=data["busybox_links"],
-        packages=tuple(dict.fromkeys(packages)),
+        packages=tuple(dict.fromkeys(p for p, _, _ in packages)),
         remove=tuple(data["remove"]),
         files=tuple(files),
         symlinks=tuple(sorted(data["symlinks"].items())),
@@ -281,9 +256,89 @@ def load_image(
         workdir=cfg["workdir"],
         user=cfg["user"],
         labels=tuple(sorted(cfg["labels"].items())),
-        package_origin=tuple(origin),
+        package_origin=tuple(packages),
         entry_origin=tuple((k, where, key) for k, (_, where, key) in origins.items()),
     )
+
+
+def _definition_path(project: Path, name: str) -> Path:
+    check_name(name, names.IMAGE)
+    path = project / "images" / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(image_names(project)) or "none"
+        raise UsageError(f"unknown image {name!r}", hint=f"images in {project / 'images'}: {known}")
+    return path
+
+
+def _check_head(doc: loader.Document, data: dict[str, Any], path: Path) -> None:
+    """The name matches the file; every output is one distbuild builds."""
+    if data["name"] != path.stem:
+        raise doc.error(("name",), f"says {data['name']!r} but the file is {path.name}")
+    for i, out in enumerate(data["outputs"]):
+        if out not in OUTPUTS:
+            raise doc.error(
+                ("outputs", i), f"unknown output {out!r}", hint=f"outputs: {', '.join(OUTPUTS)}"
+            )
+
+
+def _apply_overrides(
+    doc: loader.Document, data: dict[str, Any], arch: Arch
+) -> tuple[list[Origin], dict[str, Origin]]:
+    """Merge ``arch``'s override into ``data`` (checking every arch's); return the origin
+    of each package and of each path entry."""
+    packages = _package_origins(doc, data["packages"], ())
+    origins = _entry_origins(doc, data, (), {})
+    for key, value in data.pop("overrides").items():
+        if key not in ARCHES:
+            raise doc.error(
+                ("overrides", key), f"unknown arch {key!r}", hint=f"arches: {', '.join(ARCHES)}"
+            )
+        body = check(doc, _BODY, value, ("overrides", key))
+        if key != arch.name:
+            continue
+        packages += _package_origins(doc, body["packages"], ("overrides", key))
+        offsets = {k: len(v) for k, v in data.items() if isinstance(v, list)}
+        origins.update(_entry_origins(doc, body, ("overrides", key), offsets))
+        for k, v in body.items():
+            _graft(doc, ("overrides", key, k), (k,), 0 if isinstance(v, dict) else len(data[k]))
+            data[k] = {**data[k], **v} if isinstance(v, dict) else data[k] + v
+    return packages, origins
+
+
+def _package_origins(doc: loader.Document, packages: list[str], prefix: KeyPath) -> list[Origin]:
+    # A list written as one name has no entry lines: the key's own line is the entry's.
+    path = (*prefix, "packages")
+    return [(p, doc.where((*path, i)), loader.dotted((*path, i))) for i, p in enumerate(packages)]
+
+
+def _check_packages(packages: list[Origin]) -> None:
+    """Each package name is Debian's grammar; an error names the line that asked for it."""
+    for pkg, where, key in packages:
+        if not _PACKAGE.match(pkg):
+            raise RecipeError(
+                f"{pkg!r} is not a Debian package name", _FIX_HINT, where=where, key=key
+            )
+
+
+def _check_homes(
+    doc: loader.Document, data: dict[str, Any], users: list[User], origins: dict[str, Origin]
+) -> None:
+    """Home directories (given or implied) stay inside the image's root."""
+    for i, u in enumerate(users):
+        home_key = (
+            ("users", i, "home") if data["users"][i].get("home") is not None else ("users", i)
+        )
+        origins[f"users:{i}"] = (u.home, doc.where(home_key), loader.dotted(home_key))
+        _check_inside(u.home, doc.where(home_key), loader.dotted(home_key))
+
+
+def _check_version(doc: loader.Document, version: str | None) -> None:
+    if version is not None and (reason := names.problem(version)):
+        raise doc.error(
+            ("version",),
+            f"{version!r} is not a valid version: {reason}",
+            hint=f"a version is {names.GRAMMAR}",
+        )
 
 
 def _graft(doc: loader.Document, src: KeyPath, dst: KeyPath, offset: int) -> None:
@@ -296,12 +351,21 @@ def _graft(doc: loader.Document, src: KeyPath, dst: KeyPath, offset: int) -> Non
             doc.origin[(*dst, first, *rest)] = where
 
 
+def _named(
+    doc: loader.Document, data: dict[str, Any], key: str, spec: Spec
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Each entry of the ``users`` or ``groups`` list, checked, with a valid name."""
+    for i, raw in enumerate(data[key] or []):
+        entry = check(doc, spec, raw, (key, i))
+        if not _NAME.match(entry["name"]):
+            what = key.removesuffix("s")
+            raise doc.error((key, i, "name"), f"{entry['name']!r} is not a valid {what} name")
+        yield i, entry
+
+
 def _users(doc: loader.Document, data: dict[str, Any]) -> list[User]:
     users = []
-    for i, u in enumerate(data["users"] or []):
-        u = check(doc, _USER_SPEC, u, ("users", i))
-        if not _NAME.match(u["name"]):
-            raise doc.error(("users", i, "name"), f"{u['name']!r} is not a valid user name")
+    for i, u in _named(doc, data, "users", _USER_SPEC):
         for k in ("home", "shell"):
             if u[k] is not None:
                 _usable_path(doc, ("users", i, k), u[k])
@@ -319,13 +383,7 @@ def _users(doc: loader.Document, data: dict[str, Any]) -> list[User]:
 
 
 def _groups(doc: loader.Document, data: dict[str, Any]) -> list[Group]:
-    groups = []
-    for i, g in enumerate(data["groups"] or []):
-        g = check(doc, _GROUP_SPEC, g, ("groups", i))
-        if not _NAME.match(g["name"]):
-            raise doc.error(("groups", i, "name"), f"{g['name']!r} is not a valid group name")
-        groups.append(Group(**g))
-    return groups
+    return [Group(**g) for _, g in _named(doc, data, "groups", _GROUP_SPEC)]
 
 
 def _file(doc: loader.Document, fpath: str, spec: Any) -> FileEntry:

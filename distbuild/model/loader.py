@@ -143,6 +143,14 @@ def merge(base: Document, over: Document) -> Document:
                 take(v, (*src, i), (*dst, i))
         return value
 
+    def forget(value: Any, path: KeyPath) -> None:
+        # The entries of a list or mapping that ``over`` replaces: their lines go with them.
+        children = value.items() if isinstance(value, dict) else enumerate(value)
+        for k, v in children:
+            origin.pop((*path, k), None)
+            if isinstance(v, dict | list):
+                forget(v, (*path, k))
+
     def walk(a: Any, b: Any, path: KeyPath) -> Any:
         if isinstance(a, dict) and isinstance(b, dict):
             out = dict(a)
@@ -153,6 +161,8 @@ def merge(base: Document, over: Document) -> Document:
             for i, v in enumerate(b):
                 take(v, (*path, i), (*path, i + len(a)))
             return a + b
+        if isinstance(a, dict | list):
+            forget(a, path)
         return take(b, path, path)
 
     data = walk(base.data, over.data, ())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from distbuild.core import names
 from distbuild.core.arch import ARCHES, BOOT_CHAINS, Arch, Platform, normalize
@@ -110,6 +111,36 @@ def load_recipe(project: Path, arch: Arch, allow: Sequence[Path] = ()) -> Recipe
         )
     doc = loader.load(path, {"arch": arch}, Boundary.of(project, allow))
     data = check(doc, RECIPE_SPEC)
+    _check_arch(doc, data, arch)
+    _check_boards(doc, data["boards"])
+    d, k, q, disk = data["debian"], data["kernel"], data["qemu"], data["disk"]
+    return Recipe(
+        arch=arch,
+        path=path,
+        suite=d["suite"],
+        components=tuple(d["components"]),
+        mirror=d["mirror"],
+        kernel_package=k["package"],
+        kernel_flavour=k["flavour"],
+        kernel_modules=tuple(k["modules"]),
+        console=data["console"],
+        boot_chain=data["boot"]["chain"],
+        boot_tries=data["boot"]["tries"],
+        firmware=tuple(sorted(data["firmware"].items())),
+        qemu_machine=q["machine"],
+        qemu_cpu=q["cpu"],
+        qemu_memory=q["memory"],
+        qemu_extra=tuple(q["extra"]),
+        platform=arch.platform,
+        boards=tuple(data["boards"]),
+        esp_mib=disk["esp_mib"],
+        root_mib=disk["root_mib"],
+        data_mib=disk["data_mib"],
+    )
+
+
+def _check_arch(doc: loader.Document, data: dict[str, Any], arch: Arch) -> None:
+    """The recipe's arch, Debian arch, OCI platform and boot chain are ``arch``'s."""
     if data["arch"] != arch.name:
         raise doc.error(("arch",), f"says {data['arch']!r} but the file is for {arch.name!r}")
     if data["debian"]["arch"] != arch.debian:
@@ -135,34 +166,13 @@ def load_recipe(project: Path, arch: Arch, allow: Sequence[Path] = ()) -> Recipe
             f"{data['boot']['chain']!r} is not the boot chain distbuild supports for {arch.name}",
             hint=f"use {arch.boot_chain!r}",
         )
-    for i, board in enumerate(data["boards"]):
+
+
+def _check_boards(doc: loader.Document, boards: list[str]) -> None:
+    for i, board in enumerate(boards):
         if reason := names.problem(board):
             raise doc.error(
                 ("boards", i),
                 f"{board!r} is not a valid board: {reason}",
                 hint=f"a board is {names.GRAMMAR}",
             )
-    d, k, q, disk = data["debian"], data["kernel"], data["qemu"], data["disk"]
-    return Recipe(
-        arch=arch,
-        path=path,
-        suite=d["suite"],
-        components=tuple(d["components"]),
-        mirror=d["mirror"],
-        kernel_package=k["package"],
-        kernel_flavour=k["flavour"],
-        kernel_modules=tuple(k["modules"]),
-        console=data["console"],
-        boot_chain=data["boot"]["chain"],
-        boot_tries=data["boot"]["tries"],
-        firmware=tuple(sorted(data["firmware"].items())),
-        qemu_machine=q["machine"],
-        qemu_cpu=q["cpu"],
-        qemu_memory=q["memory"],
-        qemu_extra=tuple(q["extra"]),
-        platform=arch.platform,
-        boards=tuple(data["boards"]),
-        esp_mib=disk["esp_mib"],
-        root_mib=disk["root_mib"],
-        data_mib=disk["data_mib"],
-    )

@@ -6,6 +6,7 @@ defaults filled in, and every error names the file, line and key path.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,49 +77,11 @@ def _describe(value: Any) -> str:
 
 
 def _value(doc: Document, f: Field, value: Any, path: KeyPath) -> Any:
-    kind = f.kind
-    if isinstance(kind, dict):
-        return check(doc, kind, value, path)
-    if kind == "str-list":
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list):
-            raise doc.error(path, f"must be a list of strings, not {_describe(value)}")
-        for i, item in enumerate(value):
-            if not isinstance(item, str | int | float) or isinstance(item, bool):
-                raise doc.error((*path, i), f"must be a string, not {_describe(item)}")
-        return [str(v) for v in value]
-    if kind == "str-map":
-        if not isinstance(value, dict):
-            raise doc.error(path, f"must be a mapping, not {_describe(value)}")
-        for k, v in value.items():
-            if not isinstance(v, str | int) or isinstance(v, bool):
-                raise doc.error((*path, k), f"must be a string, not {_describe(v)}")
-        return {str(k): str(v) for k, v in value.items()}
-    if kind == "any-map":
-        if not isinstance(value, dict):
-            raise doc.error(path, f"must be a mapping, not {_describe(value)}")
-        return value
-    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise doc.error(
-            path,
-            f"must be an integer, not {_describe(value)}",
-            hint=f"write a number, e.g. {path[-1]}: 3",
-        )
-    if kind is int and f.range is not None and not f.range[0] <= value <= f.range[1]:
-        raise doc.error(
-            path,
-            f"{value} is out of range ({f.range[0]} to {f.range[1]})",
-            hint=f.doc or f"write a number from {f.range[0]} to {f.range[1]}",
-        )
-    if kind is bool and not isinstance(value, bool):
-        raise doc.error(path, f"must be true or false, not {_describe(value)}")
-    if kind is str:
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise doc.error(path, f"must be a string, not {_describe(value)}")
-        value = str(value)
-    if kind is list and not isinstance(value, list):
-        raise doc.error(path, f"must be a list, not {_describe(value)}")
+    if isinstance(f.kind, dict):
+        return check(doc, f.kind, value, path)
+    if isinstance(f.kind, str):
+        return _COMPOUND[f.kind](doc, value, path)
+    value = _scalar(doc, f, value, path)
     if f.choices is not None and value not in f.choices:
         raise doc.error(
             path,
@@ -126,3 +89,66 @@ def _value(doc: Document, f: Field, value: Any, path: KeyPath) -> Any:
             hint=f.doc or None,
         )
     return value
+
+
+def _str_list(doc: Document, value: Any, path: KeyPath) -> list[str]:
+    """A list of strings (numbers read as strings); one string is a list of one."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise doc.error(path, f"must be a list of strings, not {_describe(value)}")
+    for i, item in enumerate(value):
+        if not isinstance(item, str | int | float) or isinstance(item, bool):
+            raise doc.error((*path, i), f"must be a string, not {_describe(item)}")
+    return [str(v) for v in value]
+
+
+def _str_map(doc: Document, value: Any, path: KeyPath) -> dict[str, str]:
+    for k, v in _any_map(doc, value, path).items():
+        if not isinstance(v, str | int) or isinstance(v, bool):
+            raise doc.error((*path, k), f"must be a string, not {_describe(v)}")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def _any_map(doc: Document, value: Any, path: KeyPath) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise doc.error(path, f"must be a mapping, not {_describe(value)}")
+    return value
+
+
+_COMPOUND: dict[str, Callable[[Document, Any, KeyPath], Any]] = {
+    "str-list": _str_list,
+    "str-map": _str_map,
+    "any-map": _any_map,
+}
+
+
+def _scalar(doc: Document, f: Field, value: Any, path: KeyPath) -> Any:
+    """An int (in its range), a bool, a string (numbers read as strings) or a list."""
+    kind = f.kind
+    if kind is int:
+        _check_int(doc, f, value, path)
+    elif kind is bool and not isinstance(value, bool):
+        raise doc.error(path, f"must be true or false, not {_describe(value)}")
+    elif kind is str:
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise doc.error(path, f"must be a string, not {_describe(value)}")
+        value = str(value)
+    elif kind is list and not isinstance(value, list):
+        raise doc.error(path, f"must be a list, not {_describe(value)}")
+    return value
+
+
+def _check_int(doc: Document, f: Field, value: Any, path: KeyPath) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise doc.error(
+            path,
+            f"must be an integer, not {_describe(value)}",
+            hint=f"write a number, e.g. {path[-1]}: 3",
+        )
+    if f.range is not None and not f.range[0] <= value <= f.range[1]:
+        raise doc.error(
+            path,
+            f"{value} is out of range ({f.range[0]} to {f.range[1]})",
+            hint=f.doc or f"write a number from {f.range[0]} to {f.range[1]}",
+        )

@@ -13,17 +13,16 @@ are written, and only then is it set to boot next with N tries.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from distbuild.core.arch import ARCHES
-from distbuild.core.bootctl.base import SlotBoot, other
+from distbuild.core.bootctl.base import other
 from distbuild.core.errors import DistbuildError
 from distbuild.core.releases import seed_from
 from distbuild.node import clock, logfile, system
+from distbuild.node.candidate import check_targets, slot_boot
 from distbuild.node.config import Config, NodePaths, ReleaseInfo, read_release
 from distbuild.node.http import Http, Limits
 from distbuild.node.install import PayloadWriter, RetryPolicy
@@ -31,22 +30,15 @@ from distbuild.node.reboot import FleetLock, LockAnswer, write_kured_sentinel
 from distbuild.node.state import NodeState, Pending, Result, RolledBack, StateStore, now_iso
 from distbuild.node.tufclient import (
     BOOT,
-    INITRD,
-    KERNEL,
     ROOT_IMAGE,
     Candidate,
     ChannelClient,
-    Refused,
     Selection,
-    Target,
     now_epoch,
     select,
 )
-from distbuild.node.verity import VerityParams
 
 log = logging.getLogger("distbuild.node")
-
-BOOT_FILE_LIMIT = 256 << 20  # a kernel or initramfs larger than this is not one
 
 
 @dataclass(frozen=True)
@@ -160,37 +152,12 @@ class NodeUpdater:
                 ok = not selection.reason.startswith("refusing")
                 return self._result(state, "check", ok, selection.reason), None
             candidate = client.candidate(selection.release, self.arch)
-            self._check_targets(candidate)
+            check_targets(candidate, self.image, self.arch, self.board)
         except DistbuildError as e:
             self._result(state, "check", False, _reason(e))
             raise
         message = _offer(selection, candidate)
         return self._result(state, "check", True, message, candidate.version), candidate
-
-    def _check_targets(self, candidate: Candidate) -> None:
-        """Refuse a release whose signed custom metadata is not for this node."""
-        for role, t in candidate.files.items():
-            custom = t.custom
-            for key, want in (
-                ("image", self.image),
-                ("version", candidate.version),
-                ("arch", self.arch),
-            ):
-                if str(custom.get(key)) != want:
-                    raise Refused(
-                        f"{t.path} is signed as {key} {custom.get(key)!r}, this node needs "
-                        f"{want!r}; refused before writing",
-                        hint="the channel lists a file of another build under this release",
-                    )
-            boards = _boards(custom)
-            if boards and self.board not in boards:
-                raise Refused(
-                    f"{t.path} is for board(s) {', '.join(boards)}, this node is "
-                    f"{self.board or 'of no named board'}; refused before writing",
-                    hint="set board in the updater config if this node is one of them",
-                )
-            if role == ROOT_IMAGE and t.length <= 0:
-                raise Refused(f"{t.path} is empty")
 
     def apply(self, allow_downgrade: bool = False, reboot: bool = True) -> Outcome:
         """Install the selected release into the inactive slot and act on the reboot policy."""
@@ -232,7 +199,7 @@ class NodeUpdater:
         # The small signed files first: boot.json carries the root hash every
         # block of the payload is checked against before it is written, and a
         # bad kernel is better refused before the slot is touched.
-        boot, verity = self._slot_boot(candidate)
+        boot, verity = slot_boot(self.http, candidate)
         if verity is None:
             log.warning(
                 "%s has no dm-verity parameters (an older channel): the payload is checked "
@@ -276,54 +243,6 @@ class NodeUpdater:
             candidate.version,
         )
 
-    def _slot_boot(self, candidate: Candidate) -> tuple[SlotBoot, VerityParams | None]:
-        """Fetch and verify the slot's boot entry, kernel and initramfs, and the root
-        image's dm-verity parameters from the boot entry (None if it has none)."""
-        path = candidate.files[BOOT].path
-        try:
-            meta = json.loads(self._fetch(candidate.files[BOOT], 1 << 20))
-        except ValueError:
-            raise Refused(f"{path} is not JSON") from None
-        cmdline = meta.get("cmdline") if isinstance(meta, dict) else None
-        if not isinstance(cmdline, str) or not cmdline.strip():
-            raise Refused(f"{path} has no kernel command line")
-        if meta.get("version", candidate.version) != candidate.version:
-            raise Refused(f"{path} describes version {meta.get('version')}")
-        verity = None
-        if "verity" in meta:
-            try:
-                verity = VerityParams.from_meta(meta["verity"])
-            except ValueError as e:
-                raise Refused(f"{path}: unusable dm-verity parameters: {e}") from None
-            # The initramfs sets dm-verity up from the command line: it must name
-            # the tree the payload is checked against, or the slot would never boot.
-            words = dict(w.partition("=")[::2] for w in cmdline.split())
-            for key, want in (
-                ("distbuild.verity", verity.roothash),
-                ("distbuild.verity_salt", verity.salt),
-                ("distbuild.verity_blocks", str(verity.data_blocks)),
-            ):
-                if key in words and words[key].lower() != want:
-                    raise Refused(
-                        f"{path}: the kernel command line's {key}={words[key]} is not its "
-                        f"dm-verity parameters' {want}; refused before writing",
-                        hint="the release's boot.json is inconsistent; publish a fresh build",
-                    )
-        kernel = self._fetch(candidate.files[KERNEL], BOOT_FILE_LIMIT)
-        initrd = self._fetch(candidate.files[INITRD], BOOT_FILE_LIMIT)
-        return SlotBoot(candidate.version, kernel, initrd, cmdline.strip()), verity
-
-    def _fetch(self, target: Target, limit: int) -> bytes:
-        if target.length > limit:
-            raise Refused(f"{target.path} is {target.length} bytes; a boot file is at most {limit}")
-        data = self.http.get(target.url, target.length)
-        if len(data) != target.length or hashlib.sha256(data).hexdigest() != target.sha256:
-            raise Refused(
-                f"{target.path}: the bytes served are not the ones the channel signed",
-                hint="the server or something between it and the node altered the file",
-            )
-        return data
-
     # reboot
 
     def request_reboot(self) -> Outcome:
@@ -334,14 +253,7 @@ class NodeUpdater:
             return Outcome("reboot", True, "no update waits for a reboot")
         policy = self.config.reboot
         if policy == "fleetlock":
-            assert self.config.fleetlock_url is not None
-            lock = FleetLock(
-                self.config.fleetlock_url,
-                system.app_id(self.node_id),
-                self.config.fleetlock_group,
-                self.http,
-            )
-            answer: LockAnswer = lock.pre_reboot()
+            answer: LockAnswer = self._fleetlock().pre_reboot()
             if not answer.granted:
                 msg = (
                     f"{p.version} installed; waiting for the FleetLock reboot lock "
@@ -361,6 +273,15 @@ class NodeUpdater:
         )
         self._reboot()
         return Outcome("reboot", True, f"rebooting into {p.version}", p.version, rebooting=True)
+
+    def _fleetlock(self) -> FleetLock:
+        assert self.config.fleetlock_url is not None
+        return FleetLock(
+            self.config.fleetlock_url,
+            system.app_id(self.node_id),
+            self.config.fleetlock_group,
+            self.http,
+        )
 
     def _reboot(self) -> None:
         from distbuild.core.run import run
@@ -389,13 +310,7 @@ class NodeUpdater:
             state.pending = None
             message = f"updated from {p.from_version} to {p.version}; {message}"
         if state.lock_held and self.config.reboot == "fleetlock" and self.config.fleetlock_url:
-            lock = FleetLock(
-                self.config.fleetlock_url,
-                system.app_id(self.node_id),
-                self.config.fleetlock_group,
-                self.http,
-            )
-            answer = lock.steady_state()
+            answer = self._fleetlock().steady_state()
             if answer.granted:
                 state.lock_held = False
                 message += "; FleetLock reboot lock released"
@@ -496,15 +411,6 @@ def limits(config: Config) -> Limits:
         retry_wait=config.retry_wait,
         retry_wait_max=config.retry_wait_max,
     )
-
-
-def _boards(custom: dict[str, Any]) -> list[str]:
-    raw = custom.get("boards", custom.get("board"))
-    if raw is None or raw == "" or raw == "*":
-        return []
-    if isinstance(raw, list):
-        return [str(b) for b in raw]
-    return [b.strip() for b in str(raw).split(",") if b.strip()]
 
 
 def _offer(selection: Selection, candidate: Candidate) -> str:

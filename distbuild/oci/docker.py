@@ -189,6 +189,10 @@ def _blob_file(layout: Layout, desc: dict[str, Any]) -> Path:
     return path
 
 
+# One member of a docker-archive: its name, content (a blob file or bytes), size, is a directory.
+_Member = tuple[str, Path | bytes, int, bool]
+
+
 def docker_archive(
     layout: Layout, selected: Selected, tags: list[str], mtime: int = 0
 ) -> tuple[int, Iterator[bytes]]:
@@ -204,6 +208,14 @@ def docker_archive(
                 "which Docker cannot load",
                 hint="docker load takes tar and tar+gzip layers",
             )
+    files = _members(layout, selected, tags)
+    total = sum(tarfile.BLOCKSIZE + size + len(_pad(size)) for _, _, size, _ in files)
+    total += 2 * tarfile.BLOCKSIZE
+    return total, _chunks(files, mtime)
+
+
+def _members(layout: Layout, selected: Selected, tags: list[str]) -> list[_Member]:
+    """The archive's members: the config, each layer once, and manifest.json last."""
     config_path = _blob_file(layout, selected.config)
     layer_paths = [_blob_file(layout, layer) for layer in selected.layers]
     config_name = selected.config["digest"].split(":", 1)[1] + ".json"
@@ -218,11 +230,7 @@ def docker_archive(
         ],
         separators=(",", ":"),
     ).encode()
-
-    # (name in the archive, content: a blob file or bytes, size, is a directory)
-    files: list[tuple[str, Path | bytes, int, bool]] = [
-        (config_name, config_path, selected.config["size"], False)
-    ]
+    files: list[_Member] = [(config_name, config_path, selected.config["size"], False)]
     seen: set[str] = set()
     for name, path, layer in zip(layer_names, layer_paths, selected.layers, strict=True):
         if name in seen:  # the same layer twice: one copy is enough
@@ -231,26 +239,24 @@ def docker_archive(
         files.append((name + "/", b"", 0, True))
         files.append((name + "/layer.tar", path, layer["size"], False))
     files.append(("manifest.json", manifest, len(manifest), False))
-    total = sum(tarfile.BLOCKSIZE + size + len(_pad(size)) for _, _, size, _ in files)
-    total += 2 * tarfile.BLOCKSIZE
+    return files
 
-    def chunks() -> Iterator[bytes]:
-        for name, content, size, is_dir in files:
-            yield _member(name, size, mtime, is_dir)
-            if isinstance(content, bytes):
-                yield content
-            else:
-                sent = 0
-                with content.open("rb") as f:
-                    while chunk := f.read(CHUNK):
-                        sent += len(chunk)
-                        yield chunk
-                if sent != size:
-                    raise DistbuildError(f"{content} changed while it was being sent")
-            yield _pad(size)
-        yield b"\0" * (2 * tarfile.BLOCKSIZE)
 
-    return total, chunks()
+def _chunks(files: list[_Member], mtime: int) -> Iterator[bytes]:
+    for name, content, size, is_dir in files:
+        yield _member(name, size, mtime, is_dir)
+        if isinstance(content, bytes):
+            yield content
+        else:
+            sent = 0
+            with content.open("rb") as f:
+                while chunk := f.read(CHUNK):
+                    sent += len(chunk)
+                    yield chunk
+            if sent != size:
+                raise DistbuildError(f"{content} changed while it was being sent")
+        yield _pad(size)
+    yield b"\0" * (2 * tarfile.BLOCKSIZE)
 
 
 def docker_client(docker_host: str | None = None) -> Any:

@@ -11,6 +11,7 @@ import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
 import requests
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -40,6 +41,14 @@ def sha256_file(path: Path) -> str:
         while chunk := f.read(CHUNK):
             h.update(chunk)
     return h.hexdigest()
+
+
+class _Transient(Exception):
+    pass
+
+
+class _Gone(Exception):
+    """The mirror answered 404 for a locked package."""
 
 
 class DebCache:
@@ -108,68 +117,8 @@ class DebCache:
     def _download(
         self, session: requests.Session, pkg: LockedPackage, bar: ui.Progress, base: str
     ) -> None:
-        url = f"{base}/{pkg.filename}"
-
-        @retry(
-            retry=retry_if_exception_type((requests.ConnectionError, requests.Timeout, _Transient)),
-            stop=stop_after_attempt(4),
-            wait=wait_exponential(multiplier=0.5, max=8),
-            reraise=True,
-        )
-        def attempt() -> None:
-            NetworkCounter.requests += 1
-            dog = Watchdog(DEADLINE + pkg.size / MIN_RATE).start()
-            try:
-                with watching(dog):
-                    fetch(dog)
-            except (requests.RequestException, OSError):
-                if dog.fired:
-                    raise _Transient(f"no complete answer within {dog.seconds:.0f} s") from None
-                raise
-            finally:
-                dog.close()
-            if dog.fired:
-                raise _Transient(f"no complete answer within {dog.seconds:.0f} s")
-
-        def fetch(dog: Watchdog) -> None:
-            with session.get(url, stream=True, timeout=30) as r:
-                if r.status_code == 404:
-                    raise _Gone()
-                if r.status_code >= 500:
-                    raise _Transient(f"HTTP {r.status_code}")
-                if r.status_code != 200:
-                    raise FetchError(f"{url}: HTTP {r.status_code}")
-                h = hashlib.sha256()
-                fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".part-")
-                try:
-                    with os.fdopen(fd, "wb") as f:
-                        size = 0
-                        for chunk in r.iter_content(CHUNK):
-                            size += len(chunk)
-                            if size > pkg.size:
-                                raise LockError(
-                                    f"{pkg.name}: the mirror sent more than {pkg.size} bytes"
-                                )
-                            h.update(chunk)
-                            f.write(chunk)
-                            bar.update(len(chunk))
-                    NetworkCounter.bytes += size
-                    if dog.fired:  # cut off: whatever arrived is not the package
-                        raise _Transient(f"no complete answer within {dog.seconds:.0f} s")
-                    if h.hexdigest() != pkg.sha256:
-                        raise LockError(
-                            f"{pkg.name} {pkg.version}: sha256 mismatch: the mirror's .deb is "
-                            f"{h.hexdigest()}, the lock says {pkg.sha256}",
-                            hint="the archive changed under the lock; if that is expected, run "
-                            "'distbuild lock' to re-resolve, otherwise suspect the mirror",
-                        )
-                    os.replace(tmp, self.path(pkg))
-                except BaseException:
-                    Path(tmp).unlink(missing_ok=True)
-                    raise
-
         try:
-            attempt()
+            self._attempt(session, pkg, bar, f"{base}/{pkg.filename}")
         except (requests.ConnectionError, requests.Timeout, _Transient) as e:
             raise FetchError(
                 f"could not download {pkg.name} from {base}: "
@@ -177,10 +126,74 @@ class DebCache:
                 hint="check the network and the mirror (--mirror or DISTBUILD_MIRROR)",
             ) from None
 
+    @retry(
+        retry=retry_if_exception_type((requests.ConnectionError, requests.Timeout, _Transient)),
+        stop=stop_after_attempt(4),
+        wait=wait_exponential(multiplier=0.5, max=8),
+        reraise=True,
+    )
+    def _attempt(
+        self, session: requests.Session, pkg: LockedPackage, bar: ui.Progress, url: str
+    ) -> None:
+        """One try, within DEADLINE plus the package's size at MIN_RATE."""
+        NetworkCounter.requests += 1
+        dog = Watchdog(DEADLINE + pkg.size / MIN_RATE).start()
+        try:
+            with watching(dog):
+                self._get(session, pkg, bar, url, dog)
+        except (requests.RequestException, OSError):
+            if dog.fired:
+                raise _Transient(f"no complete answer within {dog.seconds:.0f} s") from None
+            raise
+        finally:
+            dog.close()
+        if dog.fired:
+            raise _Transient(f"no complete answer within {dog.seconds:.0f} s")
 
-class _Transient(Exception):
-    pass
+    def _get(
+        self,
+        session: requests.Session,
+        pkg: LockedPackage,
+        bar: ui.Progress,
+        url: str,
+        dog: Watchdog,
+    ) -> None:
+        with session.get(url, stream=True, timeout=30) as r:
+            if r.status_code == 404:
+                raise _Gone()
+            if r.status_code >= 500:
+                raise _Transient(f"HTTP {r.status_code}")
+            if r.status_code != 200:
+                raise FetchError(f"{url}: HTTP {r.status_code}")
+            fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".part-")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    digest = _receive(r, f, pkg, bar)
+                if dog.fired:  # cut off: whatever arrived is not the package
+                    raise _Transient(f"no complete answer within {dog.seconds:.0f} s")
+                if digest != pkg.sha256:
+                    raise LockError(
+                        f"{pkg.name} {pkg.version}: sha256 mismatch: the mirror's .deb is "
+                        f"{digest}, the lock says {pkg.sha256}",
+                        hint="the archive changed under the lock; if that is expected, run "
+                        "'distbuild lock' to re-resolve, otherwise suspect the mirror",
+                    )
+                os.replace(tmp, self.path(pkg))
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
 
 
-class _Gone(Exception):
-    """The mirror answered 404 for a locked package."""
+def _receive(r: requests.Response, f: BinaryIO, pkg: LockedPackage, bar: ui.Progress) -> str:
+    """Write the body into ``f``, at most the locked size; return its sha256."""
+    h = hashlib.sha256()
+    size = 0
+    for chunk in r.iter_content(CHUNK):
+        size += len(chunk)
+        if size > pkg.size:
+            raise LockError(f"{pkg.name}: the mirror sent more than {pkg.size} bytes")
+        h.update(chunk)
+        f.write(chunk)
+        bar.update(len(chunk))
+    NetworkCounter.bytes += size
+    return h.hexdigest()

@@ -28,7 +28,7 @@ from distbuild.core.fsutil import write_atomic
 from distbuild.rootfs import deb
 from distbuild.rootfs.fetch import DebCache
 from distbuild.rootfs.lock import Lock, LockedPackage
-from distbuild.sbom.licenses import declared
+from distbuild.sbom.licenses import Declared, declared
 
 NOASSERTION = "NOASSERTION"
 FACTS_VERSION = 1
@@ -153,97 +153,37 @@ def document(
     for p in pkgs:
         for alts in _names(fields[p.name].get("Provides", "")):
             provides.setdefault(alts[0], p.name)
-
-    packages: list[dict[str, Any]] = [
-        {
-            "SPDXID": image_ref,
-            "name": image,
-            "versionInfo": version,
-            "primaryPackagePurpose": "OPERATING-SYSTEM",
-            "downloadLocation": NOASSERTION,
-            "filesAnalyzed": False,
-            "licenseConcluded": NOASSERTION,
-            "licenseDeclared": NOASSERTION,
-            "copyrightText": NOASSERTION,
-            "supplier": NOASSERTION,
-            "summary": f"distbuild image {image} {version} for {arch} "
-            f"({len(pkgs)} Debian packages, {lock.suite}, {lock.arch})",
-        }
-    ]
-    relationships = [
-        {
-            "spdxElementId": "SPDXRef-DOCUMENT",
-            "relationshipType": "DESCRIBES",
-            "relatedSpdxElement": image_ref,
-        }
-    ]
+    summary = (
+        f"distbuild image {image} {version} for {arch} "
+        f"({len(pkgs)} Debian packages, {lock.suite}, {lock.arch})"
+    )
+    packages = [_image_package(image_ref, image, version, summary)]
+    relationships = [_relationship("SPDXRef-DOCUMENT", "DESCRIBES", image_ref)]
     extracted: dict[str, str] = {}
     for p in pkgs:
-        f = facts[p.name]
-        ctl = fields[p.name]
-        text = f.copyright
-        if text is None and f.doc_link and f.doc_link in facts:
-            text = facts[f.doc_link].copyright  # e.g. libgcc-s1 → gcc-12-base
-        owner = p.name if f.copyright is not None else (f.doc_link or p.name)
-        decl = declared(text, owner)
+        decl = _declared(p, facts)
         for ref, body in decl.extracted.items():
             extracted.setdefault(ref, body)
-        entry: dict[str, Any] = {
-            "SPDXID": refs[p.name],
-            "name": p.name,
-            "versionInfo": p.version,
-            "supplier": "Organization: Debian",
-            "downloadLocation": download_location(p),
-            "filesAnalyzed": False,
-            "checksums": [{"algorithm": "SHA256", "checksumValue": p.sha256}],
-            "licenseConcluded": NOASSERTION,
-            "licenseDeclared": decl.expression or NOASSERTION,
-            "copyrightText": NOASSERTION,
-            "primaryPackagePurpose": "LIBRARY" if _is_library(p.name, ctl) else "APPLICATION",
-            "externalRefs": [
-                {
-                    "referenceCategory": "PACKAGE-MANAGER",
-                    "referenceType": "purl",
-                    "referenceLocator": purl(p.name, p.version, p.arch, dist),
-                }
-            ],
-        }
-        if ctl.get("Description"):
-            entry["summary"] = ctl["Description"].splitlines()[0].strip()
-        homepage = ctl.get("Homepage", "")
-        if re.fullmatch(r"https?://\S+", homepage):
-            entry["homepage"] = homepage
-        source = ctl.get("Source", "").split()
-        if source:
-            src_version = source[1].strip("()") if len(source) > 1 else p.version
-            entry["sourceInfo"] = f"built from Debian source package {source[0]} {src_version}"
-        packages.append(entry)
-        relationships.append(
-            {
-                "spdxElementId": image_ref,
-                "relationshipType": "CONTAINS",
-                "relatedSpdxElement": refs[p.name],
-            }
-        )
-        deps: set[str] = set()
-        for key in ("Pre-Depends", "Depends"):
-            for alts in _names(ctl.get(key, "")):
-                hit = next(
-                    (a if a in refs else provides[a] for a in alts if a in refs or a in provides),
-                    None,
-                )
-                if hit and hit != p.name:
-                    deps.add(hit)
+        packages.append(_deb_package(p, fields[p.name], refs[p.name], decl, dist))
+        relationships.append(_relationship(image_ref, "CONTAINS", refs[p.name]))
         relationships.extend(
-            {
-                "spdxElementId": refs[p.name],
-                "relationshipType": "DEPENDS_ON",
-                "relatedSpdxElement": refs[d],
-            }
-            for d in sorted(deps)
+            _relationship(refs[p.name], "DEPENDS_ON", refs[d])
+            for d in _depends(p.name, fields[p.name], refs, provides)
         )
+    doc = _document_head(image, version, arch, lock, epoch)
+    doc["packages"] = packages
+    doc["relationships"] = relationships
+    if extracted:
+        doc["hasExtractedLicensingInfos"] = [
+            {"licenseId": ref, "name": ref.removeprefix("LicenseRef-"), "extractedText": text}
+            for ref, text in sorted(extracted.items())
+        ]
+    return doc
 
-    doc: dict[str, Any] = {
+
+def _document_head(image: str, version: str, arch: str, lock: Lock, epoch: int) -> dict[str, Any]:
+    """The document's own fields: its name, namespace and creation info."""
+    return {
         "spdxVersion": "SPDX-2.3",
         "dataLicense": "CC0-1.0",
         "SPDXID": "SPDXRef-DOCUMENT",
@@ -256,15 +196,91 @@ def document(
             "comment": "Packages and checksums from the image's lock; licenses as declared "
             "in each package's machine-readable debian/copyright (NOASSERTION otherwise).",
         },
-        "packages": packages,
-        "relationships": relationships,
     }
-    if extracted:
-        doc["hasExtractedLicensingInfos"] = [
-            {"licenseId": ref, "name": ref.removeprefix("LicenseRef-"), "extractedText": text}
-            for ref, text in sorted(extracted.items())
-        ]
-    return doc
+
+
+def _relationship(element: str, kind: str, related: str) -> dict[str, str]:
+    return {"spdxElementId": element, "relationshipType": kind, "relatedSpdxElement": related}
+
+
+def _image_package(ref: str, image: str, version: str, summary: str) -> dict[str, Any]:
+    """The image itself, the package the document describes."""
+    return {
+        "SPDXID": ref,
+        "name": image,
+        "versionInfo": version,
+        "primaryPackagePurpose": "OPERATING-SYSTEM",
+        "downloadLocation": NOASSERTION,
+        "filesAnalyzed": False,
+        "licenseConcluded": NOASSERTION,
+        "licenseDeclared": NOASSERTION,
+        "copyrightText": NOASSERTION,
+        "supplier": NOASSERTION,
+        "summary": summary,
+    }
+
+
+def _declared(p: LockedPackage, facts: dict[str, DebFacts]) -> Declared:
+    """The license ``p`` declares: in its own copyright file, or the one its doc dir links to."""
+    f = facts[p.name]
+    text = f.copyright
+    if text is None and f.doc_link and f.doc_link in facts:
+        text = facts[f.doc_link].copyright  # e.g. libgcc-s1 → gcc-12-base
+    owner = p.name if f.copyright is not None else (f.doc_link or p.name)
+    return declared(text, owner)
+
+
+def _deb_package(
+    p: LockedPackage, ctl: dict[str, str], ref: str, decl: Declared, dist: str
+) -> dict[str, Any]:
+    """The SPDX package of one locked .deb."""
+    entry: dict[str, Any] = {
+        "SPDXID": ref,
+        "name": p.name,
+        "versionInfo": p.version,
+        "supplier": "Organization: Debian",
+        "downloadLocation": download_location(p),
+        "filesAnalyzed": False,
+        "checksums": [{"algorithm": "SHA256", "checksumValue": p.sha256}],
+        "licenseConcluded": NOASSERTION,
+        "licenseDeclared": decl.expression or NOASSERTION,
+        "copyrightText": NOASSERTION,
+        "primaryPackagePurpose": "LIBRARY" if _is_library(p.name, ctl) else "APPLICATION",
+        "externalRefs": [
+            {
+                "referenceCategory": "PACKAGE-MANAGER",
+                "referenceType": "purl",
+                "referenceLocator": purl(p.name, p.version, p.arch, dist),
+            }
+        ],
+    }
+    if ctl.get("Description"):
+        entry["summary"] = ctl["Description"].splitlines()[0].strip()
+    homepage = ctl.get("Homepage", "")
+    if re.fullmatch(r"https?://\S+", homepage):
+        entry["homepage"] = homepage
+    source = ctl.get("Source", "").split()
+    if source:
+        src_version = source[1].strip("()") if len(source) > 1 else p.version
+        entry["sourceInfo"] = f"built from Debian source package {source[0]} {src_version}"
+    return entry
+
+
+def _depends(
+    name: str, ctl: dict[str, str], refs: dict[str, str], provides: dict[str, str]
+) -> list[str]:
+    """The image's packages ``name`` depends on: the first alternative the image holds,
+    by name or by what a package provides."""
+    deps: set[str] = set()
+    for key in ("Pre-Depends", "Depends"):
+        for alts in _names(ctl.get(key, "")):
+            hit = next(
+                (a if a in refs else provides[a] for a in alts if a in refs or a in provides),
+                None,
+            )
+            if hit and hit != name:
+                deps.add(hit)
+    return sorted(deps)
 
 
 def _is_library(name: str, ctl: dict[str, str]) -> bool:

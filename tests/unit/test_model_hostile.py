@@ -463,6 +463,33 @@ def test_merged_list_entries_keep_their_origin(proj: Path) -> None:
     assert line_of(info.value, proj / "images/evil.yaml").startswith("packages:")
 
 
+def test_a_package_from_an_included_override_names_the_included_line(proj: Path) -> None:
+    # The included file gives its arch's packages as one name (a list of one): the
+    # error is on that line of the included file, not on the definition's packages:.
+    inc = proj / "images/include/pk.yaml"
+    inc.write_text("# shared\noverrides:\n  amd64:\n    packages: Not_A_Package\n")
+    e = refused(proj, "include: include/pk.yaml\npackages: [dropbear]\n")
+    assert "'Not_A_Package' is not a Debian package name" in str(e)
+    assert line_of(e, inc) == "    packages: Not_A_Package"
+    assert e.key == "overrides.amd64.packages[0]"
+
+
+def test_a_package_replacing_an_included_list_names_its_own_line(proj: Path) -> None:
+    # One name replaces the included list: the lines of the entries it replaced are gone.
+    inc = proj / "images/include/pk.yaml"
+    inc.write_text("packages:\n  - busybox\n  - dropbear\n")
+    e = refused(proj, "include: include/pk.yaml\n\npackages: Not_A_Package\n")
+    assert line_of(e, proj / "images/evil.yaml") == "packages: Not_A_Package"
+
+
+def test_the_kernel_package_error_names_the_recipe(proj: Path) -> None:
+    recipe = proj / "recipes/amd64.yaml"
+    recipe.write_text(recipe.read_text().replace("linux-image-amd64", "Linux_Image"))
+    e = refused(proj, "kernel: true\npackages: [busybox]\n")
+    assert "'Linux_Image' is not a Debian package name" in str(e)
+    assert e.where is not None and e.where.startswith(str(recipe)) and e.key == "kernel.package"
+
+
 def test_override_entries_keep_their_origin(proj: Path) -> None:
     body = "directories: [/a]\noverrides:\n  amd64:\n    directories:\n      - /b\n      - ''\n"
     e = refused(proj, body)
