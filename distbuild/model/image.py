@@ -15,6 +15,7 @@ from distbuild.arch import ARCHES, Arch
 from distbuild.errors import RecipeError, UsageError
 from distbuild.model import loader
 from distbuild.model.boundary import OUTSIDE_HINT, Boundary
+from distbuild.model.extensions import Extension, parse_extensions
 from distbuild.model.loader import KeyPath
 from distbuild.model.recipe import Recipe
 from distbuild.model.schema import UID_RANGE, Field, Spec, check
@@ -51,6 +52,7 @@ IMAGE_SPEC: Spec = {
         }
     ),
     "overrides": Field("any-map", doc="per-arch additions, keyed by arch name"),
+    "extensions": Field("any-map", doc="path: {mode, fetch: {url, sha256: {arch: hex}}}"),
     **_BODY,
 }
 
@@ -121,6 +123,7 @@ class ImageDef:
     workdir: str | None
     user: str | None
     labels: tuple[tuple[str, str], ...]
+    extensions: tuple[Extension, ...] = ()
     # Where each package was asked for (file:line, key path), for errors found later.
     package_origin: tuple[tuple[str, str, str], ...] = ()
     # Where each path entry was written: ("files:/etc/x" or "directories:2", file:line, key).
@@ -281,6 +284,7 @@ def load_image(
         workdir=cfg["workdir"],
         user=cfg["user"],
         labels=tuple(sorted(cfg["labels"].items())),
+        extensions=parse_extensions(doc, data["extensions"], arch),
         package_origin=tuple(origin),
         entry_origin=tuple((k, where, key) for k, (_, where, key) in origins.items()),
     )
