@@ -359,6 +359,7 @@ def _build_into(staging: Path, builds: list[ArchBuild]) -> BuildRecord:
             lock=ctx.lock,
             debs=DebCache(ctx.options.cache),
             epoch=ctx.epoch,
+            extensions=ctx.image.extensions,
         )
         record.artifacts.append(_artifact(staging, ctx.arch.name, "sbom", sbom))
     if manifests:

@@ -11,6 +11,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from spdx_tools.spdx.parser.parse_anything import parse_file
+from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
 
 from distbuild.rootfs import extensions
 from tests.conftest import assert_clean_error, error_and_hint, image_args, run_cli
@@ -80,6 +82,11 @@ def test_the_fetched_file_lands_with_its_bytes_and_mode(tmp_path: Path, cache: P
     member, data = layer_members(tmp_path / "one")["usr/local/bin/kubelet"]
     assert data == BODY and member.mode == 0o750 and member.isreg()
     assert (cache / "extensions" / PIN).read_bytes() == BODY
+    # The SBOM names the file, its pin and where it came from; it still validates.
+    sbom = parse_file(str(tmp_path / "one/ext/1.0.0/amd64/sbom.spdx.json"))
+    assert validate_full_spdx_document(sbom) == []
+    (pkg,) = [p for p in sbom.packages if p.name == "/usr/local/bin/kubelet"]
+    assert [c.value for c in pkg.checksums] == [PIN] and base in (pkg.source_info or "")
 
     # The server is gone: a second build (the layer cache emptied too) needs no network.
     for entry in (cache / "layers").iterdir():
