@@ -7,7 +7,7 @@ for each arch, pinned by sha256::
       /usr/local/bin/kubelet:
         mode: "0755"
         fetch:
-          url: https://dl.k8s.io/v1.31.0/bin/linux/{{ arch.debian | replace('armhf', 'arm') }}/kubelet
+          url: https://dl.k8s.io/release/v1.31.0/bin/linux/{{ arch.debian | replace('armhf', 'arm') }}/kubelet
           sha256: {armv7: …, arm64: …, amd64: …}
 
 The definition is rendered per arch before it is read, so a URL may use the
