@@ -13,7 +13,8 @@ for each arch, pinned by sha256::
 The definition is rendered per arch before it is read, so a URL may use the
 arch table (``arch.name``: armv7/arm64/amd64, ``arch.debian``: armhf/arm64/amd64,
 ``arch.uname``: armv7l/aarch64/x86_64) and Jinja filters; ``url`` may also be
-a mapping keyed by arch name. The arch being built must have a hash: a file nobody pinned never lands.
+a mapping keyed by arch name. The arch being built must have a pin: a file nobody pinned never lands
+(``<arch>: null`` in ``sha256`` leaves the file out of that arch on purpose).
 """
 
 from __future__ import annotations
@@ -57,11 +58,15 @@ class Extension:
 
 
 def parse_extensions(doc: Document, value: dict[str, Any], arch: Arch) -> tuple[Extension, ...]:
-    """The ``extensions:`` mapping (path: {mode, fetch}) checked, for ``arch``."""
-    return tuple(_entry(doc, str(path), spec, arch) for path, spec in sorted(value.items()))
+    """The ``extensions:`` mapping (path: {mode, fetch}) checked, for ``arch``.
+
+    An entry whose pin for ``arch`` is written as ``null`` is left out of that arch.
+    """
+    entries = [_entry(doc, str(path), spec, arch) for path, spec in value.items()]
+    return tuple(sorted((e for e in entries if e is not None), key=lambda e: e.path))
 
 
-def _entry(doc: Document, path: str, spec: Any, arch: Arch) -> Extension:
+def _entry(doc: Document, path: str, spec: Any, arch: Arch) -> Extension | None:
     at: KeyPath = ("extensions", path)
     _check_path(doc, at, path)
     if isinstance(spec, dict) and isinstance(spec.get("mode"), int | float):
@@ -79,6 +84,8 @@ def _entry(doc: Document, path: str, spec: Any, arch: Arch) -> Extension:
             hint='write e.g. mode: "0755"',
         )
     fetch = entry["fetch"]
+    if arch.name in fetch["sha256"] and fetch["sha256"][arch.name] is None:
+        return None  # not for this arch, on purpose
     url = _for_arch(doc, (*at, "fetch", "url"), fetch["url"], arch, "URL")
     _check_url(doc, (*at, "fetch", "url"), url)
     digest = _for_arch(doc, (*at, "fetch", "sha256"), fetch["sha256"], arch, "sha256")
@@ -105,7 +112,7 @@ def _for_arch(doc: Document, at: KeyPath, value: Any, arch: Arch, what: str) -> 
                 at,
                 f"no {what} for {arch.name}, the arch being built",
                 hint=f"add '{arch.name}: …' here (what the file is for {arch.name}), "
-                f"or build only the arches it names",
+                f"or '{arch.name}: null' in sha256 to leave the file out of {arch.name}",
             )
         at, value = (*at, arch.name), value[arch.name]
     if not isinstance(value, str):

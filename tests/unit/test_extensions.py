@@ -85,7 +85,20 @@ def test_the_arch_being_built_must_have_a_hash(proj: Path) -> None:
     assert load(proj, text).extensions  # amd64 is pinned
     e = refused(proj, text, "armv7")
     assert "no sha256 for armv7, the arch being built" in e.message
-    assert "armv7" in (e.hint or "") and "fetch.sha256" in e.message
+    assert "armv7: null" in (e.hint or "") and "fetch.sha256" in e.message
+
+
+def test_a_null_pin_leaves_the_file_out_of_that_arch(proj: Path) -> None:
+    text = definition("{arm64: http://h/kb-arm64, amd64: http://h/kb}")
+    text = text.replace(f'armv7: "{OTHER}"', "armv7: null")
+    assert load(proj, text, "armv7").extensions == ()
+    assert load(proj, text, "amd64").extensions[0].url == "http://h/kb"
+
+
+def test_paths_of_any_yaml_type_are_refused_not_a_crash(proj: Path) -> None:
+    text = definition("http://h/kb").replace("  /usr/local/bin/kb:", "  1:", 1)
+    text += '  /usr/bin/b:\n    fetch: {url: "http://h/b", sha256: {amd64: "' + SHA + '"}}\n'
+    assert "not an absolute file path" in refused(proj, text).message
 
 
 @pytest.mark.parametrize(
