@@ -37,7 +37,7 @@ from distbuild.model.recipe import Recipe, load_recipe
 from distbuild.oci import layout as oci
 from distbuild.oci.layer import Layer, reuse_layer, store_layer, write_layer
 from distbuild.record import Artifact, BuildRecord
-from distbuild.rootfs import customise, extract
+from distbuild.rootfs import customise, extensions, extract
 from distbuild.rootfs.fetch import DebCache, sha256_file
 from distbuild.rootfs.lock import Lock
 from distbuild.sbom.spdx import write_sbom
@@ -83,6 +83,7 @@ class ArchBuild:
             ui.note(f"{self.arch.name}: unpacking {len(self.lock.packages)} packages")
             extract.populate(root, self.lock, DebCache(self.options.cache), self.arch.debian)
             customise.customise(root, self.image, self.release())
+            extensions.install(root, self.image, self.options.cache)
             self._rootfs = root
         return self._rootfs
 
@@ -187,6 +188,7 @@ def prepare(opts: BuildOptions, arch: Arch, workdir: Path) -> ArchBuild:
     locks = get_locks(opts, recipe, image)
     lock = locks.pop(image.name)
     DebCache(opts.cache).ensure(list(lock.packages), mirror=opts.mirror)
+    extensions.ensure(opts.cache, image)
     return ArchBuild(recipe, image, lock, version, epoch, opts, workdir, extra_locks=locks)
 
 
@@ -358,6 +360,7 @@ def _build_into(staging: Path, builds: list[ArchBuild]) -> BuildRecord:
             lock=ctx.lock,
             debs=DebCache(ctx.options.cache),
             epoch=ctx.epoch,
+            extensions=ctx.image.extensions,
         )
         record.artifacts.append(_artifact(staging, ctx.arch.name, "sbom", sbom))
     if manifests:

@@ -16,6 +16,7 @@ from distbuild.core.errors import RecipeError, UsageError
 from distbuild.core.names import check_name
 from distbuild.model import loader
 from distbuild.model.boundary import OUTSIDE_HINT, Boundary
+from distbuild.model.extensions import Extension, parse_extensions
 from distbuild.model.loader import KeyPath
 from distbuild.model.recipe import Recipe
 from distbuild.model.schema import UID_RANGE, Field, Spec, check
@@ -51,6 +52,7 @@ IMAGE_SPEC: Spec = {
         }
     ),
     "overrides": Field("any-map", doc="per-arch additions, keyed by arch name"),
+    "extensions": Field("any-map", doc="path: {mode, fetch: {url, sha256: {arch: hex}}}"),
     **_BODY,
 }
 
@@ -123,6 +125,7 @@ class ImageDef:
     workdir: str | None
     user: str | None
     labels: tuple[tuple[str, str], ...]
+    extensions: tuple[Extension, ...] = ()
     # Where each package was asked for (file:line, key path), for errors found later.
     package_origin: tuple[tuple[str, str, str], ...] = ()
     # Where each path entry was written: ("files:/etc/x" or "directories:2", file:line, key).
@@ -217,7 +220,10 @@ def load_image(
     if overlay is not None:
         origins["overlay"] = (str(overlay), doc.where(("overlay",)), "overlay")
     _check_version(doc, data["version"])
-    return _image_def(path, recipe.arch, data, packages, files, users, groups, overlay, origins)
+    extensions = parse_extensions(doc, data["extensions"], recipe.arch)
+    return _image_def(
+        path, recipe.arch, data, packages, files, users, groups, overlay, origins, extensions
+    )
 
 
 def _image_def(
@@ -230,6 +236,7 @@ def _image_def(
     groups: list[Group],
     overlay: Path | None,
     origins: dict[str, Origin],
+    extensions: tuple[Extension, ...],
 ) -> ImageDef:
     """The frozen model of the checked, merged definition."""
     cfg = data["config"]
@@ -256,6 +263,7 @@ def _image_def(
         workdir=cfg["workdir"],
         user=cfg["user"],
         labels=tuple(sorted(cfg["labels"].items())),
+        extensions=extensions,
         package_origin=tuple(packages),
         entry_origin=tuple((k, where, key) for k, (_, where, key) in origins.items()),
     )

@@ -18,6 +18,7 @@ import json
 import posixpath
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,11 @@ from urllib.parse import quote, urlsplit
 
 import distbuild
 from distbuild.core.fsutil import write_atomic
+from distbuild.model.extensions import Extension
 from distbuild.rootfs import deb
 from distbuild.rootfs.fetch import DebCache
 from distbuild.rootfs.lock import Lock, LockedPackage
+from distbuild.sbom.extensions import add_extensions
 from distbuild.sbom.licenses import Declared, declared
 
 NOASSERTION = "NOASSERTION"
@@ -296,10 +299,12 @@ def write_sbom(
     lock: Lock,
     debs: DebCache,
     epoch: int,
+    extensions: Sequence[Extension] = (),
 ) -> Path:
     """Write ``path`` (``<arch>/sbom.spdx.json``) for one image and arch, atomically."""
     cache = FactsCache(debs)
     facts = {p.name: cache.get(p) for p in lock.packages}
     doc = document(image=image, version=version, arch=arch, lock=lock, facts=facts, epoch=epoch)
+    add_extensions(doc, extensions)
     write_atomic(path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
     return path
