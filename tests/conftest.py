@@ -90,7 +90,7 @@ def image_args(
         image,
         "--out",
         str(out),
-        "--version",
+        "--release",
         version,
         "--source-date-epoch",
         str(epoch),
