@@ -67,24 +67,8 @@ class Name(click.ParamType[str]):
         return names.check_name(value, self.what, error=UsageError, where=_flag(param))
 
 
-class NameList(Name):
-    """Names separated by commas (``--arch armv7,arm64``); the list stays a string."""
-
-    def convert(
-        self, value: object, param: click.Parameter | None, ctx: click.Context | None
-    ) -> str:
-        if not isinstance(value, str):
-            return super().convert(value, param, ctx)  # refused: not a string
-        for item in value.split(","):
-            if item.strip():
-                names.check_name(item.strip(), self.what, error=UsageError, where=_flag(param))
-        return value
-
-
 IMAGE = Name(names.IMAGE)
 VERSION = Name(names.VERSION)
-ARCH = Name(names.ARCH)
-ARCHES = NameList(names.ARCH)
 CHANNEL = Name(names.CHANNEL)
 
 
@@ -101,17 +85,22 @@ class Arch(Name):
     ) -> str:
         if not isinstance(value, str):
             return super().convert(value, param, ctx)  # refused: not a string
+        if not self.several and "," in value:
+            raise UsageError(
+                f"{_flag(param)}: one architecture here, not a list ({value[:80]!r})",
+                hint=f"choose one of: {self.choices()}",
+            )
         items = [i.strip() for i in value.split(",")] if self.several else [value]
         for item in filter(None, items):
             super().convert(item, param, ctx)
             if item not in ARCH_TABLE and not (self.allow_all and item == "all"):
                 raise UsageError(
                     f"{_flag(param)}: unknown architecture {item!r}",
-                    hint=f"choose one of: {self._choices()}",
+                    hint=f"choose one of: {self.choices()}",
                 )
         return value
 
-    def _choices(self) -> str:
+    def choices(self) -> str:
         return ", ".join(ARCH_TABLE) + (" or all" if self.allow_all else "")
 
 
@@ -132,7 +121,7 @@ def arch_option(
     """``--arch``: one arch (parameter ``arch``) or, ``multiple``, repeatable comma lists
     (parameter ``arches``, a tuple of strings for :func:`distbuild.arch.parse_arches`)."""
     kind = Arch(allow_all, several=multiple)
-    text = help or ("armv7, arm64, amd64, a comma list, or all." if multiple else "")
+    several = "; a comma list, or repeat the option" if multiple else ""
     return click.option(
         "--arch",
         "arches" if multiple else "arch",
@@ -140,7 +129,7 @@ def arch_option(
         type=kind,
         multiple=multiple,
         required=required,
-        help=text or f"{kind._choices()}.",
+        help=help or f"{kind.choices()}{several}.",
     )
 
 
