@@ -59,10 +59,6 @@ def _roles(store: KeyStore, roles: tuple[str, ...] = ROLES) -> dict[str, object]
     }
 
 
-# Signatures a role needs: ``--threshold ROLE=N`` wherever a command sets one.
-threshold_type = options.RoleCount(ROLES)
-
-
 # -- keys ---------------------------------------------------------------------------
 
 
@@ -80,7 +76,7 @@ def keys_group() -> None:
 @click.option(
     "--threshold",
     "thresholds",
-    type=threshold_type,
+    type=options.RoleCount(ROLES),
     multiple=True,
     help="Signatures a role needs (default 1), e.g. --threshold root=2.",
 )
@@ -112,7 +108,7 @@ def keys_init(
 @click.option("--root-keys", type=options.COUNT, help="Number of new root keys (default: as now).")
 @click.option(
     "--threshold",
-    type=threshold_type,
+    type=options.RoleCount(("root",)),
     help="Signatures the new root needs, as root=N (default: as now, at most the keys).",
 )
 @click.option(
@@ -133,11 +129,6 @@ def keys_rotate_root(
     as_json: bool,
 ) -> None:
     """Replace the root keys and sign root N+1 (old and new keys) in every channel."""
-    if threshold is not None and threshold[0] != "root":
-        raise UsageError(
-            f"rotate-root sets the root threshold, not {threshold[0]}'s",
-            hint="write --threshold root=N",
-        )
     store = _keys(keys_dir)
     project = state.project
     channels = {name: load_channel(project, name) for name in list_channels(repo)}

@@ -170,6 +170,10 @@ def test_every_count_is_a_bounded_integer() -> None:
         (["keys", "rotate-root", "--keys", "k", "--repo", "r", "--root-keys", "0"], "1<=x<=64"),
         (["keys", "init", "--keys", "k", "--threshold", "root=0"], "from 1 to 64"),
         (["keys", "rotate-root", "--keys", "k", "--repo", "r", "--threshold", "2"], "ROLE=N"),
+        (
+            ["keys", "rotate-root", "--keys", "k", "--repo", "r", "--threshold", "targets=1"],
+            "ROLE one of root ",
+        ),
     ],
 )
 def test_zero_is_refused_where_it_would_mean_nothing(
