@@ -27,7 +27,6 @@ from distbuild.channel.model import ROLES
 from distbuild.cli import options
 from distbuild.cli.main import cli, main
 from distbuild.node import cli as node_cli
-from distbuild.rootfs.lock import lock_path, read_lock
 from tests.conftest import REPO, error_and_hint
 from tests.node_support import Node
 
@@ -344,20 +343,3 @@ def test_disk_commands_json_and_text(disk: Path, capsys: pytest.CaptureFixture[s
     ]
     assert main(["--project", str(REPO), "disk", "mark-good", *map(str, on), "--slot", "b"]) == 0
     assert capsys.readouterr().out == "slot b: good\n"
-
-
-@pytest.mark.slow
-@pytest.mark.network
-def test_lock_json(tmp_path: Path, cache_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """``lock --json`` lists every lock it wrote, with the packages each one holds."""
-    project = tmp_path / "project"
-    for sub in ("recipes", "images"):
-        shutil.copytree(REPO / sub, project / sub, ignore=shutil.ignore_patterns("*.lock.json"))
-    capsys.readouterr()
-    argv = ["--project", str(project), "lock", "--image", "toolbox", "--arch", "amd64", "--json"]
-    assert main(argv) == 0
-    doc = json.loads(capsys.readouterr().out)
-    assert [(e["arch"], e["lock"]) for e in doc["locks"]] == [("amd64", "toolbox")]
-    [entry] = doc["locks"]
-    assert entry["path"] == str(lock_path(project, "toolbox", "amd64"))
-    assert entry["packages"] == len(read_lock(Path(entry["path"])).packages) > 0
