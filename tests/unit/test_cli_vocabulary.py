@@ -218,18 +218,42 @@ def test_node_mark_good_and_rollback_print_json(tmp_path: Path) -> None:
     node = Node(tmp_path / "node")
     node.setup("http://127.0.0.1:9/", b"{}", "v1")
     base = [sys.executable, "-m", "distbuild.node.cli", "--root", str(node.root)]
-    for command in ("mark-good", "rollback"):
-        text = subprocess.run([*base, command], capture_output=True, text=True, timeout=60)
-        done = subprocess.run(
-            [*base, command, "--json"], capture_output=True, text=True, timeout=60
-        )
-        assert done.returncode == text.returncode, done.stderr
-        if done.returncode == 0:
-            doc = json.loads(done.stdout)
-            assert {"ok", "action", "message"} <= set(doc), doc
-            assert doc["action"] == command.replace("-", "_") or doc["message"]
-        else:  # refused: the same error either way, nothing on stdout
-            assert done.stdout == "" and done.stderr.startswith("error: ")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*base, *args], capture_output=True, text=True, timeout=60)
+
+    done = run("mark-good", "--json")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc == {
+        "action": "mark-good",
+        "message": "slot a (v1) marked good",
+        "ok": True,
+        "rebooting": False,
+        "version": "v1",
+    }
+    assert run("mark-good").stdout == "slot a (v1) marked good\n"
+    # Slot b holds nothing good: refused the same way with or without --json.
+    for args in (("rollback", "--json"), ("rollback",)):
+        refused = run(*args)
+        assert refused.returncode == 1 and refused.stdout == ""
+        assert refused.stderr.startswith("error: slot b holds no version known to be good")
+    # With a good v0 in slot b, rollback reports the reboot into it.
+    bc = node.bootctl()
+    bc.install("b", SlotBoot("v0", b"kernel-0", b"initrd-0", "distbuild.version=v0"))
+    bc.set_next("b", 3)
+    bc.mark_good("b")
+    bc.set_next("a", 3)
+    done = run("rollback", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "action": "reboot",
+        "message": "rebooting into v0",
+        "ok": True,
+        "rebooting": True,
+        "version": "v0",
+    }
+    assert node.reboot_marker.exists()
 
 
 # -- what --json prints, from real key directories, channels and disk images ----------
