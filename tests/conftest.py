@@ -73,7 +73,7 @@ def image_args(
         image,
         "--out",
         str(out),
-        "--version",
+        "--release",
         version,
         "--source-date-epoch",
         str(epoch),

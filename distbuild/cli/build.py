@@ -8,7 +8,8 @@ import click
 
 from distbuild.build import build
 from distbuild.cli import options
-from distbuild.cli.common import State, pass_state, print_json
+from distbuild.cli.common import State, pass_state
+from distbuild.cli.options import arch_option, json_option, print_json
 from distbuild.context import BuildOptions
 from distbuild.core import ui
 from distbuild.core.arch import parse_arches
@@ -21,14 +22,7 @@ from distbuild.paths import cache_dir
 from distbuild.rootfs.install_updater import UpdaterSetup
 from distbuild.rootfs.lock import lock_path
 
-arch_option = click.option(
-    "--arch",
-    "arches",
-    type=options.ARCHES,
-    multiple=True,
-    required=True,
-    help="armv7, arm64, amd64, a comma list, or all.",
-)
+arches_option = arch_option(multiple=True, allow_all=True, required=True)
 allow_outside_option = click.option(
     "--allow-outside-project",
     "allow_outside",
@@ -45,7 +39,7 @@ mirror_option = click.option(
 
 
 @click.command("image")
-@arch_option
+@arches_option
 @click.option(
     "--image",
     "image",
@@ -62,10 +56,11 @@ mirror_option = click.option(
     help="Output directory.",
 )
 @click.option(
-    "--version",
+    "--release",
     "version",
     type=options.VERSION,
-    help="Release version. Default: from the image or the date.",
+    metavar="VERSION",
+    help="The release's version. Default: from the image or the date.",
 )
 @click.option(
     "--source-date-epoch", type=options.EPOCH, help="Timestamp for every file and record."
@@ -75,7 +70,7 @@ mirror_option = click.option(
 @click.option("--locked", is_flag=True, help="Fail if the lock is missing or stale (for CI).")
 @click.option("--load", "load", is_flag=True, help="Load the host's image into Docker afterwards.")
 @click.option("--platform", help="With --load: the platform to load, e.g. linux/arm/v7.")
-@click.option("--json", "as_json", is_flag=True, help="Print the build record as JSON.")
+@json_option
 @click.option(
     "--channel-url",
     help="Where the node's updater finds its channels (baked into /etc/distbuild/update.yaml).",
@@ -157,10 +152,11 @@ def image_cmd(
 
 
 @click.command("lock")
-@arch_option
+@arches_option
 @click.option("--image", "image", type=options.IMAGE, default="node", show_default=True)
 @mirror_option
 @allow_outside_option
+@json_option
 @pass_state
 def lock_cmd(
     state: State,
@@ -168,9 +164,11 @@ def lock_cmd(
     image: str,
     mirror: str | None,
     allow_outside: tuple[Path, ...],
+    as_json: bool,
 ) -> None:
     """Resolve an image's packages and write every lock it uses (image and boot) per arch."""
     project = state.project
+    written: list[dict[str, object]] = []
     for arch in parse_arches(arches):
         recipe = load_recipe(project, arch, allow_outside)
         img = load_image(project, image, recipe, allow=allow_outside)
@@ -185,13 +183,18 @@ def lock_cmd(
         )
         for name, lock in get_locks(opts, recipe, img).items():
             path = lock_path(project, name, arch.name)
-            click.echo(f"{path}: {len(lock.packages)} packages")
+            count = len(lock.packages)
+            written.append({"arch": arch.name, "lock": name, "path": str(path), "packages": count})
+            if not as_json:
+                click.echo(f"{path}: {count} packages")
+    if as_json:
+        print_json({"locks": written})
 
 
 @click.command("merge")
 @click.argument("builds", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def merge_cmd(builds: tuple[Path, ...], out: Path, as_json: bool) -> None:
     """Merge single-arch builds (CI matrix jobs) into one multi-arch build."""
     record, directory = merge(list(builds), out.resolve())
@@ -208,10 +211,15 @@ def recipes_group() -> None:
 
 @recipes_group.command("check")
 @allow_outside_option
+@json_option
 @pass_state
-def recipes_check(state: State, allow_outside: tuple[Path, ...]) -> None:
+def recipes_check(state: State, allow_outside: tuple[Path, ...], as_json: bool) -> None:
     """Validate every recipe and image definition for every arch."""
-    for item in check_all(state.project, allow_outside):
+    checked = check_all(state.project, allow_outside)
+    if as_json:
+        print_json({"checked": checked, "ok": True})
+        return
+    for item in checked:
         click.echo(f"ok  {item}")
 
 

@@ -19,7 +19,8 @@ from distbuild.channel.publish import Outcome, promote, publish
 from distbuild.channel.repo import ChannelRepo, list_channels, utcnow
 from distbuild.channel.view import ChannelView, describe
 from distbuild.cli import options
-from distbuild.cli.common import State, pass_state, print_json
+from distbuild.cli.common import State, pass_state
+from distbuild.cli.options import arch_option, json_option, print_json
 from distbuild.core import ui
 from distbuild.core.errors import UsageError
 
@@ -38,7 +39,6 @@ keys_option = click.option(
     required=True,
     help="Key directory. Env: DISTBUILD_KEYS (passphrase: DISTBUILD_KEY_PASSPHRASE).",
 )
-json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 allow_root_option = click.option(
     "--allow-root-keys",
     is_flag=True,
@@ -52,19 +52,11 @@ def _keys(path: Path, allow_root_keys: bool = False) -> KeyStore:
     return KeyStore.load(path, passphrase_from_env(), allow_root_keys=allow_root_keys)
 
 
-def _thresholds(values: tuple[str, ...]) -> dict[str, int]:
-    out = {}
-    for value in values:
-        role, sep, number = value.partition("=")
-        digits = number.isascii() and number.isdigit() and len(number) <= 3
-        if not sep or role not in ROLES or not digits or not 1 <= int(number) <= options.MAX_KEYS:
-            raise UsageError(
-                f"invalid --threshold {value!r}",
-                hint=f"write ROLE=N with ROLE one of {', '.join(ROLES)} and N from 1 to "
-                f"{options.MAX_KEYS}, e.g. root=2",
-            )
-        out[role] = int(number)
-    return out
+def _roles(store: KeyStore, roles: tuple[str, ...] = ROLES) -> dict[str, object]:
+    return {
+        role: {"threshold": store.roles[role].threshold, "keyids": list(store.roles[role].keyids)}
+        for role in roles
+    }
 
 
 # -- keys ---------------------------------------------------------------------------
@@ -84,18 +76,24 @@ def keys_group() -> None:
 @click.option(
     "--threshold",
     "thresholds",
+    type=options.RoleCount(ROLES),
     multiple=True,
-    metavar="ROLE=N",
     help="Signatures a role needs (default 1), e.g. --threshold root=2.",
 )
-def keys_init(keys_dir: Path, thresholds: tuple[str, ...], **counts: int | None) -> None:
+@json_option
+def keys_init(
+    keys_dir: Path, thresholds: tuple[tuple[str, int], ...], as_json: bool, **counts: int | None
+) -> None:
     """Create Ed25519 keys for root, targets, snapshot and timestamp (files 0600)."""
-    wanted = _thresholds(thresholds)
+    wanted = dict(thresholds)
     number = {}
     for role in ROLES:
         given = counts.get(f"{role}_keys")
         number[role] = given if given is not None else max(1, wanted.get(role, 1))
     store = KeyStore.create(keys_dir, number, wanted, passphrase_from_env())
+    if as_json:
+        print_json({"keys": str(keys_dir), "roles": _roles(store)})
+        return
     for role in ROLES:
         rk = store.roles[role]
         click.echo(
@@ -108,21 +106,27 @@ def keys_init(keys_dir: Path, thresholds: tuple[str, ...], **counts: int | None)
 @keys_option
 @repo_option
 @click.option("--root-keys", type=options.COUNT, help="Number of new root keys (default: as now).")
-@click.option("--threshold", type=options.COUNT, help="Threshold of the new root keys.")
+@click.option(
+    "--threshold",
+    type=options.RoleCount(("root",)),
+    help="Signatures the new root needs, as root=N (default: as now, at most the keys).",
+)
 @click.option(
     "--no-new-keys",
     is_flag=True,
     help="Keep the current root keys; only write a new root version (e.g. to extend its expiry, "
     "or to finish an interrupted rotation).",
 )
+@json_option
 @pass_state
 def keys_rotate_root(
     state: State,
     keys_dir: Path,
     repo: Path,
     root_keys: int | None,
-    threshold: int | None,
+    threshold: tuple[str, int] | None,
     no_new_keys: bool,
+    as_json: bool,
 ) -> None:
     """Replace the root keys and sign root N+1 (old and new keys) in every channel."""
     store = _keys(keys_dir)
@@ -142,9 +146,15 @@ def keys_rotate_root(
     else:
         if not no_new_keys:
             old = store.roles["root"]
-            count = root_keys or len(old.keyids)
-            store.rotate("root", count, threshold or min(old.threshold, count))
+            count = len(old.keyids) if root_keys is None else root_keys
+            needed = min(old.threshold, count) if threshold is None else threshold[1]
+            store.rotate("root", count, needed)
         done = rotate_roots(repo, channels, store)
+    if as_json:
+        print_json(
+            {"root_versions": done, "finished": unfinished, "roles": _roles(store, ("root",))}
+        )
+        return
     for name, version in done.items():
         click.echo(f"{name}: root version {version}")
 
@@ -154,10 +164,11 @@ def keys_rotate_root(
 @click.option(
     "--out",
     required=True,
-    type=click.Path(path_type=Path),
+    type=click.Path(file_okay=False, path_type=Path),
     help="New key directory to write (mode 0700, files 0600).",
 )
-def keys_export_online(keys_dir: Path, out: Path) -> None:
+@json_option
+def keys_export_online(keys_dir: Path, out: Path, as_json: bool) -> None:
     """Copy only the online keys (targets, snapshot, timestamp; bins use targets) for CI.
 
     The copy lists every public key, so it can check a channel's root, but
@@ -165,6 +176,9 @@ def keys_export_online(keys_dir: Path, out: Path) -> None:
     """
     store = _keys(keys_dir)
     store.export_online(out)
+    if as_json:
+        print_json({"keys": str(out), "roles": _roles(store, ("targets", "snapshot", "timestamp"))})
+        return
     for role in ("targets", "snapshot", "timestamp"):
         click.echo(f"{role:<9} {', '.join(k[:16] for k in store.roles[role].keyids)}")
     ui.note(f"online keys written to {out}; keep {keys_dir} (root keys) offline")
@@ -231,7 +245,12 @@ def publish_cmd(
 @click.argument("source", type=options.CHANNEL)
 @click.argument("dest", type=options.CHANNEL)
 @click.option(
-    "--version", "version", type=options.VERSION, required=True, help="The release to promote."
+    "--release",
+    "version",
+    type=options.VERSION,
+    metavar="VERSION",
+    required=True,
+    help="The version of the release to promote.",
 )
 @click.option(
     "--image", type=options.IMAGE, help="The image, when the source holds that version of several."
@@ -272,11 +291,15 @@ def channel_group() -> None:
 @click.argument("name", type=options.CHANNEL)
 @repo_option
 @keys_option
+@json_option
 @pass_state
-def channel_init(state: State, name: str, repo: Path, keys_dir: Path) -> None:
+def channel_init(state: State, name: str, repo: Path, keys_dir: Path, as_json: bool) -> None:
     """Create an empty channel (publish does this on first use)."""
     definition = load_channel(state.project, name)
-    if create_channel(repo, definition, _keys(keys_dir)):
+    created = create_channel(repo, definition, _keys(keys_dir))
+    if as_json:
+        print_json({"channel": name, "path": str(repo / name), "created": created})
+    elif created:
         ui.note(f"created channel {name} in {repo / name}")
     else:
         ui.note(f"channel {name} exists already")
@@ -284,7 +307,7 @@ def channel_init(state: State, name: str, repo: Path, keys_dir: Path) -> None:
 
 @channel_group.command("show")
 @click.argument("name", type=options.CHANNEL)
-@click.option("--arch", type=options.ARCH, help="Only this arch.")
+@arch_option(help="Only this arch: armv7, arm64 or amd64.")
 @repo_option
 @json_option
 def channel_show(name: str, arch: str | None, repo: Path, as_json: bool) -> None:
@@ -330,6 +353,7 @@ def _print_view(view: ChannelView) -> None:
 @repo_option
 @keys_option
 @allow_root_option
+@json_option
 @pass_state
 def channel_refresh(
     state: State,
@@ -339,6 +363,7 @@ def channel_refresh(
     repo: Path,
     keys_dir: Path,
     allow_root_keys: bool,
+    as_json: bool,
 ) -> None:
     """Re-sign timestamp, snapshot and targets before they expire (run it from cron)."""
     try:
@@ -350,23 +375,39 @@ def channel_refresh(
         raise UsageError(f"no channels under {repo}", hint="check --repo / DISTBUILD_REPO")
     definitions = [load_channel(state.project, n) for n in chosen]
     store = _keys(keys_dir, allow_root_keys)
+    refreshed = []
     for definition in definitions:
         result = refresh_channel(repo, definition, store, margin=window, force=force)
-        click.echo(f"{result.channel}: {result.summary}")
+        refreshed.append(
+            {
+                "channel": result.channel,
+                "resigned": list(result.roles),
+                "root_expires": f"{result.root_expires:%Y-%m-%dT%H:%M:%SZ}",
+            }
+        )
+        if not as_json:
+            click.echo(f"{result.channel}: {result.summary}")
         if result.root_expires - utcnow() < ROOT_WARNING:
             ui.note(
                 f"warning: root of {result.channel} expires {result.root_expires:%Y-%m-%d}; "
                 "run 'distbuild keys rotate-root --no-new-keys' with the root keys"
             )
+    if as_json:
+        print_json({"channels": refreshed})
 
 
 @channel_group.command("list")
 @repo_option
+@json_option
 @pass_state
-def channel_list(state: State, repo: Path) -> None:
+def channel_list(state: State, repo: Path, as_json: bool) -> None:
     """List the channels the project defines and whether the repository has them."""
     have = set(list_channels(repo))
-    for name in sorted(set(channel_names(state.project)) | have):
+    every = sorted(set(channel_names(state.project)) | have)
+    if as_json:
+        print_json({"channels": [{"name": n, "published": n in have} for n in every]})
+        return
+    for name in every:
         click.echo(f"{name:<12} {'published' if name in have else 'not created'}")
 
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
+from distbuild.cli.options import print_json
 from distbuild.paths import find_project
+
+__all__ = ["State", "echo_err", "pass_state", "print_json"]
 
 
 class State:
@@ -24,10 +25,6 @@ class State:
 
 
 pass_state = click.make_pass_decorator(State)
-
-
-def print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True))
 
 
 def echo_err(message: str) -> None:

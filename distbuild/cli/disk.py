@@ -10,15 +10,17 @@ from pathlib import Path
 import click
 
 from distbuild.cli import options
-from distbuild.cli.common import State, pass_state, print_json
+from distbuild.cli.common import State, pass_state
+from distbuild.cli.options import arch_option, json_option, print_json
 from distbuild.core.arch import get_arch
+from distbuild.core.bootctl.base import BootControl
 from distbuild.core.errors import DistbuildError, UsageError
 from distbuild.disk.slots import disk_bootctl, payload_from_build, write_slot
 from distbuild.model.recipe import Recipe, load_recipe
 from distbuild.qemu import boot_disk
 from distbuild.record import RECORD, load_record
 
-arch_option = click.option("--arch", "arch", type=options.ARCH, help="amd64, arm64 or armv7.")
+one_arch_option = arch_option()
 slot_option = click.option(
     "--slot", type=click.Choice(["a", "b"]), required=True, help="The root slot."
 )
@@ -65,7 +67,7 @@ def _find_disk(target: Path, arch: str | None) -> tuple[Path, str | None]:
 
 @click.command("boot")
 @click.argument("target", metavar="IMAGE_OR_BUILD", type=click.Path(exists=True, path_type=Path))
-@arch_option
+@one_arch_option
 @click.option("--timeout", type=options.SECONDS, default=300, show_default=True, help="Seconds.")
 @click.option(
     "--expect",
@@ -88,7 +90,7 @@ def boot_cmd(
     """Boot a disk image (or a build's) in qemu under TCG; the serial console is stdout."""
     disk, arch = _find_disk(target, arch)
     recipe = _recipe(state, arch)
-    if memory:
+    if memory is not None:
         from dataclasses import replace
 
         recipe = replace(recipe, qemu_memory=memory)
@@ -102,64 +104,110 @@ def disk_group() -> None:
     """Inspect and change the A/B state of a disk image (offline)."""
 
 
+def _state(bc: BootControl) -> dict[str, object]:
+    return {"order": bc.boot_order(), "slots": {s: asdict(st) for s, st in bc.states().items()}}
+
+
+def _state_text(bc: BootControl) -> str:
+    lines = [f"boot order: {' '.join(bc.boot_order()) or '-'}"]
+    for name, st in sorted(bc.states().items()):
+        flags = "good" if st.good else f"{st.tries_left} tries left"
+        if not st.bootable:
+            flags = "not bootable"
+        lines.append(f"slot {name}:     {st.version or '-'} ({flags})")
+    return "\n".join(lines)
+
+
+def _report(bc: BootControl, as_json: bool, done: str) -> None:
+    """What a disk command did: the slots' new state as JSON, or one line."""
+    if as_json:
+        print_json(_state(bc))
+    else:
+        click.echo(done)
+
+
 @disk_group.command("status")
 @disk_argument
-@arch_option
+@one_arch_option
+@json_option
 @pass_state
-def status_cmd(state: State, disk: Path, arch: str | None) -> None:
-    """Print both slots' states and the boot order as JSON."""
+def status_cmd(state: State, disk: Path, arch: str | None, as_json: bool) -> None:
+    """Print both slots' states and the boot order."""
     bc = disk_bootctl(disk, _recipe(state, arch))
-    print_json(
-        {"order": bc.boot_order(), "slots": {s: asdict(st) for s, st in bc.states().items()}}
-    )
+    if as_json:
+        print_json(_state(bc))
+    else:
+        click.echo(_state_text(bc))
 
 
 @disk_group.command("write-slot")
 @disk_argument
 @click.argument("build", type=click.Path(exists=True, path_type=Path))
-@arch_option
+@one_arch_option
 @slot_option
+@json_option
 @pass_state
-def write_slot_cmd(state: State, disk: Path, build: Path, arch: str | None, slot: str) -> None:
+def write_slot_cmd(
+    state: State, disk: Path, build: Path, arch: str | None, slot: str, as_json: bool
+) -> None:
     """Write a build's root output into a slot, verified, and leave it unbootable."""
     recipe = _recipe(state, arch)
     payload = payload_from_build(build, recipe.arch.name)
     write_slot(disk, recipe, payload, slot)
-    click.echo(f"slot {slot}: wrote {payload.version}; enable it with 'distbuild disk set-slot'")
+    if as_json:
+        print_json({"slot": slot, "version": payload.version, "bootable": False})
+    else:
+        click.echo(
+            f"slot {slot}: wrote {payload.version}; enable it with 'distbuild disk set-slot'"
+        )
 
 
 @disk_group.command("set-slot")
 @disk_argument
-@arch_option
+@one_arch_option
 @slot_option
 @click.option(
     "--tries", type=options.TRIES, default=None, help="Tries before falling back (default: recipe)."
 )
+@json_option
 @pass_state
-def set_slot_cmd(state: State, disk: Path, arch: str | None, slot: str, tries: int | None) -> None:
+def set_slot_cmd(
+    state: State, disk: Path, arch: str | None, slot: str, tries: int | None, as_json: bool
+) -> None:
     """Boot a slot next, on trial."""
     recipe = _recipe(state, arch)
-    disk_bootctl(disk, recipe).set_next(slot, tries or recipe.boot_tries)
+    count = recipe.boot_tries if tries is None else tries
+    bc = disk_bootctl(disk, recipe)
+    bc.set_next(slot, count)
+    _report(bc, as_json, f"slot {slot}: boots next, on trial ({count} tries)")
 
 
 @disk_group.command("mark-good")
 @disk_argument
-@arch_option
+@one_arch_option
 @slot_option
+@json_option
 @pass_state
-def mark_good_cmd(state: State, disk: Path, arch: str | None, slot: str) -> None:
+def mark_good_cmd(state: State, disk: Path, arch: str | None, slot: str, as_json: bool) -> None:
     """Bless a slot."""
-    disk_bootctl(disk, _recipe(state, arch)).mark_good(slot)
+    bc = disk_bootctl(disk, _recipe(state, arch))
+    bc.mark_good(slot)
+    _report(bc, as_json, f"slot {slot}: good")
 
 
 @disk_group.command("mark-unbootable")
 @disk_argument
-@arch_option
+@one_arch_option
 @slot_option
+@json_option
 @pass_state
-def mark_unbootable_cmd(state: State, disk: Path, arch: str | None, slot: str) -> None:
+def mark_unbootable_cmd(
+    state: State, disk: Path, arch: str | None, slot: str, as_json: bool
+) -> None:
     """Never boot a slot (until it is set again)."""
-    disk_bootctl(disk, _recipe(state, arch)).mark_unbootable(slot)
+    bc = disk_bootctl(disk, _recipe(state, arch))
+    bc.mark_unbootable(slot)
+    _report(bc, as_json, f"slot {slot}: not bootable")
 
 
 COMMANDS = [boot_cmd, disk_group]

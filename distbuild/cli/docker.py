@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from distbuild.cli.common import print_json
+from distbuild.cli.options import json_option, print_json
 
 
 @click.command("load")
@@ -26,7 +26,7 @@ from distbuild.cli.common import print_json
     help="The engine, e.g. unix:///run/docker.sock. Default: $DOCKER_HOST, "
     "else unix:///var/run/docker.sock.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print what was loaded as JSON.")
+@json_option
 def load_cmd(
     build: Path, platform: str | None, tag: str | None, docker_host: str | None, as_json: bool
 ) -> None:

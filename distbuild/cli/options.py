@@ -1,18 +1,25 @@
-"""The CLI's vocabulary: parameter types for names and bounded numbers.
+"""The CLI's vocabulary: the shared options and the types of names and numbers.
 
 Every command takes names (images, versions, arches, channels) and numbers
 (ports, counts, timestamps) through these types, so a flag is checked once,
 by the grammar of :mod:`distbuild.core.names`, before any command acts on it.
+One flag name has one meaning in every command: ``--arch`` is always
+:func:`arch_option`, ``--json`` always :data:`json_option` (printed by
+:func:`print_json`), ``--release`` the release version (``--version`` is the
+program's), and every count is a :class:`click.IntRange`.
 """
 
 from __future__ import annotations
 
+import json
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from distbuild.core import names
+from distbuild.core.arch import ARCHES as ARCH_TABLE
 from distbuild.core.errors import UsageError
 
 # Ports we listen on; 0: the kernel picks one. (Ports in registry references:
@@ -60,25 +67,104 @@ class Name(click.ParamType[str]):
         return names.check_name(value, self.what, error=UsageError, where=_flag(param))
 
 
-class NameList(Name):
-    """Names separated by commas (``--arch armv7,arm64``); the list stays a string."""
+IMAGE = Name(names.IMAGE)
+VERSION = Name(names.VERSION)
+CHANNEL = Name(names.CHANNEL)
+
+
+class Arch(Name):
+    """An arch of the table (or ``all``, where allowed); with ``several``, a comma list."""
+
+    def __init__(self, allow_all: bool, several: bool) -> None:
+        super().__init__(names.ARCH)
+        self.allow_all = allow_all
+        self.several = several
 
     def convert(
         self, value: object, param: click.Parameter | None, ctx: click.Context | None
     ) -> str:
         if not isinstance(value, str):
             return super().convert(value, param, ctx)  # refused: not a string
-        for item in value.split(","):
-            if item.strip():
-                names.check_name(item.strip(), self.what, error=UsageError, where=_flag(param))
+        if not self.several and "," in value:
+            raise UsageError(
+                f"{_flag(param)}: one architecture here, not a list ({value[:80]!r})",
+                hint=f"choose one of: {self.choices()}",
+            )
+        items = [i.strip() for i in value.split(",")] if self.several else [value]
+        for item in filter(None, items):
+            super().convert(item, param, ctx)
+            if item not in ARCH_TABLE and not (self.allow_all and item == "all"):
+                raise UsageError(
+                    f"{_flag(param)}: unknown architecture {item!r}",
+                    hint=f"choose one of: {self.choices()}",
+                )
         return value
 
+    def choices(self) -> str:
+        return ", ".join(ARCH_TABLE) + (" or all" if self.allow_all else "")
 
-IMAGE = Name(names.IMAGE)
-VERSION = Name(names.VERSION)
-ARCH = Name(names.ARCH)
-ARCHES = NameList(names.ARCH)
-CHANNEL = Name(names.CHANNEL)
+
+class ArchOption(click.Option):
+    """The one ``--arch`` option: every command taking an arch uses it (see the vocabulary test)."""
+
+
+class JsonOption(click.Option):
+    """The one ``--json`` option: the command's result as one JSON document on stdout."""
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def arch_option(
+    *, multiple: bool = False, allow_all: bool = False, required: bool = False, help: str = ""
+) -> Callable[[_F], _F]:
+    """``--arch``: one arch (parameter ``arch``) or, ``multiple``, repeatable comma lists
+    (parameter ``arches``, a tuple of strings for :func:`distbuild.core.arch.parse_arches`)."""
+    kind = Arch(allow_all, several=multiple)
+    several = "; a comma list, or repeat the option" if multiple else ""
+    return click.option(
+        "--arch",
+        "arches" if multiple else "arch",
+        cls=ArchOption,
+        type=kind,
+        multiple=multiple,
+        required=required,
+        help=help or f"{kind.choices()}{several}.",
+    )
+
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, cls=JsonOption, help="Print the result as JSON."
+)
+
+
+def print_json(data: Any) -> None:
+    """The one way a command prints JSON: one document, sorted keys, on stdout."""
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+class RoleCount(click.ParamType[tuple[str, int]]):
+    """``ROLE=N``: a number of signatures a role needs (1 to :data:`MAX_KEYS`)."""
+
+    name = "role=n"
+
+    def __init__(self, roles: tuple[str, ...]) -> None:
+        self.roles = roles
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[str, int]:
+        if isinstance(value, tuple):
+            return value
+        role, sep, number = str(value).partition("=")
+        digits = number.isascii() and number.isdigit() and len(number) <= 3
+        if not sep or role not in self.roles or not digits or not 1 <= int(number) <= MAX_KEYS:
+            raise UsageError(
+                f"invalid {_flag(param)} {str(value)[:80]!r}",
+                hint=f"write ROLE=N with ROLE one of {', '.join(self.roles)} and N from 1 to "
+                f"{MAX_KEYS}, e.g. root=2",
+            )
+        return role, int(number)
 
 
 def check_argv(argv: list[str]) -> None:

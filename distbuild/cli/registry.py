@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from distbuild.cli.common import print_json
+from distbuild.cli.options import json_option, print_json
 from distbuild.core import ui
 from distbuild.oci.push import push_build
 from distbuild.oci.reference import Reference
@@ -67,7 +67,7 @@ def human_size(n: float) -> str:
     show_default=True,
     help="Blobs larger than this are uploaded in chunks of this size.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@json_option
 def push_cmd(
     build: Path,
     ref: str,

@@ -11,7 +11,7 @@ import click
 # they sign, every publish/promote renders the channel's page and, with a
 # registry, moves the channel's tag and attaches SBOMs and signature.
 from distbuild.channel import page as _page  # noqa: F401
-from distbuild.cli.common import print_json
+from distbuild.cli.options import json_option, print_json
 from distbuild.core import ui
 from distbuild.core.errors import UsageError
 from distbuild.oci import release as _registry_release  # noqa: F401
@@ -41,7 +41,7 @@ from distbuild.sign import bundles as _bundles  # noqa: F401
     type=click.Path(dir_okay=False, path_type=Path),
     help="A Sigstore trusted_root.json. Default: the production root the sigstore package ships.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print what was verified as JSON.")
+@json_option
 def verify_cmd(
     artifact: Path,
     bundle: Path | None,

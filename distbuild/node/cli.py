@@ -44,19 +44,17 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     c = sub.add_parser("check", help="refresh the channel and say what would be installed")
-    c.add_argument("--allow-downgrade", action="store_true")
-    c.add_argument("--json", action="store_true")
+    c.add_argument("--allow-downgrade", action="store_true", help="consider older releases")
 
     a = sub.add_parser("apply", help="install the newest release into the other slot")
-    a.add_argument("--allow-downgrade", action="store_true", help="install an older release")
+    a.add_argument("--allow-downgrade", action="store_true", help="consider older releases")
     a.add_argument("--no-reboot", action="store_true", help="install but do not reboot")
-    a.add_argument("--json", action="store_true")
 
     s = sub.add_parser("status", help="slots, versions, last check and result, rollbacks")
-    s.add_argument("--json", action="store_true")
-
-    sub.add_parser("mark-good", help="run the health check and bless the booted slot")
-    sub.add_parser("rollback", help="boot the other (good) slot next and reboot per policy")
+    g = sub.add_parser("mark-good", help="run the health check and bless the booted slot")
+    b = sub.add_parser("rollback", help="boot the other (good) slot next and reboot per policy")
+    for reporting in (c, a, s, g, b):
+        _json_flag(reporting)
 
     t = sub.add_parser(
         "time-sync", help="set the clock from time servers (SNTP), never below its floor"
@@ -77,54 +75,79 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _json_flag(parser: argparse.ArgumentParser) -> None:
+    # The same --json as the build CLI's (distbuild.cli.options.json_option).
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _print_json(data: Any) -> None:
+    """One JSON document, sorted keys, on stdout (as the build CLI prints it)."""
+    print(json.dumps(data, indent=2, sort_keys=True))
+
+
 def _print(outcome: Outcome, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(outcome.__dict__, indent=2, sort_keys=True))
+        _print_json(outcome.__dict__)
     else:
         print(outcome.message)
 
 
 def _status_text(s: dict[str, Any]) -> str:
+    """``distbuild-update status`` for people: one line per fact."""
+    lines = _where(s) + _slot_lines(s) + _history(s)
+    return "\n".join(lines)
+
+
+def _where(s: dict[str, Any]) -> list[str]:
+    """The configuration, image, channel and the booted and other slots."""
     lines = [f"config:     ERROR: {s['config_error']}"] if s.get("config_error") else []
-    lines += [
-        f"image:      {s['image']} ({s['arch']}{', board ' + s['board'] if s['board'] else ''})",
-        f"channel:    {s['channel']} at {s['channel_url']}"
-        if s["channel_url"]
-        else "channel:    unknown (the configuration is unusable)"
-        if s.get("config_error")
-        else "channel:    none (no /etc/distbuild/update.yaml)",
+    board = f", board {s['board']}" if s["board"] else ""
+    if s["channel_url"]:
+        channel = f"{s['channel']} at {s['channel_url']}"
+    elif s.get("config_error"):
+        channel = "unknown (the configuration is unusable)"
+    else:
+        channel = "none (no /etc/distbuild/update.yaml)"
+    return [
+        *lines,
+        f"image:      {s['image']} ({s['arch']}{board})",
+        f"channel:    {channel}",
         f"booted:     slot {s['booted']['slot'] or '?'}, version {s['booted']['version']}",
         f"other:      slot {s['other']['slot'] or '?'}, version {s['other']['version'] or '-'}",
     ]
+
+
+def _slot_lines(s: dict[str, Any]) -> list[str]:
+    """Each slot's version and boot state, and the boot order."""
+    lines: list[str] = []
     for name, st in sorted(s["slots"].items()):
-        if isinstance(st, dict):
-            flags = "good" if st["good"] else f"{st['tries_left']} tries left"
-            if not st["bootable"]:
-                flags = "not bootable"
-            lines.append(f"slot {name}:     {st['version'] or '-'} ({flags})")
-        else:
+        if not isinstance(st, dict):  # the boot partition could not be read
             lines.append(f"slots:      {st}")
+            continue
+        flags = "good" if st["good"] else f"{st['tries_left']} tries left"
+        if not st["bootable"]:
+            flags = "not bootable"
+        lines.append(f"slot {name}:     {st['version'] or '-'} ({flags})")
     lines.append(f"boot order: {' '.join(s['boot_order']) or '-'}")
-    lines.append(f"last check: {s['last_check'] or 'never'}")
-    r = s["last_result"]
-    if r:
-        lines.append(
-            f"last result: {'ok' if r['ok'] else 'FAILED'} {r['action']} at {r['at']}: "
-            f"{r['message']}"
-        )
-    if s["pending"]:
-        p = s["pending"]
+    return lines
+
+
+def _history(s: dict[str, Any]) -> list[str]:
+    """The last check and result, an update in flight, failures and rollbacks."""
+    lines = [f"last check: {s['last_check'] or 'never'}"]
+    if r := s["last_result"]:
+        outcome = "ok" if r["ok"] else "FAILED"
+        lines.append(f"last result: {outcome} {r['action']} at {r['at']}: {r['message']}")
+    if p := s["pending"]:
         lines.append(f"pending:    {p['version']} in slot {p['slot']} (from {p['from_version']})")
-    if s["download"]:
-        d = s["download"]
+    if d := s["download"]:
         lines.append(f"download:   {d['target']} {d['offset']}/{d['length']} bytes")
-    for f in s["failures"]:
-        lines.append(f"failed:     {f['action']} at {f['at']}: {f['message']}")
-    for rb in s["rolled_back"]:
-        lines.append(
-            f"rolled back: {rb['version']} (slot {rb['slot']}, {rb['at']}): {rb['reason']}"
-        )
-    return "\n".join(lines)
+    lines += [f"failed:     {f['action']} at {f['at']}: {f['message']}" for f in s["failures"]]
+    lines += [
+        f"rolled back: {rb['version']} (slot {rb['slot']}, {rb['at']}): {rb['reason']}"
+        for rb in s["rolled_back"]
+    ]
+    return lines
 
 
 # Commands that work on the slots alone: a node built without a channel still
@@ -189,7 +212,10 @@ def _status(args: argparse.Namespace) -> int:
     status = NodeUpdater(config, paths).status()
     if error is not None:
         status["config_error"] = error.message + (f" (hint: {error.hint})" if error.hint else "")
-    print(json.dumps(status, indent=2, sort_keys=True) if args.json else _status_text(status))
+    if args.json:
+        _print_json(status)
+    else:
+        print(_status_text(status))
     if error is None:
         return 0
     _report(error)
@@ -221,10 +247,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         _print(outcome, args.json)
         return 0 if outcome.ok else 1
     if args.command == "mark-good":
-        _print(updater.mark_good(), False)
+        _print(updater.mark_good(), args.json)
         return 0
     if args.command == "rollback":
-        _print(updater.rollback(), False)
+        _print(updater.rollback(), args.json)
         return 0
     raise AssertionError(args.command)
 

@@ -158,7 +158,7 @@ def test_epoch_from_environment_equals_flag(
     monkeypatch.setenv("SOURCE_DATE_EPOCH", str(EPOCH))
     out = tmp_path / "out"
     args = ["--project", project, "image", "--arch", "amd64", "--image", image]
-    assert run_cli(*args, "--out", out, "--version", "1.0.0", "--locked") == 0
+    assert run_cli(*args, "--out", out, "--release", "1.0.0", "--locked") == 0
     from_env = out / image / "1.0.0"
     record = _build_json(from_env)
     assert record == _build_json(with_flag)

@@ -95,7 +95,7 @@ def published(tmp_path_factory: pytest.TempPathFactory, project: Path) -> dict[s
     for build in builds.values():
         assert run_cli("--project", project, "publish", build, "--channel", "beta", *common) == 0
     assert (
-        run_cli("--project", project, "promote", "beta", "stable", "--version", "1.0.0", *common)
+        run_cli("--project", project, "promote", "beta", "stable", "--release", "1.0.0", *common)
         == 0
     )
     return {"repo": repo, **builds}

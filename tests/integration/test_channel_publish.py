@@ -108,7 +108,7 @@ def test_real_build_reaches_a_fresh_client(
         "length": lock["size"],
     } in latest["targets"]
 
-    promoted = distbuild("promote", "beta", "stable", "--version", "1.0.0", env=env)
+    promoted = distbuild("promote", "beta", "stable", "--release", "1.0.0", env=env)
     assert promoted.returncode == 0, promoted.stderr
     stable = json.loads(distbuild("channel", "show", "stable", "--json", env=env).stdout)
     beta = json.loads(distbuild("channel", "show", "beta", "--json", env=env).stdout)
@@ -169,7 +169,7 @@ def test_bad_inputs_fail_cleanly_and_change_nothing(tmp_path: Path, env: dict[st
     empty.mkdir()
     _fails_cleanly(distbuild("publish", empty, "--channel", "beta", env=env), "no build record")
     _fails_cleanly(
-        distbuild("promote", "beta", "stable", "--version", "9.9", env=env), "has no release 9.9"
+        distbuild("promote", "beta", "stable", "--release", "9.9", env=env), "has no release 9.9"
     )
     assert tree(repo) == before
     assert not (repo / "stable").exists() and not (repo / "gamma").exists()
@@ -195,7 +195,7 @@ def test_keys_cli_thresholds_permissions_and_rotation(tmp_path: Path, project: P
     locked = {**env, "DISTBUILD_KEY_PASSPHRASE": ""}
     _fails_cleanly(distbuild("keys", "rotate-root", env=locked), "cannot unlock")
 
-    done = distbuild("keys", "rotate-root", "--root-keys", "2", "--threshold", "2", env=env)
+    done = distbuild("keys", "rotate-root", "--root-keys", "2", "--threshold", "root=2", env=env)
     assert done.returncode == 0, done.stderr
     assert sorted(done.stdout.split("\n")[:2]) == ["beta: root version 2", "stable: root version 2"]
     shown = json.loads(distbuild("channel", "show", "beta", "--json", env=env).stdout)

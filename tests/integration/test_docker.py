@@ -181,7 +181,7 @@ def test_image_load_end_to_end(
         "toolbox",
         "--out",
         tmp_path,
-        "--version",
+        "--release",
         "2.0.0",
         "--source-date-epoch",
         EPOCH,

@@ -247,7 +247,7 @@ def argv(draw: st.DrawFn) -> list[str]:
             "nolock" if name == "tiny" else name,
             "--out",
             "{OUT}/img",
-            "--version",
+            "--release",
             version,
             "--locked",
             "--source-date-epoch",
@@ -376,7 +376,7 @@ def test_full_builds_of_hostile_definitions(hostile: Hostile, text: str) -> None
     (hostile.project / "images/tiny.yaml").write_text(text)
     out = _fresh(hostile.out / "builds")
     argv = ["--project", str(hostile.project), "image", "--arch", "amd64", "--image", "tiny"]
-    argv += ["--out", str(out), "--version", f"1.0.{next(_versions)}", "--locked"]
+    argv += ["--out", str(out), "--release", f"1.0.{next(_versions)}", "--locked"]
     argv += ["--source-date-epoch", str(EPOCH)]
     result = hostile.sandbox.run(cli_job, argv, timeout=90)
     event(f"exit {result.returncode}")

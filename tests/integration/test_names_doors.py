@@ -50,9 +50,9 @@ def test_version_out_of_the_output_directory(tmp_path: Path, project: Path) -> N
         refused(
             distbuild(
                 "--project", project, "image", "--arch", "amd64", "--image", "toolbox",
-                "--out", out, "--version", version, "--source-date-epoch", "0",
+                "--out", out, "--release", version, "--source-date-epoch", "0",
             ),
-            "--version: invalid version",
+            "--release: invalid version",
         )  # fmt: skip
         assert (victim / "sub" / "data").read_text() == "precious\n"
         assert listing(victim) == ["sub", "sub/data"]

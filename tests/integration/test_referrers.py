@@ -87,7 +87,7 @@ def released(
                 "promote",
                 "beta",
                 "stable",
-                "--version",
+                "--release",
                 record["version"],
                 *common,
             )

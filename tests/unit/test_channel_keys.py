@@ -206,7 +206,7 @@ def test_export_online_holds_no_root_key_and_publishes(
     done = cli(*common[:2], "publish", build, "--channel", "beta", *common[2:], "--keys", out)
     assert done.returncode == 0, done.stderr
     done = cli(
-        *common[:2], "promote", "beta", "stable", "--version", "3", *common[2:], "--keys", out
+        *common[:2], "promote", "beta", "stable", "--release", "3", *common[2:], "--keys", out
     )
     assert done.returncode == 0, done.stderr
     done = cli(*common[:2], "channel", "refresh", "--force", *common[2:], "--keys", out)

@@ -71,7 +71,7 @@ def tree(root: Path) -> dict[str, bytes | str]:
     return out
 
 
-# -- --version and other names on the command line -----------------------------------
+# -- --release and other names on the command line -----------------------------------
 
 
 def test_version_escaping_out_does_not_delete_the_directory(
@@ -85,9 +85,9 @@ def test_version_escaping_out_does_not_delete_the_directory(
     error = refused(
         run(
             "--project", project, "image", "--arch", "amd64", "--image", "toolbox",
-            "--out", out, "--version", f"/../..{victim}", "--source-date-epoch", "0",
+            "--out", out, "--release", f"/../..{victim}", "--source-date-epoch", "0",
         ),
-        "--version: invalid version",
+        "--release: invalid version",
         "it holds '/'",
         code=2,
     )  # fmt: skip
@@ -107,9 +107,9 @@ def test_bad_versions_are_refused_before_anything_runs(
     refused(
         run(
             "--project", project, "image", "--arch", "amd64", "--image", "toolbox",
-            "--out", out, "--version", version,
+            "--out", out, "--release", version,
         ),
-        "--version: invalid version",
+        "--release: invalid version",
         code=2,
     )  # fmt: skip
     assert not out.exists()
@@ -148,9 +148,9 @@ def test_the_build_checks_the_version_too(tmp_path: Path, project: Path) -> None
         (("channel", "init", "--repo", ".", "--keys", ".", ".."), "NAME: invalid channel name"),
         (("channel", "refresh", "--repo", ".", "--keys", ".", "--channel", "x\n"), "--channel"),
         (("publish", ".", "--channel", "../x", "--repo", ".", "--keys", "."), "--channel"),
-        (("promote", "beta", "../x", "--version", "1", "--repo", ".", "--keys", "."), "DEST"),
-        (("promote", "a", "b", "--version", "../..", "--repo", ".", "--keys", "."), "--version"),
-        (("promote", "a", "b", "--version", "1", "--image", "..", "--repo", ".", "--keys", "."),
+        (("promote", "beta", "../x", "--release", "1", "--repo", ".", "--keys", "."), "DEST"),
+        (("promote", "a", "b", "--release", "../..", "--repo", ".", "--keys", "."), "--release"),
+        (("promote", "a", "b", "--release", "1", "--image", "..", "--repo", ".", "--keys", "."),
          "--image"),
         (("disk", "status", "--arch", "x/y", "/dev/null"), "--arch: invalid architecture"),
     ],

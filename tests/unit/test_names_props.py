@@ -96,8 +96,8 @@ def _tree(root: Path) -> list[str]:
 COMMANDS = [
     ("channel", "show", "--repo", "{empty}", "{name}"),
     ("channel", "show", "--repo", "{empty}", "beta", "--arch", "{name}"),
-    ("promote", "{name}", "beta", "--version", "1", "--repo", "{empty}", "--keys", "{empty}"),
-    ("promote", "alpha", "beta", "--version", "{name}", "--repo", "{empty}", "--keys", "{empty}"),
+    ("promote", "{name}", "beta", "--release", "1", "--repo", "{empty}", "--keys", "{empty}"),
+    ("promote", "alpha", "beta", "--release", "{name}", "--repo", "{empty}", "--keys", "{empty}"),
     ("push", "{build}", "localhost:{name}/distbuild/node"),
     ("push", "{build}", "{name}"),
     ("push", "{build}", "localhost:5000/distbuild/node", "--tag", "{name}"),
