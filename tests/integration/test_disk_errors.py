@@ -6,26 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.conftest import error_and_hint, run_cli
-from tests.support.disk import TINY, build, project_copy
-
-
-def edit_recipe(project: Path, arch: str, change: dict[str, object]) -> None:
-    path = project / "recipes" / f"{arch}.yaml"
-    doc = yaml.safe_load(path.read_text())
-    for dotted, value in change.items():
-        *parents, last = dotted.split(".")
-        node = doc
-        for p in parents:
-            node = node[p]
-        node[last] = value
-    path.write_text(yaml.safe_dump(doc))
-
-
-def nothing_written(out: Path) -> bool:
-    return not any(p.is_file() for p in out.rglob("*")) if out.exists() else True
+from tests.support.disk import TINY, build, edit_recipe, nothing_written, project_copy
 
 
 @pytest.mark.slow
