@@ -21,7 +21,7 @@ from typing import Any
 
 import jinja2
 
-from distbuild.channel.hooks import ReleaseEvent, after_release
+from distbuild.channel.hooks import ReleaseEvent
 from distbuild.channel.releases import INDEX_TARGET, ReleaseIndex, iso
 from distbuild.channel.repo import ChannelRepo
 from distbuild.channel.tufapi import TargetFile
@@ -254,8 +254,8 @@ def write_page(
     return path
 
 
-@after_release
-def _page_after_release(event: ReleaseEvent) -> None:
+def page_step(event: ReleaseEvent) -> None:
+    """The release step that writes the channel's page after a publish or promote."""
     try:
         write_page(
             event.repo,
