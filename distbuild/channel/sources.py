@@ -12,10 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from distbuild.channel.hooks import NewTarget
-from distbuild.errors import DistbuildError
 from distbuild.record import Artifact, BuildRecord
 from distbuild.rootfs.fetch import sha256_file
-from distbuild.sign.bundles import KIND, SUFFIX, bundle_path, signed_digest
+from distbuild.sign.bundles import KIND, SUFFIX, checked_bundle
 
 # OCI content goes to registries; "all" artifacts (the OCI index) have no arch.
 SKIP_KINDS = frozenset({"oci", "oci-index"})
@@ -46,15 +45,9 @@ def record_targets(record: BuildRecord, directory: Path) -> Iterator[NewTarget]:
 def bundle_targets(record: BuildRecord, directory: Path) -> Iterator[NewTarget]:
     """A ``<file>.sigstore.json`` target for every published artifact that CI signed."""
     for a in published_artifacts(record):
-        bundle = bundle_path(directory, a)
+        bundle = checked_bundle(directory, a, a.path)
         if bundle is None:
             continue
-        said = signed_digest(bundle)
-        if said is not None and said != a.sha256:
-            raise DistbuildError(
-                f"{bundle} signs sha256 {said}, but {a.path} is {a.sha256}",
-                hint="the bundle belongs to another build of this file; sign the artifact again",
-            )
         yield NewTarget(
             image=record.image,
             version=record.version,

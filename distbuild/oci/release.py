@@ -36,7 +36,7 @@ from distbuild.oci.referrers import (
 )
 from distbuild.oci.registry import RegistryClient
 from distbuild.record import BuildRecord, load_record
-from distbuild.sign.bundles import bundle_path, signed_digest
+from distbuild.sign.bundles import checked_bundle
 
 
 @dataclass(frozen=True)
@@ -73,15 +73,9 @@ def attachments(record: BuildRecord, directory: Path) -> list[Attachment]:
         for a in sorted(record.find("sbom"), key=lambda a: a.arch)
     ]
     for index in record.find("oci-index"):
-        bundle = bundle_path(directory, index)
+        bundle = checked_bundle(directory, index, "the image index")
         if bundle is None:
             continue
-        said = signed_digest(bundle)
-        if said is not None and said != index.sha256:
-            raise DistbuildError(
-                f"{bundle} signs sha256 {said}, not the image index sha256:{index.sha256}",
-                hint="the bundle belongs to another build; sign the index again",
-            )
         out.append(
             Attachment(bundle_type(bundle.read_bytes()), bundle, f"{index.sha256}.sigstore.json")
         )

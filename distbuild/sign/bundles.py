@@ -51,3 +51,20 @@ def signed_digest(bundle: Path) -> str | None:
             f"{bundle} is not a readable Sigstore bundle ({e.__class__.__name__})",
             hint="sign the artifact again ('python -m sigstore sign --bundle …') or remove it",
         ) from None
+
+
+def checked_bundle(directory: Path, artifact: Artifact, what: str) -> Path | None:
+    """The bundle of ``artifact`` if signed; DistbuildError if it signs other bytes.
+
+    ``what`` names the artifact in the error (e.g. "the image index").
+    """
+    bundle = bundle_path(directory, artifact)
+    if bundle is None:
+        return None
+    said = signed_digest(bundle)
+    if said is not None and said != artifact.sha256:
+        raise DistbuildError(
+            f"{bundle} signs sha256 {said}, but {what} is sha256 {artifact.sha256}",
+            hint=f"the bundle belongs to another build; sign {what} again",
+        )
+    return bundle
