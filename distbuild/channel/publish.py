@@ -92,7 +92,7 @@ def publish(
     the commit; default: :func:`release_pipeline` of the channel, which is
     what ``distbuild publish`` runs.
     """
-    pipeline = pipeline or release_pipeline(channel)
+    pipeline = pipeline if pipeline is not None else release_pipeline(channel)
     keys.require_online("publish")
     record, directory = load_record(build)
     new = collect_targets(record, directory, pipeline.sources)
@@ -143,7 +143,7 @@ def promote(
     After the commit, the steps of ``pipeline`` run (default: those of
     :func:`release_pipeline` of ``dest``, as ``distbuild promote`` runs them).
     """
-    pipeline = pipeline or release_pipeline(dest)
+    pipeline = pipeline if pipeline is not None else release_pipeline(dest)
     if source.name == dest.name:
         raise UsageError("cannot promote a channel into itself", hint="name two channels")
     keys.require_online("promote")
