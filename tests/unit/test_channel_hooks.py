@@ -17,6 +17,7 @@ from distbuild.channel.sources import bundle_targets, record_targets
 from distbuild.errors import DistbuildError
 from distbuild.record import BuildRecord
 from tests.channel_support import EXPIRY, channel, make_build, make_keys
+from tests.conftest import REPO, run_cli
 
 
 def sboms(record: BuildRecord, directory: Path) -> Iterator[NewTarget]:
@@ -99,3 +100,17 @@ def test_library_publish_runs_the_release_pipeline(tmp_path: Path) -> None:
     quiet = release_pipeline(channel("alpha")).targets_only()
     publish(repo, channel("alpha"), make_build(tmp_path / "b", "node", "1"), keys, pipeline=quiet)
     assert not (repo / "alpha" / PAGE).exists()
+
+
+def test_a_bad_registry_is_refused_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys = make_keys(tmp_path / "keys")
+    build = make_build(tmp_path / "b", "node", "1", arches=("amd64",))
+    repo = tmp_path / "repo"
+    args = ("--project", REPO, "publish", build, "--channel", "beta", "--repo", repo)
+    rc = run_cli(*args, "--keys", keys.path, "--registry", "127.0.0.1:0/ns")
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "error: invalid registry '127.0.0.1:0/ns'" in err and "hint: write HOST" in err
+    assert not repo.exists()
