@@ -5,7 +5,7 @@ It measures
 - publish into an empty channel (created beforehand, so creation is not
   counted), against publish into a channel that already holds N releases
   (default 1,000) of 3 arches each; both the median of several publishes of
-  a small 3-arch build, with release hooks (channel page, registry) off.
+  a small 3-arch build, with the release steps (channel page, registry) off.
   Two full channels: one that keeps everything (``keep: 0``) and one with
   retention on but ``keep`` above N (older releases go to ``.history``); in
   both the signed release index lists the newest 20 per image;
@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from distbuild.channel.keys import KeyStore  # noqa: E402
 from distbuild.channel.model import Channel, Expiry  # noqa: E402
+from distbuild.channel.pipeline import release_pipeline  # noqa: E402
 from distbuild.channel.publish import publish  # noqa: E402
 from distbuild.channel.repo import ChannelRepo, Update, init_channel  # noqa: E402
 from distbuild.channel.serve import Server, serving  # noqa: E402
@@ -88,7 +89,7 @@ def make_build(out: Path, version: str) -> Path:
 def timed_publish(repo: Path, channel: Channel, build: Path, keys: KeyStore) -> tuple[float, float]:
     """Wall-clock and CPU seconds of one publish (CPU time ignores fsync waits)."""
     wall, cpu = time.perf_counter(), time.process_time()
-    publish(repo, channel, build, keys, hooks=False)
+    publish(repo, channel, build, keys, pipeline=release_pipeline(channel).targets_only())
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
@@ -127,7 +128,13 @@ def main() -> None:
             start = time.perf_counter()
             for i in range(args.releases):
                 build = make_build(builds, f"1.{i}")
-                publish(work / f"full-{label}", definition, build, keys, hooks=False)
+                publish(
+                    work / f"full-{label}",
+                    definition,
+                    build,
+                    keys,
+                    pipeline=release_pipeline(definition).targets_only(),
+                )
             fills[label] = time.perf_counter() - start
 
         # Interleaved, so that load from elsewhere on the machine hits each case alike.
@@ -158,7 +165,8 @@ def main() -> None:
             server.traffic.clear()
             poll(server, root, cache)  # nothing changed
             idle = server.traffic.requests
-            publish(repo, CHANNEL, make_build(builds, "3.0"), keys, hooks=False)
+            build = make_build(builds, "3.0")
+            publish(repo, CHANNEL, build, keys, pipeline=release_pipeline(CHANNEL).targets_only())
             server.traffic.clear()
             poll(server, root, cache)  # one release landed
             changed = server.traffic.requests

@@ -1,28 +1,14 @@
-"""Extension points of the publish pipeline.
+"""The parts of the publish pipeline: target sources and release steps.
 
-Two kinds of hooks, both registered at import time by the module that needs
-them (e.g. a ``distbuild.cli.<area>`` module, which the CLI imports at start):
+* A **target source** turns a build into files to publish as targets: the
+  build record's artifacts are one source, CI's Sigstore bundles another
+  (``distbuild.channel.sources``); chunk indexes will be a third.
+* A **release step** runs after a release landed in a channel (publish or
+  promote): the channel page, the registry tags and referrers.
 
-* **Target sources** add files of a build as targets: the build record's
-  artifacts are one source; an SBOM writer or a Sigstore signer can add more::
-
-      from distbuild.channel.hooks import NewTarget, target_source
-
-      @target_source
-      def bundles(record, directory):
-          for t in record_targets(record, directory):
-              bundle = t.source.with_name(t.source.name + ".sigstore.json")
-              if bundle.is_file():
-                  yield t.sibling(bundle, kind="sigstore-bundle")
-
-* **Release hooks** run after a release landed in a channel (publish or
-  promote), e.g. to move the channel's tag in an OCI registry::
-
-      from distbuild.channel.hooks import after_release
-
-      @after_release
-      def tag(event):  # event.channel.registry_tag, event.image, event.version
-          ...
+Nothing registers itself: :func:`distbuild.channel.pipeline.release_pipeline`
+names every source and step of ``distbuild publish``/``promote`` in one place,
+and ``publish``/``promote`` run the :class:`Pipeline` they are given.
 """
 
 from __future__ import annotations
@@ -106,27 +92,21 @@ class ReleaseEvent:
     source_channel: str | None = None  # when promoted
 
 
-ReleaseHook = Callable[[ReleaseEvent], None]
-
-TARGET_SOURCES: list[TargetSource] = []
-RELEASE_HOOKS: list[ReleaseHook] = []
+ReleaseStep = Callable[[ReleaseEvent], None]
 
 
-def target_source(fn: TargetSource) -> TargetSource:
-    """Register a source of extra targets for every publish (a decorator)."""
-    if fn not in TARGET_SOURCES:
-        TARGET_SOURCES.append(fn)
-    return fn
+@dataclass(frozen=True)
+class Pipeline:
+    """What a publish turns into targets, and what runs after a release lands."""
 
+    sources: tuple[TargetSource, ...]
+    steps: tuple[ReleaseStep, ...] = ()
 
-def after_release(fn: ReleaseHook) -> ReleaseHook:
-    """Register a function to call after each publish and promote (a decorator)."""
-    if fn not in RELEASE_HOOKS:
-        RELEASE_HOOKS.append(fn)
-    return fn
+    def targets_only(self) -> Pipeline:
+        """The same sources, no steps after the commit (e.g. for benchmarks)."""
+        return replace(self, steps=())
 
-
-def fire(event: ReleaseEvent) -> None:
-    """Run the release hooks in registration order."""
-    for hook in list(RELEASE_HOOKS):
-        hook(event)
+    def after_release(self, event: ReleaseEvent) -> None:
+        """Run the release steps in order."""
+        for step in self.steps:
+            step(event)

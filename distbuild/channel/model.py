@@ -1,10 +1,12 @@
 """Channel definitions (``channels/<name>.yaml``) as frozen models.
 
 A channel fixes how long each kind of TUF metadata stays valid, how many
-releases per image it keeps, its registry tag and its rollout waves::
+releases per image it keeps, the OCI registry its images go to and their tag
+there, and its rollout waves::
 
     description: Production releases, promoted from beta.
     keep: 10
+    registry: localhost:5000/distbuild  # optional; --registry overrides it
     registry_tag: stable
     expires: {root: 365d, targets: 7d, snapshot: 7d, timestamp: 1d}
     waves:
@@ -27,6 +29,8 @@ from distbuild.model import loader
 from distbuild.model.boundary import Boundary
 from distbuild.model.loader import Document, KeyPath
 from distbuild.model.schema import Field, check
+from distbuild.oci.reference import check_tag
+from distbuild.oci.release import check_registry
 
 ROLES = ("root", "targets", "snapshot", "timestamp")
 DEFAULT_EXPIRY = {"root": "365d", "targets": "7d", "snapshot": "7d", "timestamp": "1d"}
@@ -42,6 +46,11 @@ CHANNEL_SPEC = {
     "description": Field(str, default=""),
     "keep": Field(
         int, default=10, range=(0, 100_000), doc="releases per image to keep; 0 keeps all"
+    ),
+    "registry": Field(
+        str,
+        doc="HOST[:PORT]/NAMESPACE: publish and promote push the image index to "
+        "NAMESPACE/<image> there and tag it; default: no registry",
     ),
     "registry_tag": Field(str, doc="the OCI registry tag for this channel; default: its name"),
     "expires": Field(
@@ -78,6 +87,7 @@ class Channel:
     registry_tag: str
     expiry: Expiry
     waves: tuple[Wave, ...]
+    registry: str | None = None  # HOST[:PORT]/NAMESPACE, or no registry
 
 
 def parse_duration(text: str) -> timedelta:
@@ -132,10 +142,27 @@ def load_channel(project: Path, name: str) -> Channel:
         path=path,
         description=data["description"],
         keep=data["keep"],
-        registry_tag=data["registry_tag"] or name,
+        registry_tag=_tag(doc, data["registry_tag"] or name),
         expiry=Expiry(**expiry),
         waves=waves,
+        registry=_registry(doc, data["registry"]),
     )
+
+
+def _registry(doc: Document, text: str | None) -> str | None:
+    if text is None:
+        return None
+    try:
+        return check_registry(text)
+    except UsageError as e:
+        raise doc.error(("registry",), e.message, hint=e.hint) from None
+
+
+def _tag(doc: Document, tag: str) -> str:
+    try:
+        return check_tag(tag)
+    except UsageError as e:
+        raise doc.error(("registry_tag",), e.message, hint=e.hint) from None
 
 
 def _duration(doc: Document, path: KeyPath, text: str) -> timedelta:

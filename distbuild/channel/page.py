@@ -21,7 +21,7 @@ from typing import Any
 
 import jinja2
 
-from distbuild.channel.hooks import ReleaseEvent, after_release
+from distbuild.channel.hooks import ReleaseEvent
 from distbuild.channel.repo import ChannelRepo
 from distbuild.channel.tufapi import TargetFile
 from distbuild.core.errors import DistbuildError
@@ -142,44 +142,7 @@ def collect(
     state = _Signed(repo)
     raw = state.target_bytes(INDEX_TARGET)
     index = ReleaseIndex.from_json(raw) if raw is not None else ReleaseIndex(repo.name)
-    images = []
-    for image in index.images():
-        releases = index.of(image)
-        by_arch: dict[str, list[ReleaseRow]] = {}
-        for release in releases[:shown]:
-            for arch in release.arches:
-                files = []
-                for path in release.target_paths(arch):
-                    t = state.target(path)
-                    if t is None:
-                        raise DistbuildError(
-                            f"channel {repo.name}: {path} is in releases.json but not signed",
-                            hint="the repository is damaged; restore it from a backup",
-                        )
-                    sha = t.hashes["sha256"]
-                    directory, _, base = path.rpartition("/")
-                    files.append(
-                        FileRow(
-                            base,
-                            str(t.custom.get("kind", "")),
-                            t.length,
-                            sha,
-                            f"targets/{directory}/{sha}.{base}",
-                        )
-                    )
-                files.sort(key=lambda f: (_kind_rank(f.kind), f.name))
-                by_arch.setdefault(arch, []).append(
-                    ReleaseRow(release.version, iso(release.published), tuple(files))
-                )
-        images.append(
-            ImageSection(
-                image,
-                tuple(ArchSection(a, tuple(rows)) for a, rows in _arch_order(by_arch)),
-                # releases.json lists only the newest releases; total counts them all.
-                index.total(image),
-                min(len(releases), shown),
-            )
-        )
+    images = tuple(_image_section(state, index, image, shown) for image in index.images())
     anchor = hashlib.sha256((repo.metadata / "1.root.json").read_bytes()).hexdigest()
     arches = sorted({a.arch for i in images for a in i.arches}, key=_arch_key)
     return PageData(
@@ -188,10 +151,47 @@ def collect(
         root_version=int(repo.root().signed.version),
         root_sha256=anchor,
         timestamp_version=int(state.timestamp.version),
-        images=tuple(images),
+        images=images,
         registry=registry,
         registry_tag=registry_tag,
         arches=tuple(arches),
+    )
+
+
+def _image_section(state: _Signed, index: ReleaseIndex, image: str, shown: int) -> ImageSection:
+    """The newest ``shown`` releases of one image, by arch."""
+    releases = index.of(image)
+    by_arch: dict[str, list[ReleaseRow]] = {}
+    for release in releases[:shown]:
+        for arch in release.arches:
+            files = sorted(
+                (_file_row(state, path) for path in release.target_paths(arch)),
+                key=lambda f: (_kind_rank(f.kind), f.name),
+            )
+            by_arch.setdefault(arch, []).append(
+                ReleaseRow(release.version, iso(release.published), tuple(files))
+            )
+    return ImageSection(
+        image,
+        tuple(ArchSection(a, tuple(rows)) for a, rows in _arch_order(by_arch)),
+        # releases.json lists only the newest releases; total counts them all.
+        index.total(image),
+        min(len(releases), shown),
+    )
+
+
+def _file_row(state: _Signed, path: str) -> FileRow:
+    """One file of a release, as its signed target describes it."""
+    t = state.target(path)
+    if t is None:
+        raise DistbuildError(
+            f"channel {state.repo.name}: {path} is in releases.json but not signed",
+            hint="the repository is damaged; restore it from a backup",
+        )
+    sha = t.hashes["sha256"]
+    directory, _, base = path.rpartition("/")
+    return FileRow(
+        base, str(t.custom.get("kind", "")), t.length, sha, f"targets/{directory}/{sha}.{base}"
     )
 
 
@@ -254,8 +254,8 @@ def write_page(
     return path
 
 
-@after_release
-def _page_after_release(event: ReleaseEvent) -> None:
+def page_step(event: ReleaseEvent) -> None:
+    """The release step that writes the channel's page after a publish or promote."""
     try:
         write_page(
             event.repo,

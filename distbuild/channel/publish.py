@@ -20,16 +20,10 @@ from datetime import datetime
 from pathlib import Path
 
 from distbuild.channel.history import History
-from distbuild.channel.hooks import (
-    TARGET_SOURCES,
-    NewTarget,
-    ReleaseEvent,
-    TargetSource,
-    fire,
-    target_source,
-)
+from distbuild.channel.hooks import NewTarget, Pipeline, ReleaseEvent, TargetSource
 from distbuild.channel.keys import KeyStore
 from distbuild.channel.model import Channel
+from distbuild.channel.pipeline import release_pipeline
 from distbuild.channel.repo import ChannelRepo, Update, init_channel, sha256_of
 from distbuild.channel.trust import ONLINE_SIGNING
 from distbuild.channel.tufapi import TargetFile
@@ -44,10 +38,6 @@ from distbuild.core.releases import (
 )
 from distbuild.record import BuildRecord, load_record
 
-# OCI content goes to registries; "all" artifacts (the OCI index) have no arch.
-SKIP_KINDS = frozenset({"oci", "oci-index"})
-SKIP_ARCHES = frozenset({"all"})
-
 
 @dataclass(frozen=True)
 class Outcome:
@@ -61,29 +51,12 @@ class Outcome:
     unchanged: bool = False  # the same release was there already
 
 
-@target_source
-def record_targets(record: BuildRecord, directory: Path) -> Iterator[NewTarget]:
-    """The build record's file artifacts, except OCI content and arch ``all``."""
-    for a in record.artifacts:
-        if a.kind in SKIP_KINDS or a.arch in SKIP_ARCHES:
-            continue
-        yield NewTarget(
-            image=record.image,
-            version=record.version,
-            arch=a.arch,
-            kind=a.kind,
-            source=directory / a.path,
-            sha256=a.sha256,
-            length=a.size,
-        )
-
-
 def collect_targets(
-    record: BuildRecord, directory: Path, sources: Sequence[TargetSource] | None = None
+    record: BuildRecord, directory: Path, sources: Sequence[TargetSource]
 ) -> list[NewTarget]:
     """Run the target sources over a build; check names are unique and files exist."""
     found: dict[str, NewTarget] = {}
-    for source in TARGET_SOURCES if sources is None else sources:
+    for source in sources:
         for t in source(record, directory):
             if t.path in found:
                 raise DistbuildError(
@@ -111,17 +84,18 @@ def publish(
     keys: KeyStore,
     *,
     now: datetime | None = None,
-    sources: Sequence[TargetSource] | None = None,
-    hooks: bool = True,
+    pipeline: Pipeline | None = None,
 ) -> Outcome:
     """Publish a build directory into a channel, creating the channel if needed.
 
-    ``sources`` replaces the registered target sources; ``hooks=False`` skips
-    the release hooks (page, registry tags), e.g. for benchmarks.
+    ``pipeline`` says what of the build becomes targets and what runs after
+    the commit; default: :func:`release_pipeline` of the channel, which is
+    what ``distbuild publish`` runs.
     """
+    pipeline = pipeline if pipeline is not None else release_pipeline(channel)
     keys.require_online("publish")
     record, directory = load_record(build)
-    new = collect_targets(record, directory, sources)
+    new = collect_targets(record, directory, pipeline.sources)
     for role in ("targets", "snapshot", "timestamp"):
         keys.signers(role)  # unlock now: a missing key must not leave a half-publish
     repo = ChannelRepo(repo_root, channel.name)
@@ -137,8 +111,8 @@ def publish(
     ):
         update.check_keys(ONLINE_SIGNING, str(keys.path))
         outcome = _land(update, channel, record.image, record.version, targets, link=False)
-    if hooks and not outcome.unchanged:
-        fire(
+    if not outcome.unchanged:
+        pipeline.after_release(
             ReleaseEvent(
                 "publish",
                 repo_root,
@@ -162,9 +136,14 @@ def promote(
     *,
     image: str | None = None,
     now: datetime | None = None,
-    hooks: bool = True,
+    pipeline: Pipeline | None = None,
 ) -> Outcome:
-    """Re-sign the targets of ``version`` of ``source`` into ``dest``; files are linked."""
+    """Re-sign the targets of ``version`` of ``source`` into ``dest``; files are linked.
+
+    After the commit, the steps of ``pipeline`` run (default: those of
+    :func:`release_pipeline` of ``dest``, as ``distbuild promote`` runs them).
+    """
+    pipeline = pipeline if pipeline is not None else release_pipeline(dest)
     if source.name == dest.name:
         raise UsageError("cannot promote a channel into itself", hint="name two channels")
     keys.require_online("promote")
@@ -193,8 +172,8 @@ def promote(
         with Update(dst_repo, keys, dest.expiry, now) as update:
             update.check_keys(ONLINE_SIGNING, str(keys.path))
             outcome = _land(update, dest, release.image, version, targets, link=True)
-    if hooks and not outcome.unchanged:
-        fire(
+    if not outcome.unchanged:
+        pipeline.after_release(
             ReleaseEvent(
                 "promote",
                 repo_root,
@@ -277,34 +256,68 @@ def _land(
     """Add one release's targets, update the index, apply retention, commit."""
     paths = tuple(t.path for t, _ in targets)
     index = read_index(update)
-    present = [update.get(path) for path in paths]
-    if any(present) or index.find(image, version) is not None:
-        if all(
-            have is not None and sha256_of(have) == sha256_of(want)
-            for have, (want, _) in zip(present, targets, strict=True)
-        ):
-            return Outcome(channel.name, image, version, paths, (), unchanged=True)
-        raise DistbuildError(
-            f"channel {channel.name} already has {image} {version} with other content",
-            hint="a release is immutable: build again with a new --version",
-        )
+    if _already_landed(update, index, channel.name, image, version, targets):
+        return Outcome(channel.name, image, version, paths, (), unchanged=True)
     history = History(update.repo.path)
-    if channel.keep and index.total(image) >= channel.keep:
-        listed = index.of(image)
-        oldest = listed[channel.keep - 1 :] or history.oldest(image) or listed[-1:]
-        if oldest and version_key(version) < version_key(oldest[0].version):
-            raise DistbuildError(
-                f"{image} {version} is older than the {channel.keep} releases "
-                f"channel {channel.name} keeps; it would be dropped at once",
-                hint=f"raise keep in channels/{channel.name}.yaml, or publish a newer version",
-            )
+    _check_not_dropped_at_once(index, history, channel, image, version)
     files: dict[str, dict[str, str]] = {}
     for info, source in targets:
         custom = info.custom
         files.setdefault(custom["arch"], {})[info.path.rpartition("/")[2]] = custom["kind"]
         update.add(info, source, link=link)
     release = Release(image, version, int(update.now.timestamp()), channel.waves, files)
-    index = index.with_release(release)
+    index, overflow, pruned = _retain(update, index.with_release(release), history, channel, image)
+    _write_index(update, index)
+    update.commit()
+    # After the commit: a crash here leaves a release unlisted and unpruned, never lost.
+    history.push(overflow)
+    history.drop(pruned)
+    return Outcome(channel.name, image, version, paths, tuple(r.version for r in pruned))
+
+
+def _already_landed(
+    update: Update,
+    index: ReleaseIndex,
+    channel: str,
+    image: str,
+    version: str,
+    targets: Sequence[tuple[TargetFile, Path]],
+) -> bool:
+    """True if the channel has this very release; an error if it has other content for it."""
+    present = [update.get(info.path) for info, _ in targets]
+    if not any(present) and index.find(image, version) is None:
+        return False
+    if all(
+        have is not None and sha256_of(have) == sha256_of(want)
+        for have, (want, _) in zip(present, targets, strict=True)
+    ):
+        return True
+    raise DistbuildError(
+        f"channel {channel} already has {image} {version} with other content",
+        hint="a release is immutable: build again with a new --version",
+    )
+
+
+def _check_not_dropped_at_once(
+    index: ReleaseIndex, history: History, channel: Channel, image: str, version: str
+) -> None:
+    """Refuse a version older than every release the channel keeps: retention would drop it."""
+    if not channel.keep or index.total(image) < channel.keep:
+        return
+    listed = index.of(image)
+    oldest = listed[channel.keep - 1 :] or history.oldest(image) or listed[-1:]
+    if oldest and version_key(version) < version_key(oldest[0].version):
+        raise DistbuildError(
+            f"{image} {version} is older than the {channel.keep} releases "
+            f"channel {channel.name} keeps; it would be dropped at once",
+            hint=f"raise keep in channels/{channel.name}.yaml, or publish a newer version",
+        )
+
+
+def _retain(
+    update: Update, index: ReleaseIndex, history: History, channel: Channel, image: str
+) -> tuple[ReleaseIndex, list[Release], list[Release]]:
+    """Apply the window and ``keep``: the new index, releases for the history, pruned ones."""
     # The index lists the newest WINDOW; older releases move to the history.
     overflow = index.of(image)[WINDOW:]
     index = index.without(overflow, held=True)
@@ -321,12 +334,12 @@ def _land(
             for path in old.target_paths():
                 update.remove(path)
         index = index.without(pruned)
+    return index, overflow, pruned
+
+
+def _write_index(update: Update, index: ReleaseIndex) -> None:
+    """Add the new release index as a target; the file of the one it replaces retires."""
     previous = update.get(INDEX_TARGET)
     current = update.add_bytes(INDEX_TARGET, index.to_json(), {"kind": INDEX_KIND})
     if previous is not None and sha256_of(previous) != sha256_of(current):
         update.retire(update.repo.target_file(INDEX_TARGET, sha256_of(previous)))
-    update.commit()
-    # After the commit: a crash here leaves a release unlisted and unpruned, never lost.
-    history.push(overflow)
-    history.drop(pruned)
-    return Outcome(channel.name, image, version, paths, tuple(r.version for r in pruned))

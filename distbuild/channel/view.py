@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from distbuild.channel.repo import ChannelRepo
 from distbuild.channel.trust import local_updater
 from distbuild.channel.tufapi import Updater
 from distbuild.core.errors import DistbuildError
-from distbuild.core.releases import INDEX_TARGET, MAX_SEED, ReleaseIndex, iso
+from distbuild.core.releases import INDEX_TARGET, MAX_SEED, Release, ReleaseIndex, iso
 
 
 @dataclass(frozen=True)
@@ -69,57 +71,12 @@ def describe(repo: ChannelRepo, arch: str | None = None) -> ChannelView:
     with tempfile.TemporaryDirectory(prefix="distbuild-show-") as tmp:
         work = Path(tmp)
         updater = open_updater(repo, work)
-        try:
+        with _tuf_errors(repo.name):
             updater.refresh()
-            info = updater.get_targetinfo(INDEX_TARGET)
-            index = (
-                ReleaseIndex.from_json(Path(updater.download_target(info)).read_bytes())
-                if info is not None
-                else ReleaseIndex(repo.name)
-            )
-            latest = []
-            for image in index.images():
-                arches = sorted({a for r in index.of(image) for a in r.files})
-                for a in arches:
-                    if arch is not None and a != arch:
-                        continue
-                    release = index.latest(image, a)
-                    assert release is not None
-                    targets = []
-                    for path in release.target_paths(a):
-                        t = updater.get_targetinfo(path)
-                        if t is None:
-                            raise exceptions.RepositoryError(f"{path} is listed but not signed")
-                        targets.append(
-                            TargetView(path, t.custom.get("kind", ""), t.hashes["sha256"], t.length)
-                        )
-                    rollout = tuple(
-                        (round(w.max_seed * 100 / MAX_SEED), iso(release.published + w.after))
-                        for w in release.waves
-                    ) or ((100, iso(release.published)),)
-                    latest.append(
-                        LatestView(
-                            image,
-                            a,
-                            release.version,
-                            iso(release.published),
-                            rollout,
-                            tuple(targets),
-                        )
-                    )
-        except exceptions.ExpiredMetadataError as e:
-            raise DistbuildError(
-                f"channel {repo.name}: {e}",
-                hint=f"re-sign it: distbuild channel refresh --channel {repo.name}",
-            ) from None
-        except (exceptions.RepositoryError, exceptions.DownloadError) as e:
-            raise DistbuildError(
-                f"channel {repo.name} fails TUF verification: {e}",
-                hint="restore the channel from a backup, or republish into a new one",
-            ) from None
-        meta = work / "metadata"
+            index = _release_index(updater, repo.name)
+            latest = tuple(_latest(updater, index, arch))
         signed = {
-            role: json.loads((meta / f"{role}.json").read_bytes())["signed"]
+            role: json.loads((work / "metadata" / f"{role}.json").read_bytes())["signed"]
             for role in ("root", "timestamp", "snapshot", "targets")
         }
     return ChannelView(
@@ -129,5 +86,57 @@ def describe(repo: ChannelRepo, arch: str | None = None) -> ChannelView:
         expires={role: str(s["expires"]) for role, s in signed.items()},
         releases={image: [r.version for r in index.of(image)] for image in index.images()},
         totals={image: index.total(image) for image in index.images()},
-        latest=tuple(latest),
+        latest=latest,
+    )
+
+
+@contextmanager
+def _tuf_errors(channel: str) -> Iterator[None]:
+    """python-tuf's refusals as DistbuildErrors that say what to do."""
+    try:
+        yield
+    except exceptions.ExpiredMetadataError as e:
+        raise DistbuildError(
+            f"channel {channel}: {e}",
+            hint=f"re-sign it: distbuild channel refresh --channel {channel}",
+        ) from None
+    except (exceptions.RepositoryError, exceptions.DownloadError) as e:
+        raise DistbuildError(
+            f"channel {channel} fails TUF verification: {e}",
+            hint="restore the channel from a backup, or republish into a new one",
+        ) from None
+
+
+def _release_index(updater: Updater, channel: str) -> ReleaseIndex:
+    """The release index as the client downloaded and verified it (empty if none)."""
+    info = updater.get_targetinfo(INDEX_TARGET)
+    if info is None:
+        return ReleaseIndex(channel)
+    return ReleaseIndex.from_json(Path(updater.download_target(info)).read_bytes())
+
+
+def _latest(updater: Updater, index: ReleaseIndex, arch: str | None) -> Iterator[LatestView]:
+    """The newest release per image and arch (only ``arch``, when given)."""
+    for image in index.images():
+        for a in sorted({a for r in index.of(image) for a in r.files}):
+            if arch is not None and a != arch:
+                continue
+            release = index.latest(image, a)
+            assert release is not None
+            yield _latest_view(updater, release, a)
+
+
+def _latest_view(updater: Updater, release: Release, arch: str) -> LatestView:
+    targets = []
+    for path in release.target_paths(arch):
+        t = updater.get_targetinfo(path)
+        if t is None:
+            raise exceptions.RepositoryError(f"{path} is listed but not signed")
+        targets.append(TargetView(path, t.custom.get("kind", ""), t.hashes["sha256"], t.length))
+    rollout = tuple(
+        (round(w.max_seed * 100 / MAX_SEED), iso(release.published + w.after))
+        for w in release.waves
+    ) or ((100, iso(release.published)),)
+    return LatestView(
+        release.image, arch, release.version, iso(release.published), rollout, tuple(targets)
     )

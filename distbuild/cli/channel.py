@@ -15,6 +15,7 @@ from distbuild.channel.admin import (
 )
 from distbuild.channel.keys import ALLOW_ROOT_ENV, KeyStore, passphrase_from_env
 from distbuild.channel.model import ROLES, channel_names, load_channel, parse_duration
+from distbuild.channel.pipeline import release_pipeline
 from distbuild.channel.publish import Outcome, promote, publish
 from distbuild.channel.repo import ChannelRepo, list_channels, utcnow
 from distbuild.channel.view import ChannelView, describe
@@ -45,6 +46,14 @@ allow_root_option = click.option(
     envvar=ALLOW_ROOT_ENV,
     help="Sign even though the key directory holds root private keys (default: refuse; "
     f"export the online keys with 'keys export-online'). Env: {ALLOW_ROOT_ENV}=1.",
+)
+
+registry_option = click.option(
+    "--registry",
+    envvar="DISTBUILD_REGISTRY",
+    metavar="HOST[:PORT]/NAMESPACE",
+    help="Push and tag the image index in NAMESPACE/<image> there. Default: the channel's "
+    "'registry:', else none. Env: DISTBUILD_REGISTRY.",
 )
 
 
@@ -224,6 +233,7 @@ def _report(outcome: Outcome, as_json: bool, verb: str) -> None:
 @repo_option
 @keys_option
 @allow_root_option
+@registry_option
 @json_option
 @pass_state
 def publish_cmd(
@@ -233,11 +243,14 @@ def publish_cmd(
     repo: Path,
     keys_dir: Path,
     allow_root_keys: bool,
+    registry: str | None,
     as_json: bool,
 ) -> None:
     """Publish a build's files (not OCI content) as TUF targets of a channel."""
     definition = load_channel(state.project, channel)
-    outcome = publish(repo, definition, build, _keys(keys_dir, allow_root_keys))
+    pipeline = release_pipeline(definition, registry)
+    keys = _keys(keys_dir, allow_root_keys)
+    outcome = publish(repo, definition, build, keys, pipeline=pipeline)
     _report(outcome, as_json, "published")
 
 
@@ -258,6 +271,7 @@ def publish_cmd(
 @repo_option
 @keys_option
 @allow_root_option
+@registry_option
 @json_option
 @pass_state
 def promote_cmd(
@@ -269,13 +283,15 @@ def promote_cmd(
     repo: Path,
     keys_dir: Path,
     allow_root_keys: bool,
+    registry: str | None,
     as_json: bool,
 ) -> None:
     """Re-sign a release of channel SOURCE into channel DEST (no rebuild)."""
     src = load_channel(state.project, source)
     dst = load_channel(state.project, dest)
+    pipeline = release_pipeline(dst, registry)
     keys = _keys(keys_dir, allow_root_keys)
-    outcome = promote(repo, src, dst, version, keys, image=image)
+    outcome = promote(repo, src, dst, version, keys, image=image, pipeline=pipeline)
     _report(outcome, as_json, "promoted")
 
 

@@ -21,7 +21,12 @@ import click
 
 from distbuild import __version__
 from distbuild.cli import build as build_cmds
+from distbuild.cli import channel as channel_cmds
+from distbuild.cli import disk as disk_cmds
+from distbuild.cli import docker as docker_cmds
 from distbuild.cli import options
+from distbuild.cli import registry as registry_cmds
+from distbuild.cli import sign as sign_cmds
 from distbuild.cli.common import State
 from distbuild.core import ui
 from distbuild.core.errors import DistbuildError, Interrupted
@@ -44,26 +49,10 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, project: Path | None) -> 
     ctx.obj = State(project)
 
 
-for command in build_cmds.COMMANDS:
-    cli.add_command(command)
-
-
-def _load_plugins() -> None:
-    # Command groups of other areas register here as they land.
-    import importlib
-
-    for name in ("registry", "disk", "channel", "docker", "sign"):
-        try:
-            module = importlib.import_module(f"distbuild.cli.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"distbuild.cli.{name}":
-                raise
-            continue
-        for command in module.COMMANDS:
-            cli.add_command(command)
-
-
-_load_plugins()
+# Every area's commands, imported by name: a module missing is an error, not a lost command.
+for area in (build_cmds, registry_cmds, disk_cmds, channel_cmds, docker_cmds, sign_cmds):
+    for command in area.COMMANDS:
+        cli.add_command(command)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

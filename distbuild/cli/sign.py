@@ -7,15 +7,9 @@ from pathlib import Path
 
 import click
 
-# Imported for their publish hooks: bundles become targets next to the files
-# they sign, every publish/promote renders the channel's page and, with a
-# registry, moves the channel's tag and attaches SBOMs and signature.
-from distbuild.channel import page as _page  # noqa: F401
 from distbuild.cli.options import json_option, print_json
 from distbuild.core import ui
 from distbuild.core.errors import UsageError
-from distbuild.oci import release as _registry_release  # noqa: F401
-from distbuild.sign import bundles as _bundles  # noqa: F401
 
 
 @click.command("verify")

@@ -7,22 +7,21 @@ the index (when CI signed it) are attached as OCI 1.1 referrers. Promotion
 moves the destination channel's tag to the very index the version tag names:
 nothing is pushed or rebuilt.
 
-The registry comes from the release event (a ``--registry`` option or the
-channel's definition, when those carry one) or ``DISTBUILD_REGISTRY``
-(``HOST[:PORT]/NAMESPACE``); without one, a release touches no registry.
+The registry (``HOST[:PORT]/NAMESPACE``) is the caller's: the publish
+pipeline (distbuild.channel.pipeline) takes it from ``--registry`` or the
+channel's ``registry:`` and calls these functions; nothing here reads the
+environment or knows about channels.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distbuild.channel.hooks import ReleaseEvent, after_release
 from distbuild.core import ui
-from distbuild.core.errors import DistbuildError
+from distbuild.core.errors import DistbuildError, UsageError
 from distbuild.oci.auth import find_credentials
 from distbuild.oci.layout import INDEX
 from distbuild.oci.push import push_build
@@ -37,9 +36,7 @@ from distbuild.oci.referrers import (
 )
 from distbuild.oci.registry import RegistryClient
 from distbuild.record import BuildRecord, load_record
-from distbuild.sign.bundles import bundle_path, signed_digest
-
-REGISTRY_ENV = "DISTBUILD_REGISTRY"
+from distbuild.sign.bundles import checked_bundle
 
 
 @dataclass(frozen=True)
@@ -55,6 +52,20 @@ def image_reference(registry: str, image: str) -> Reference:
     return Reference.parse(f"{registry.rstrip('/')}/{image}")
 
 
+def check_registry(registry: str) -> str:
+    """A registry to release to, ``HOST[:PORT]/NAMESPACE``, checked; UsageError if not one."""
+    text = registry.strip().rstrip("/")
+    try:
+        image_reference(text, "image")
+    except UsageError:
+        raise UsageError(
+            f"invalid registry {registry[:200]!r}",
+            hint="write HOST[:PORT]/NAMESPACE (a port from 1 to 65535), e.g. "
+            "localhost:5000/distbuild; images go to NAMESPACE/<image> there",
+        ) from None
+    return text
+
+
 def attachments(record: BuildRecord, directory: Path) -> list[Attachment]:
     """The per-arch SBOMs of a build and the signature bundle of its index, if signed."""
     out = [
@@ -62,15 +73,9 @@ def attachments(record: BuildRecord, directory: Path) -> list[Attachment]:
         for a in sorted(record.find("sbom"), key=lambda a: a.arch)
     ]
     for index in record.find("oci-index"):
-        bundle = bundle_path(directory, index)
+        bundle = checked_bundle(directory, index, "the image index")
         if bundle is None:
             continue
-        said = signed_digest(bundle)
-        if said is not None and said != index.sha256:
-            raise DistbuildError(
-                f"{bundle} signs sha256 {said}, not the image index sha256:{index.sha256}",
-                hint="the bundle belongs to another build; sign the index again",
-            )
         out.append(
             Attachment(bundle_type(bundle.read_bytes()), bundle, f"{index.sha256}.sigstore.json")
         )
@@ -125,35 +130,3 @@ def promote_tag(registry: str, image: str, version: str, channel_tag: str) -> Re
     return RegistryRelease(
         f"{ref.registry}/{ref.repository}", manifest.digest, (version, channel_tag)
     )
-
-
-def registry_for(event: ReleaseEvent) -> str | None:
-    """The registry of a release: the event's, the channel's, else the environment's."""
-    for value in (
-        getattr(event, "registry", None),
-        getattr(event.channel, "registry", None),
-        os.environ.get(REGISTRY_ENV),
-    ):
-        if value:
-            return str(value)
-    return None
-
-
-@after_release
-def _registry_after_release(event: ReleaseEvent) -> None:
-    registry = registry_for(event)
-    if registry is None:
-        return
-    tag = event.channel.registry_tag or event.channel.name
-    try:
-        if event.action == "publish" and event.record_dir is not None:
-            release_build(event.record_dir, registry, tag)
-        elif event.action == "promote":
-            promote_tag(registry, event.image, event.version, tag)
-    except DistbuildError as e:
-        raise DistbuildError(
-            f"{event.image} {event.version} is in channel {event.channel.name}, but the "
-            f"registry {registry} was not updated: {e.message}",
-            hint=(e.hint + "; then " if e.hint else "")
-            + f"set the tag by hand: distbuild push BUILD {registry}/{event.image} --tag {tag}",
-        ) from None

@@ -5,7 +5,9 @@ CI signs each artifact listed in ``build.json`` and writes its bundle to
 whose blobs directory must hold blobs only); a bundle written by
 ``sigstore sign`` with its default name, ``<artifact>.sigstore.json`` next to
 the artifact, is found too. ``publish`` adds each bundle as the target
-``<image>/<version>/<arch>/<file>.sigstore.json``, beside the file it signs.
+``<image>/<version>/<arch>/<file>.sigstore.json``, beside the file it signs
+(distbuild.channel.sources); the registry side attaches the index's bundle
+as a referrer (distbuild.oci.release).
 """
 
 from __future__ import annotations
@@ -13,13 +15,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
-from distbuild.channel.hooks import NewTarget, target_source
 from distbuild.core.errors import DistbuildError
-from distbuild.record import Artifact, BuildRecord
-from distbuild.rootfs.fetch import sha256_file
+from distbuild.record import Artifact
 
 SUFFIX = ".sigstore.json"
 KIND = "sigstore-bundle"
@@ -54,31 +53,18 @@ def signed_digest(bundle: Path) -> str | None:
         ) from None
 
 
-@target_source
-def bundle_targets(record: BuildRecord, directory: Path) -> Iterator[NewTarget]:
-    """A ``<file>.sigstore.json`` target for every published artifact that CI signed."""
-    from distbuild.channel.publish import SKIP_ARCHES, SKIP_KINDS
+def checked_bundle(directory: Path, artifact: Artifact, what: str) -> Path | None:
+    """The bundle of ``artifact`` if signed; DistbuildError if it signs other bytes.
 
-    for a in record.artifacts:
-        if a.kind in SKIP_KINDS or a.arch in SKIP_ARCHES:
-            continue
-        bundle = bundle_path(directory, a)
-        if bundle is None:
-            continue
-        said = signed_digest(bundle)
-        if said is not None and said != a.sha256:
-            raise DistbuildError(
-                f"{bundle} signs sha256 {said}, but {a.path} is {a.sha256}",
-                hint="the bundle belongs to another build of this file; sign the artifact again",
-            )
-        yield NewTarget(
-            image=record.image,
-            version=record.version,
-            arch=a.arch,
-            kind=KIND,
-            source=bundle,
-            sha256=sha256_file(bundle),
-            length=bundle.stat().st_size,
-            file=Path(a.path).name + SUFFIX,
-            extra={"signs": Path(a.path).name},
+    ``what`` names the artifact in the error (e.g. "the image index").
+    """
+    bundle = bundle_path(directory, artifact)
+    if bundle is None:
+        return None
+    said = signed_digest(bundle)
+    if said is not None and said != artifact.sha256:
+        raise DistbuildError(
+            f"{bundle} signs sha256 {said}, but {what} is sha256 {artifact.sha256}",
+            hint=f"the bundle belongs to another build; sign {what} again",
         )
+    return bundle

@@ -145,64 +145,27 @@ def verify(
     from sigstore.errors import Error as SigstoreError
     from sigstore.errors import VerificationError
     from sigstore.hashes import Hashed
-    from sigstore.models import Bundle, InvalidBundle
     from sigstore.verify import Verifier, policy
     from sigstore_models.common.v1 import HashAlgorithm
 
     root, root_origin = load_trusted_root(trusted_root)
-    try:
-        bundle = Bundle.from_json(_read(bundle_path, "bundle"))
-    except InvalidBundle as e:
-        raise DistbuildError(
-            f"{bundle_path} is not a valid Sigstore bundle: {str(e).splitlines()[0]}",
-            hint="pass the .sigstore.json written by 'sigstore sign --bundle'",
-        ) from None
-    except ValueError as e:
-        raise DistbuildError(
-            f"{bundle_path} is not a Sigstore bundle ({e.__class__.__name__})",
-            hint="pass the .sigstore.json written by 'sigstore sign --bundle'",
-        ) from None
-
+    bundle = _load_bundle(bundle_path)
     digest = _sha256(artifact)
     try:
-        verifier = Verifier(trusted_root=root)
-        verifier.verify_artifact(
+        Verifier(trusted_root=root).verify_artifact(
             Hashed(algorithm=HashAlgorithm.SHA2_256, digest=digest),
             bundle,
             policy.Identity(identity=identity, issuer=issuer),
         )
     except VerificationError as e:
-        names, cert_issuer = _signer(bundle.signing_certificate)
-        signed_by = f"{', '.join(names) or 'no identity'} (issuer {cert_issuer or 'unknown'})"
-        message = str(e)
-        if "digest mismatch" in message or "Signature is invalid" in message:
-            raise DistbuildError(
-                f"{artifact}: its bytes are not the ones signed in {bundle_path}",
-                hint="the artifact changed after signing, or the bundle belongs to another "
-                "file; fetch both again from the release",
-            ) from None
-        if "OIDCIssuer" in message:
-            raise DistbuildError(
-                f"{bundle_path}: signed through issuer {cert_issuer or 'unknown'}, not {issuer}",
-                hint=f"the bundle was signed by {signed_by}; check --issuer",
-            ) from None
-        if "SANs do not match" in message:
-            raise DistbuildError(
-                f"{bundle_path}: not signed by {identity}",
-                hint=f"the bundle was signed by {signed_by}; check --identity "
-                "(for GitHub Actions: <repo URL>/.github/workflows/<file>@<ref>)",
-            ) from None
-        raise DistbuildError(
-            f"{bundle_path}: Sigstore verification failed: {message}",
-            hint=f"the trusted root used was {root_origin}; a bundle from another Sigstore "
-            "instance needs that instance's root (--trusted-root)",
+        raise _refusal(
+            str(e), artifact, bundle_path, bundle, identity, issuer, root_origin
         ) from None
     except SigstoreError as e:
         raise DistbuildError(
             f"{bundle_path}: Sigstore verification failed: {e}",
             hint=f"the trusted root used was {root_origin}",
         ) from None
-
     entry = bundle.log_entry._inner
     return Verified(
         artifact=artifact,
@@ -212,4 +175,58 @@ def verify(
         log_index=int(entry.log_index),
         integrated_time=int(entry.integrated_time or 0),
         trusted_root=root_origin,
+    )
+
+
+def _load_bundle(path: Path) -> Any:
+    """The sigstore Bundle in ``path``; DistbuildError if it is not one."""
+    from sigstore.models import Bundle, InvalidBundle
+
+    try:
+        return Bundle.from_json(_read(path, "bundle"))
+    except InvalidBundle as e:
+        raise DistbuildError(
+            f"{path} is not a valid Sigstore bundle: {str(e).splitlines()[0]}",
+            hint="pass the .sigstore.json written by 'sigstore sign --bundle'",
+        ) from None
+    except ValueError as e:
+        raise DistbuildError(
+            f"{path} is not a Sigstore bundle ({e.__class__.__name__})",
+            hint="pass the .sigstore.json written by 'sigstore sign --bundle'",
+        ) from None
+
+
+def _refusal(
+    message: str,
+    artifact: Path,
+    bundle_path: Path,
+    bundle: Any,
+    identity: str,
+    issuer: str,
+    root_origin: str,
+) -> DistbuildError:
+    """The error for a failed verification, saying what the bundle does say."""
+    names, cert_issuer = _signer(bundle.signing_certificate)
+    signed_by = f"{', '.join(names) or 'no identity'} (issuer {cert_issuer or 'unknown'})"
+    if "digest mismatch" in message or "Signature is invalid" in message:
+        return DistbuildError(
+            f"{artifact}: its bytes are not the ones signed in {bundle_path}",
+            hint="the artifact changed after signing, or the bundle belongs to another "
+            "file; fetch both again from the release",
+        )
+    if "OIDCIssuer" in message:
+        return DistbuildError(
+            f"{bundle_path}: signed through issuer {cert_issuer or 'unknown'}, not {issuer}",
+            hint=f"the bundle was signed by {signed_by}; check --issuer",
+        )
+    if "SANs do not match" in message:
+        return DistbuildError(
+            f"{bundle_path}: not signed by {identity}",
+            hint=f"the bundle was signed by {signed_by}; check --identity "
+            "(for GitHub Actions: <repo URL>/.github/workflows/<file>@<ref>)",
+        )
+    return DistbuildError(
+        f"{bundle_path}: Sigstore verification failed: {message}",
+        hint=f"the trusted root used was {root_origin}; a bundle from another Sigstore "
+        "instance needs that instance's root (--trusted-root)",
     )

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-import distbuild.sign.bundles  # noqa: F401  (registers the bundle target source)
 from distbuild.channel.publish import publish
 from distbuild.channel.repo import ChannelRepo
 from distbuild.channel.serve import serving

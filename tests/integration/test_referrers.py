@@ -1,5 +1,10 @@
 """The registry side of publish and promote, against a real docker-registry 2.8 on
-127.0.0.1 (no referrers API, so the ``sha256-<hex>`` fallback tag is used)."""
+127.0.0.1 (no referrers API, so the ``sha256-<hex>`` fallback tag is used).
+
+The same build is released twice: by the CLI, with the registry from
+``DISTBUILD_REGISTRY``, and by ``publish()``/``promote()`` called from Python,
+with the registry from the channel's yaml; both must leave the same tags,
+referrers and page."""
 
 from __future__ import annotations
 
@@ -14,6 +19,11 @@ from typing import Any
 import pytest
 import requests
 
+from distbuild.channel.keys import KeyStore
+from distbuild.channel.model import load_channel
+from distbuild.channel.page import PAGE, collect
+from distbuild.channel.publish import promote, publish
+from distbuild.channel.repo import ChannelRepo
 from distbuild.core.arch import ARCHES
 from distbuild.oci.release import release_build
 from tests.conftest import read_record, run_cli
@@ -22,14 +32,15 @@ from tests.support.registry import RegistryServer
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 
 NAMESPACE = "channels"
+LIBRARY_NAMESPACE = "library-channels"  # where the channels' yaml sends publish()
 IMAGE = "toolbox"
 SPDX = "application/spdx+json"
 
 
-def skopeo_raw(registry: RegistryServer, ref: str) -> bytes:
+def skopeo_raw(registry: RegistryServer, ref: str, namespace: str = NAMESPACE) -> bytes:
     proc = subprocess.run(
         ["skopeo", "inspect", "--raw", "--creds", registry.creds(), "--tls-verify=false",
-         f"docker://{registry.address}/{NAMESPACE}/{IMAGE}{ref}"],
+         f"docker://{registry.address}/{namespace}/{IMAGE}{ref}"],
         capture_output=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr.decode()
@@ -96,10 +107,50 @@ def released(
         stable = skopeo_raw(registry, ":stable")
         # The same build again: nothing may be listed twice.
         release_build(build, f"{registry.address}/{NAMESPACE}", "beta")
+        library = release_from_python(base, project, build, record["version"], registry)
     finally:
         mp.undo()
     return {"build": build, "record": record, "bundle": bundle_path, "beta": beta,
-            "stable": stable}  # fmt: skip
+            "stable": stable, "cli_repo": repo, "library_repo": library}  # fmt: skip
+
+
+def release_from_python(
+    base: Path, project: Path, build: Path, version: str, registry: RegistryServer
+) -> Path:
+    """publish() and promote() as a library caller uses them; the registry is in the yaml.
+
+    DISTBUILD_REGISTRY is still set (to the CLI's namespace): the library must not read it.
+    """
+    channels = base / "library-project" / "channels"
+    shutil.copytree(project / "channels", channels)
+    for name in ("beta", "stable"):
+        with (channels / f"{name}.yaml").open("a") as f:
+            f.write(f"registry: {registry.address}/{LIBRARY_NAMESPACE}\n")
+    beta, stable = (load_channel(channels.parent, name) for name in ("beta", "stable"))
+    keys = KeyStore.load(base / "keys", allow_root_keys=True)
+    repo = base / "library-repo"
+    publish(repo, beta, build, keys)
+    promote(repo, beta, stable, version, keys)
+    return repo
+
+
+def referrers(registry: RegistryServer, subject: str, namespace: str) -> dict[str, str]:
+    """The fallback tag's listing: artifact type and arch → the attached blob's digest."""
+    listing = json.loads(skopeo_raw(registry, ":" + subject.replace(":", "-"), namespace))
+    assert listing["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    found: dict[str, str] = {}
+    for desc in listing["manifests"]:
+        raw = skopeo_raw(registry, "@" + desc["digest"], namespace)
+        assert digest_of(raw) == desc["digest"]
+        manifest = json.loads(raw)
+        assert manifest["subject"]["digest"] == subject
+        assert manifest["artifactType"] == desc["artifactType"]
+        assert manifest["config"]["mediaType"] == "application/vnd.oci.empty.v1+json"
+        [layer] = manifest["layers"]
+        key = desc["artifactType"] + " " + desc.get("annotations", {}).get("dev.distbuild.arch", "")
+        assert key not in found, f"{key} listed twice"
+        found[key] = layer["digest"]
+    return found
 
 
 def test_channel_tag_is_the_index_and_skopeo_sees_a_clean_index(
@@ -136,21 +187,7 @@ def test_fallback_tag_lists_exactly_the_sboms_and_the_signature(
         timeout=30,
     )
     assert r.status_code == 404
-    tag = ":" + subject.replace(":", "-")
-    listing = json.loads(skopeo_raw(registry, tag))
-    assert listing["mediaType"] == "application/vnd.oci.image.index.v1+json"
-    found: dict[str, str] = {}
-    for desc in listing["manifests"]:
-        raw = skopeo_raw(registry, "@" + desc["digest"])
-        assert digest_of(raw) == desc["digest"]
-        manifest = json.loads(raw)
-        assert manifest["subject"]["digest"] == subject
-        assert manifest["artifactType"] == desc["artifactType"]
-        assert manifest["config"]["mediaType"] == "application/vnd.oci.empty.v1+json"
-        [layer] = manifest["layers"]
-        key = desc["artifactType"] + " " + desc.get("annotations", {}).get("dev.distbuild.arch", "")
-        assert key not in found, f"{key} listed twice"
-        found[key] = layer["digest"]
+    found = referrers(registry, subject, NAMESPACE)
     sboms = {a["arch"]: a for a in record["artifacts"] if a["kind"] == "sbom"}
     want = {f"{SPDX} {arch}": "sha256:" + a["sha256"] for arch, a in sboms.items()}
     bundle = released["bundle"].read_bytes()
@@ -172,3 +209,33 @@ def test_fallback_tag_lists_exactly_the_sboms_and_the_signature(
 def test_promote_points_stable_at_the_same_index(released: dict[str, Any]) -> None:
     assert digest_of(released["stable"]) == digest_of(released["beta"])
     assert digest_of(released["stable"]) == released["record"]["oci"]["index"]
+
+
+def test_library_publish_with_the_yaml_registry_does_what_the_cli_does(
+    released: dict[str, Any], registry: RegistryServer
+) -> None:
+    subject = released["record"]["oci"]["index"]
+    # Tags: the channels' tags in the yaml's namespace name the very index the CLI tagged.
+    for tag in ("beta", "stable"):
+        raw = skopeo_raw(registry, f":{tag}", LIBRARY_NAMESPACE)
+        assert digest_of(raw) == digest_of(released[tag]) == subject
+    # Referrers: the same SBOMs and signature, byte for byte.
+    assert referrers(registry, subject, LIBRARY_NAMESPACE) == referrers(
+        registry, subject, NAMESPACE
+    )
+    # Pages: written for both channels, listing the same files.
+    for name in ("beta", "stable"):
+        pages = [
+            collect(ChannelRepo(released[repo], name)) for repo in ("cli_repo", "library_repo")
+        ]
+        for repo in ("cli_repo", "library_repo"):
+            assert (released[repo] / name / PAGE).is_file()
+        rows = [
+            [
+                (a.arch, [(r.version, r.files) for r in a.releases])
+                for i in p.images
+                for a in i.arches
+            ]
+            for p in pages
+        ]
+        assert rows[0] and rows[0] == rows[1]

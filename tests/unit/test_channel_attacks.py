@@ -19,6 +19,7 @@ from tuf.api.serialization.json import JSONSerializer
 
 from distbuild.channel import repo as repo_module
 from distbuild.channel.keys import KeyStore
+from distbuild.channel.pipeline import release_pipeline
 from distbuild.channel.publish import publish
 from distbuild.channel.repo import ChannelRepo, Update, utcnow
 from distbuild.channel.serve import Server, serving
@@ -99,7 +100,14 @@ def test_expired_timestamp_is_refused(
     tmp_path: Path, repo: Path, keys: KeyStore, server: Server
 ) -> None:
     past = utcnow() - timedelta(days=2)  # timestamp lives 1 day: expired yesterday
-    publish(repo, BETA, make_build(tmp_path / "b", "node", "1"), keys, now=past, hooks=False)
+    publish(
+        repo,
+        BETA,
+        make_build(tmp_path / "b", "node", "1"),
+        keys,
+        now=past,
+        pipeline=release_pipeline(BETA).targets_only(),
+    )
     with pytest.raises(exceptions.ExpiredMetadataError, match="timestamp"):
         fresh(server, repo, tmp_path).refresh()  # type: ignore[attr-defined]
 

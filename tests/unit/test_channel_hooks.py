@@ -1,18 +1,22 @@
-"""The publish pipeline's extension points: extra target sources and release hooks."""
+"""The publish pipeline: the sources and steps it is given, and only those, run."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from distbuild.channel import hooks
-from distbuild.channel.hooks import NewTarget, ReleaseEvent
-from distbuild.channel.publish import promote, publish, record_targets
+from distbuild.channel.hooks import NewTarget, Pipeline, ReleaseEvent
+from distbuild.channel.page import PAGE, page_step
+from distbuild.channel.pipeline import RegistryStep, release_pipeline
+from distbuild.channel.publish import promote, publish
 from distbuild.channel.repo import ChannelRepo, Update
+from distbuild.channel.sources import bundle_targets, record_targets
 from distbuild.core.errors import DistbuildError
 from distbuild.record import BuildRecord
+from tests.conftest import REPO, run_cli
 from tests.support.channel import EXPIRY, channel, make_build, make_keys
 
 
@@ -25,19 +29,14 @@ def sboms(record: BuildRecord, directory: Path) -> Iterator[NewTarget]:
             yield t.sibling(sbom, kind="sbom")
 
 
-def test_registered_source_adds_targets_and_hooks_see_releases(tmp_path: Path) -> None:
+def test_a_pipelines_sources_add_targets_and_its_steps_see_releases(tmp_path: Path) -> None:
     keys = make_keys(tmp_path / "keys")
     repo = tmp_path / "repo"
     events: list[ReleaseEvent] = []
-    hooks.target_source(sboms)
-    hooks.after_release(events.append)
-    try:
-        build = make_build(tmp_path / "b", "node", "1", arches=("armv7",))
-        outcome = publish(repo, channel("beta"), build, keys)
-        promote(repo, channel("beta"), channel("stable"), "1", keys)
-    finally:
-        hooks.TARGET_SOURCES.remove(sboms)
-        hooks.RELEASE_HOOKS.remove(events.append)
+    pipeline = Pipeline(sources=(record_targets, sboms), steps=(events.append,))
+    build = make_build(tmp_path / "b", "node", "1", arches=("armv7",))
+    outcome = publish(repo, channel("beta"), build, keys, pipeline=pipeline)
+    promote(repo, channel("beta"), channel("stable"), "1", keys, pipeline=pipeline)
 
     assert "node/1/armv7/sbom.spdx.json" in outcome.targets
     with Update(ChannelRepo(repo, "stable"), keys, EXPIRY) as update:
@@ -69,5 +68,49 @@ def test_a_source_naming_a_missing_file_publishes_nothing(tmp_path: Path) -> Non
             yield NewTarget(t.image, t.version, t.arch, "sbom", directory / "nope", "0" * 64, 1)
 
     with pytest.raises(DistbuildError, match="missing"):
-        publish(tmp_path / "repo", channel("beta"), build, keys, sources=[record_targets, ghost])
+        publish(
+            tmp_path / "repo",
+            channel("beta"),
+            build,
+            keys,
+            pipeline=Pipeline((record_targets, ghost)),
+        )
     assert not (tmp_path / "repo" / "beta" / "metadata").exists()
+
+
+def test_release_pipeline_names_every_source_and_step(tmp_path: Path) -> None:
+    """What 'distbuild publish' runs is composed in one place, whatever was imported."""
+    plain = release_pipeline(channel("beta"))
+    assert plain.sources == (record_targets, bundle_targets)
+    assert plain.steps == (page_step,)
+    from_yaml = release_pipeline(replace(channel("beta"), registry="127.0.0.1:5000/ns"))
+    assert from_yaml.steps == (page_step, RegistryStep("127.0.0.1:5000/ns"))
+    given = release_pipeline(replace(channel("beta"), registry="127.0.0.1:5000/ns"), "[::1]:80/x/")
+    assert given.steps == (page_step, RegistryStep("[::1]:80/x"))
+    with pytest.raises(DistbuildError, match="invalid registry"):
+        release_pipeline(channel("beta"), "no registry here")
+
+
+def test_library_publish_runs_the_release_pipeline(tmp_path: Path) -> None:
+    """A bare publish() writes the page, as 'distbuild publish' does; targets_only() does not."""
+    keys = make_keys(tmp_path / "keys")
+    repo = tmp_path / "repo"
+    publish(repo, channel("beta"), make_build(tmp_path / "b", "node", "1"), keys)
+    assert "node" in (repo / "beta" / PAGE).read_text()
+    quiet = release_pipeline(channel("alpha")).targets_only()
+    publish(repo, channel("alpha"), make_build(tmp_path / "b", "node", "1"), keys, pipeline=quiet)
+    assert not (repo / "alpha" / PAGE).exists()
+
+
+def test_a_bad_registry_is_refused_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys = make_keys(tmp_path / "keys")
+    build = make_build(tmp_path / "b", "node", "1", arches=("amd64",))
+    repo = tmp_path / "repo"
+    args = ("--project", REPO, "publish", build, "--channel", "beta", "--repo", repo)
+    rc = run_cli(*args, "--keys", keys.path, "--registry", "127.0.0.1:0/ns")
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "error: invalid registry '127.0.0.1:0/ns'" in err and "hint: write HOST" in err
+    assert not repo.exists()

@@ -61,6 +61,9 @@ def _project(tmp_path: Path, text: str) -> Path:
         ("waves:\n  - {after: 1h, percent: 50}\n  - {after: 2h, percent: 40}\n", 3, "waves[1]"),
         ("keep: 3\ncolour: blue\n", 2, "colour"),
         ("keep: -1\n", 1, "keep"),
+        ("keep: 3\nregistry: no registry\n", 2, "registry"),
+        ("registry: 127.0.0.1:99999/ns\n", 1, "registry"),
+        ("registry_tag: -beta\n", 1, "registry_tag"),
     ],
 )
 def test_channel_errors_point_at_line(tmp_path: Path, text: str, line: int, key: str) -> None:
@@ -68,6 +71,12 @@ def test_channel_errors_point_at_line(tmp_path: Path, text: str, line: int, key:
     with pytest.raises(RecipeError) as e:
         load_channel(project, "edge")
     assert f"edge.yaml:{line}: {key}:" in str(e.value)
+
+
+def test_registry_comes_from_the_channel_yaml(tmp_path: Path) -> None:
+    project = _project(tmp_path, "keep: 3\nregistry: 127.0.0.1:5000/releases/\n")
+    assert load_channel(project, "edge").registry == "127.0.0.1:5000/releases"
+    assert load_channel(REPO, "beta").registry is None  # the shipped channels name none
 
 
 def test_unknown_channel(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import pytest
 
 from distbuild.channel.admin import refresh_channel, rotate_roots
 from distbuild.channel.keys import KeyStore
+from distbuild.channel.pipeline import release_pipeline
 from distbuild.channel.publish import promote, publish
 from distbuild.channel.repo import GRACE, ChannelRepo, utcnow
 from distbuild.channel.serve import Server, serving
@@ -214,7 +215,7 @@ def test_expired_timestamp_is_reported(tmp_path: Path, repo: Path, keys: KeyStor
         make_build(tmp_path / "b", "node", "1"),
         keys,
         now=utcnow() - timedelta(days=2),
-        hooks=False,
+        pipeline=release_pipeline(BETA).targets_only(),
     )
     with pytest.raises(DistbuildError) as e:
         describe(ChannelRepo(repo, "beta"))

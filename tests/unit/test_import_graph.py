@@ -269,9 +269,6 @@ def test_the_image_carries_everything_the_node_loads(
     assert all(f.parts[1] in (*NODE_PACKAGES, "__init__.py") for f in node_files())
 
 
-@pytest.mark.xfail(
-    strict=True, reason="oci/release.py, sign/bundles.py until h11-publish lands (issue 11 #3)"
-)
 def test_sign_and_oci_import_nothing_from_channel(
     graph: tuple[dict[str, Path], list[Import]],
 ) -> None:
