@@ -22,6 +22,7 @@ from distbuild import __version__
 from distbuild.errors import DistbuildError
 from distbuild.node import logfile
 from distbuild.node.config import Config, ConfigError, NodePaths, load_config
+from distbuild.node.provision_apply import provision_lines, provision_status, run_provision
 from distbuild.node.updater import NodeUpdater, Outcome
 
 log = logging.getLogger("distbuild.node")
@@ -65,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--once", action="store_true", help="one sync, then exit")
     t.add_argument("--interval", type=float, default=1024.0, metavar="SECONDS")
 
+    pv = sub.add_parser("provision", help="apply first-boot provisioning once (rcS runs it)")
+    pv.add_argument("--from", dest="source_dir", type=Path, help="read it from this directory")
+
     r = sub.add_parser("run", help="the daemon: poll, apply, reboot per policy")
     r.add_argument("--once", action="store_true", help="one round, then exit")
     r.add_argument(
@@ -105,6 +109,7 @@ def _status_text(s: dict[str, Any]) -> str:
         else:
             lines.append(f"slots:      {st}")
     lines.append(f"boot order: {' '.join(s['boot_order']) or '-'}")
+    lines += provision_lines(s.get("provision") or {})
     lines.append(f"last check: {s['last_check'] or 'never'}")
     r = s["last_result"]
     if r:
@@ -187,6 +192,7 @@ def _status(args: argparse.Namespace) -> int:
     except ConfigError as e:
         error, config = e, Config(channel_url="")
     status = NodeUpdater(config, paths).status()
+    status["provision"] = provision_status(paths)
     if error is not None:
         status["config_error"] = error.message + (f" (hint: {error.hint})" if error.hint else "")
     print(json.dumps(status, indent=2, sort_keys=True) if args.json else _status_text(status))
@@ -210,6 +216,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _status(args)
     if args.command == "time-sync":
         return _time_sync(args)
+    if args.command == "provision":
+        return run_provision(NodePaths(args.root), args.source_dir)
     config, paths = _load(args)
     updater = NodeUpdater(config, paths)
     if args.command == "check":
