@@ -12,6 +12,7 @@ from distbuild.build import build
 from distbuild.cli import options
 from distbuild.cli.common import State, pass_state, print_json
 from distbuild.context import BuildOptions
+from distbuild.disk.provision import check_provision_file
 from distbuild.errors import UsageError
 from distbuild.locks import get_locks
 from distbuild.merge import merge
@@ -93,6 +94,11 @@ mirror_option = click.option(
     metavar="KEY=VALUE",
     help="Another update.yaml setting, e.g. reboot=fleetlock (repeatable).",
 )
+@click.option(
+    "--provision",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A provisioning file baked into the node (read if the boot partition has none).",
+)
 @mirror_option
 @allow_outside_option
 @pass_state
@@ -113,6 +119,7 @@ def image_cmd(
     channel: str,
     trust_root: Path | None,
     update_settings: tuple[str, ...],
+    provision: Path | None,
     mirror: str | None,
     allow_outside: tuple[Path, ...],
 ) -> None:
@@ -129,6 +136,7 @@ def image_cmd(
                 hint="a node needs both where its channel is and the root metadata it trusts",
             )
         updater = UpdaterSetup.parse(channel_url, trust_root, channel, update_settings)
+    baked = check_provision_file(provision)[1] if provision else None
     opts = BuildOptions(
         project=state.project,
         image=image,
@@ -143,6 +151,7 @@ def image_cmd(
         locked=locked,
         updater=updater,
         allow_outside=allow_outside,
+        provision=baked,
     )
     record, directory = build(opts)
     if load:

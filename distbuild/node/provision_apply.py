@@ -224,6 +224,8 @@ def apply(paths: NodePaths, files: dict[str, bytes], source: str) -> Outcome:
             )
         rendered = render(p, paths)
         _write(paths, rendered)
+        if p.network is None:  # back to DHCP
+            paths.at("/etc/distbuild/network.static").unlink(missing_ok=True)
     except DistbuildError as e:
         record_error(paths, e)
         raise
