@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import struct
 from pathlib import Path
 
@@ -300,3 +301,55 @@ def test_baked_file_is_the_last_source(tmp_path: Path) -> None:
     outcome = provision(paths, empty)
     assert outcome.applied and "hostname=from-image" in outcome.message
     assert read_record(paths)["applied"]["source"] == "image"
+
+
+def test_kernel_command_line_seed_is_fetched_with_a_deadline(tmp_path: Path) -> None:
+    """``ds=nocloud;s=http://…/`` from a real server on loopback (network-config optional)."""
+    import http.server
+    import threading
+
+    served = {"/seed/user-data": USER_DATA.encode(), "/seed/meta-data": META_DATA}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = served.get(self.path)
+            self.send_response(200 if body is not None else 404)
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        (tmp_path / "proc").mkdir()
+        url = f"http://127.0.0.1:{server.server_address[1]}/seed/"
+        (tmp_path / "proc/cmdline").write_text(f"console=ttyS0 ds=nocloud;s={url} quiet\n")
+        empty = tmp_path / "boot"
+        empty.mkdir()
+        outcome = provision(NodePaths(tmp_path), empty)
+        assert outcome.applied and "hostname=node-7 keys=1" in outcome.message
+        assert read_record(NodePaths(tmp_path))["applied"]["source"] == url
+        del served["/seed/meta-data"]
+        (tmp_path / "proc/cmdline").write_text(f"ds=nocloud;s={url}other/\n")
+        with pytest.raises(ProvisionError, match="HTTP 404"):
+            provision(NodePaths(tmp_path), empty)
+        (tmp_path / "proc/cmdline").write_text("ds=nocloud;s=file:///etc/\n")
+        with pytest.raises(ProvisionError, match="not an http"):
+            provision(NodePaths(tmp_path), empty)
+    finally:
+        server.shutdown()
+
+
+def test_the_readme_example_is_what_the_node_reads() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    start = readme.index("# distbuild-provision.yaml: ")
+    example = readme[start : readme.index("```", start)]
+    example = re.sub(r"ssh-ed25519 AAAA[^\s\]]*( owner@laptop)?", KEY.rsplit(" ", 1)[0], example)
+    p = parse({PROVISION_FILE: example.encode()}, "README")
+    assert p.hostname == "rack1-node3" and p.instance_id == "rack1-node3"
+    assert len(p.keys["root"]) == 2
+    assert p.network is not None and p.network.gateway == "192.0.2.1"
+    assert p.files[0].mode == 0o755 and p.ntp_servers == ("192.0.2.123",)
