@@ -27,10 +27,10 @@ from distbuild.arch import get_arch
 from distbuild.boot import Guest
 from distbuild.bootctl.base import ImageFiles
 from distbuild.disk.diskimg import partition_offsets
-from distbuild.model.recipe import load_recipe
+from distbuild.model.recipe import Recipe, load_recipe
 from distbuild.run import run
 from tests.conftest import REPO, Builder, read_record, run_cli
-from tests.e2e.netns import NIC, netns
+from tests.e2e.netns import NIC, NetNs, netns
 from tests.unit.test_node_provision import ed25519_key
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow, pytest.mark.root, pytest.mark.network]
@@ -93,6 +93,39 @@ def data_file(disk: Path, workdir: Path, path: str) -> str:
     return proc.stdout.decode()
 
 
+# What the console shows, in order, with the seconds each may take after the last.
+FIRST_BOOT = [
+    ("distbuild-os: provisioned hostname=e2e-prov keys=1 files=1 network=static", BOOT),
+    ("distbuild-os: hostname e2e-prov", 30),
+    ("distbuild-os: static network: address eth0 10.0.2.77/24", 60),
+    ("distbuild-os: services up", BOOT),
+    (f"e2e: authorized_keys: {KEY}", 30),  # read as dropbear does, through /root/.ssh
+    ("e2e: eth0 10.0.2.77/24", 30),
+    ("distbuild-os: slot a marked good", 60),
+    ("provision:  instance-id e2e-prov-1 from boot partition", 60),  # status
+]
+BAD_BOOT = [
+    ("distbuild-os: provision error: boot partition/distbuild-provision.yaml:", BOOT),
+    ("unknown key 'favourite_colour'", 5),
+    ("distbuild-os: hostname e2e-prov", 30),  # the previous configuration stays
+    ("distbuild-os: services up", BOOT),
+    ("distbuild-os: slot a marked good", 60),
+    ("provision:  instance-id e2e-prov-1", 60),  # status: what was applied ...
+    ("provision:  ERROR at", 5),  # ... and the refused input
+]
+
+
+def boot(recipe: Recipe, disk: Path, ns: NetNs, log: Path, expect: list[tuple[str, float]]) -> str:
+    """Boot the node in the namespace until the console showed ``expect``; its transcript."""
+    with (
+        log.open("w") as echo,
+        Guest(recipe, disk, write=True, echo=echo, nic=NIC, wrap=ns.wrap) as g,
+    ):
+        for text, seconds in expect:
+            g.expect(text, seconds)
+    return g.transcript
+
+
 def test_a_node_applies_its_provisioning_and_survives_a_bad_file(
     build_image: Builder, tmp_path: Path
 ) -> None:
@@ -104,36 +137,11 @@ def test_a_node_applies_its_provisioning_and_survives_a_bad_file(
     assert run_cli("disk", "provision", disk, good) == 0
 
     with netns(f"distbuild-e2e-prov-{os.getpid()}") as ns:
-        with (
-            (tmp_path / "first.console.log").open("w") as echo,
-            Guest(recipe, disk, write=True, echo=echo, nic=NIC, wrap=ns.wrap) as g,
-        ):
-            g.expect(
-                "distbuild-os: provisioned hostname=e2e-prov keys=1 files=1 network=static", BOOT
-            )
-            g.expect("distbuild-os: hostname e2e-prov", 30)
-            g.expect("distbuild-os: static network: address eth0 10.0.2.77/24", 60)
-            g.expect("distbuild-os: services up", BOOT)
-            g.expect(f"e2e: authorized_keys: {KEY}", 30)
-            g.expect("e2e: eth0 10.0.2.77/24", 30)
-            g.expect("distbuild-os: slot a marked good", 60)
-            g.expect("provision:  instance-id e2e-prov-1 from boot partition", 60)
-        assert "provision error" not in g.transcript
+        first = boot(recipe, disk, ns, tmp_path / "first.console.log", FIRST_BOOT)
+        assert "provision error" not in first
         assert KEY in data_file(disk, tmp_path, "/etc/upper/distbuild/ssh/root/authorized_keys")
 
         esp = ImageFiles(disk, partition_offsets(disk)["esp"][0])
         esp.write("distbuild-provision.yaml", BAD.encode())
-        with (
-            (tmp_path / "second.console.log").open("w") as echo,
-            Guest(recipe, disk, write=True, echo=echo, nic=NIC, wrap=ns.wrap) as g,
-        ):
-            g.expect(
-                "distbuild-os: provision error: boot partition/distbuild-provision.yaml:", BOOT
-            )
-            g.expect("unknown key 'favourite_colour'", 5)
-            g.expect("distbuild-os: hostname e2e-prov", 30)
-            g.expect("distbuild-os: services up", BOOT)
-            g.expect("distbuild-os: slot a marked good", 60)
-            g.expect("provision:  instance-id e2e-prov-1", 60)
-            g.expect("provision:  ERROR at", 5)
-        assert "provisioned hostname=other" not in g.transcript
+        second = boot(recipe, disk, ns, tmp_path / "second.console.log", BAD_BOOT)
+        assert "provisioned hostname=other" not in second

@@ -305,23 +305,17 @@ def test_baked_file_is_the_last_source(tmp_path: Path) -> None:
 
 def test_kernel_command_line_seed_is_fetched_with_a_deadline(tmp_path: Path) -> None:
     """``ds=nocloud;s=http://…/`` from a real server on loopback (network-config optional)."""
+    import functools
     import http.server
     import threading
 
-    served = {"/seed/user-data": USER_DATA.encode(), "/seed/meta-data": META_DATA}
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = served.get(self.path)
-            self.send_response(200 if body is not None else 404)
-            self.send_header("Content-Length", str(len(body or b"")))
-            self.end_headers()
-            self.wfile.write(body or b"")
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    seed = tmp_path / "www/seed"
+    seed.mkdir(parents=True)
+    (seed / "user-data").write_text(USER_DATA)
+    (seed / "meta-data").write_bytes(META_DATA)
+    quiet = type("Quiet", (http.server.SimpleHTTPRequestHandler,), {"log_message": lambda *_: None})
+    handler = functools.partial(quiet, directory=str(tmp_path / "www"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         (tmp_path / "proc").mkdir()
@@ -332,7 +326,7 @@ def test_kernel_command_line_seed_is_fetched_with_a_deadline(tmp_path: Path) -> 
         outcome = provision(NodePaths(tmp_path), empty)
         assert outcome.applied and "hostname=node-7 keys=1" in outcome.message
         assert read_record(NodePaths(tmp_path))["applied"]["source"] == url
-        del served["/seed/meta-data"]
+        (seed / "meta-data").unlink()
         (tmp_path / "proc/cmdline").write_text(f"ds=nocloud;s={url}other/\n")
         with pytest.raises(ProvisionError, match="HTTP 404"):
             provision(NodePaths(tmp_path), empty)
