@@ -27,7 +27,7 @@ import os
 import re
 import stat
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,10 +183,16 @@ def _real_dir(root: Path, rel: str) -> Path:
 def _write(paths: NodePaths, files: dict[str, tuple[bytes, int]]) -> None:
     for path, (content, mode) in sorted(files.items()):
         parent, _, name = path.rpartition("/")
-        directory = _real_dir(paths.root, parent)
-        if path.endswith("/authorized_keys"):
-            os.chmod(directory, 0o700)
-        fsutil.write_atomic(directory / name, content, mode=mode)
+        try:
+            directory = _real_dir(paths.root, parent)
+            if path.endswith("/authorized_keys"):
+                os.chmod(directory, 0o700)
+            fsutil.write_atomic(directory / name, content, mode=mode)
+        except OSError as e:
+            raise ProvisionError(
+                f"cannot write {path}: {e.strerror}",
+                hint="it is applied again on the next boot",
+            ) from None
 
 
 def record_path(paths: NodePaths) -> Path:
@@ -254,7 +260,8 @@ def record_error(paths: NodePaths, e: DistbuildError) -> None:
     """Keep what was applied; note why this input was not."""
     record = read_record(paths)
     record["error"] = {"at": now_iso(), "message": e.message, "hint": e.hint}
-    _save(paths, record)
+    with suppress(OSError):  # /var not writable: the console still says it
+        _save(paths, record)
 
 
 def provision(paths: NodePaths, boot_dir: Path | None = None) -> Outcome:

@@ -347,3 +347,11 @@ def test_the_readme_example_is_what_the_node_reads() -> None:
     assert len(p.keys["root"]) == 2
     assert p.network is not None and p.network.gateway == "192.0.2.1"
     assert p.files[0].mode == 0o755 and p.ntp_servers == ("192.0.2.123",)
+
+
+def test_a_directory_in_the_way_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+    (tmp_path / "etc/motd").mkdir(parents=True)
+    doc = b"write_files:\n  - path: /etc/motd\n    content: hi\n"
+    with pytest.raises(ProvisionError, match="cannot write /etc/motd"):
+        apply(NodePaths(tmp_path), {PROVISION_FILE: doc}, "boot partition")
+    assert "applied" not in read_record(NodePaths(tmp_path))
