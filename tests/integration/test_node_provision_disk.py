@@ -18,8 +18,9 @@ import pytest
 from distbuild.bootctl.base import ImageFiles
 from distbuild.disk.diskimg import partition_offsets
 from distbuild.node.cli import main as node_main
+from distbuild.node.provision_apply import BAKED
 from distbuild.run import run
-from tests.conftest import REPO, assert_clean_error, distbuild_process
+from tests.conftest import REPO, assert_clean_error, distbuild_process, image_args, run_cli
 from tests.unit.test_node_provision import KEY
 
 MIB = 1 << 20
@@ -139,3 +140,19 @@ def test_a_bad_file_is_refused_and_nothing_is_written(
     )
     assert_clean_error(proc, needle)
     assert not out.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.network
+def test_image_provision_is_baked_into_the_root(project: Path, tmp_path: Path) -> None:
+    """``distbuild image --provision``: the checked file is in the root image, the node's last source."""
+    baked = tmp_path / "fleet.yaml"
+    baked.write_text("instance-id: fleet-1\nhostname: fleet-node\n")
+    out = tmp_path / "out"
+    args = image_args(project, out, "node", "amd64", extra=["--provision", str(baked)])
+    assert run_cli(*args) == 0
+    root = out / "node/1.0.0/amd64/root/root.img"
+    proc = run(["unsquashfs", "-cat", root, BAKED.lstrip("/")], capture=True)
+    assert proc.stdout == baked.read_bytes()
+    listing = run(["unsquashfs", "-ll", root, "root/.ssh"], capture=True).stdout.decode()
+    assert "root/.ssh -> /etc/distbuild/ssh/root" in listing
