@@ -25,12 +25,13 @@ import re
 from dataclasses import dataclass
 
 from distbuild.errors import DistbuildError
-from distbuild.node.config import _strip_comment, parse_scalar
+from distbuild.node.config import _split_items, _strip_comment, parse_scalar
 
 MAX_BYTES = 256 * 1024
 MAX_DEPTH = 8
 MAX_ITEMS = 4096  # keys and list items in all
 
+_AMBIGUOUS = ("yes", "no", "on", "off", "y", "n")
 _KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
@@ -190,12 +191,31 @@ class _Reader:
         return _chomp(lines, header), i
 
     def scalar(self, number: int, text: str) -> object:
+        if text == "-" or text.startswith("- "):
+            raise self.fail(number, "a list inside a list item on one line is not supported")
+        if _ambiguous(text):
+            raise self.fail(
+                number,
+                f"{text!r} is a boolean to YAML 1.1 and a string to YAML 1.2",
+                hint="write true or false, or quote it",
+            )
         if text[0] not in "'\"[{&*!|>@`%" and re.search(r":\s", text + " "):
             raise self.fail(number, f"a plain value must not contain ': ' (quote it): {text!r}")
         try:
             return parse_scalar(text)
         except ValueError as e:
             raise self.fail(number, str(e)) from None
+
+
+def _ambiguous(text: str) -> bool:
+    """A plain yes/no/on/off (alone or in a flow list): YAML versions disagree on it."""
+    if text.startswith("[") and text.endswith("]") and text[1:-1].strip():
+        try:
+            items = _split_items(text[1:-1].strip())
+        except ValueError:
+            return False  # parse_scalar says what is wrong
+        return any(item.lower() in _AMBIGUOUS for item in items)
+    return text.lower() in _AMBIGUOUS
 
 
 def _is_pair(text: str) -> bool:

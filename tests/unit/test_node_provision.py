@@ -104,6 +104,9 @@ def test_yaml_subset_reads_nesting_lists_and_literal_blocks() -> None:
         ("a: b: c\n", "must not contain ': '"),
         ("a: 1\n   b: 2\n", "unexpected indentation"),
         ("a: [unclosed\n", "must end with ']'"),
+        ("a:\n  - - nested\n", "list inside a list item"),
+        ("dhcp4: yes\n", "boolean to YAML 1.1"),
+        ("a: [on]\n", "boolean to YAML 1.1"),
     ],
 )
 def test_yaml_subset_refuses_what_it_does_not_read(text: str, needle: str) -> None:
