@@ -266,15 +266,21 @@ def test_a_symlink_on_the_way_is_not_followed(tmp_path: Path) -> None:
     assert list(outside.iterdir()) == []
 
 
-def test_cli_reports_on_the_console_and_in_status(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def provisioned_node(tmp_path: Path) -> tuple[Path, Path]:
+    """A node root provisioned (hostname n1, one key) from a boot directory: (root, boot)."""
     root, boot = tmp_path / "root", tmp_path / "boot"
     boot.mkdir()
     (root / "etc/distbuild").mkdir(parents=True)
     (root / "etc/distbuild/release").write_text("IMAGE=node\nVERSION=1.0.0\nARCH=amd64\n")
     (boot / PROVISION_FILE).write_text(f"hostname: n1\nssh_authorized_keys: ['{KEY}']\n")
     assert main(["--root", str(root), "provision", "--from", str(boot)]) == 0
+    return root, boot
+
+
+def test_cli_reports_on_the_console_and_in_status(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, boot = provisioned_node(tmp_path)
     assert "distbuild-os: provisioned hostname=n1 keys=1" in capsys.readouterr().out
     (boot / PROVISION_FILE).write_text("hostname: n2\nfavourite_colour: blue\n")
     assert main(["--root", str(root), "provision", "--from", str(boot)]) == 3
@@ -358,3 +364,29 @@ def test_a_directory_in_the_way_is_an_error_not_a_traceback(tmp_path: Path) -> N
     with pytest.raises(ProvisionError, match="cannot write /etc/motd"):
         apply(NodePaths(tmp_path), {PROVISION_FILE: doc}, "boot partition")
     assert "applied" not in read_record(NodePaths(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("doc", "needle"),
+    [
+        ("hostname: n2\nfavourite_colour: blue\n", "unknown key 'favourite_colour'"),
+        ("hostname: [n2\n", "must end with ']'"),  # unreadable YAML
+        ("users:\n  - name: root\n\tssh_authorized_keys: []\n", "tab"),
+        (f"ssh_authorized_keys: ['{dss_key()}']\n", "'ssh-dss' cannot be used"),
+    ],
+)
+def test_each_bad_file_is_on_the_console_and_in_status_and_changes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], doc: str, needle: str
+) -> None:
+    root, boot = provisioned_node(tmp_path)
+    before = sorted(p.read_bytes() for p in (root / "etc").rglob("*") if p.is_file())
+    (boot / PROVISION_FILE).write_text(doc)
+    capsys.readouterr()
+    assert main(["--root", str(root), "provision", "--from", str(boot)]) == 3
+    console = capsys.readouterr().out
+    assert "distbuild-os: provision error: " in console and needle in console
+    assert sorted(p.read_bytes() for p in (root / "etc").rglob("*") if p.is_file()) == before
+    main(["--root", str(root), "status", "--json"])
+    status = json.loads(capsys.readouterr().out)["provision"]
+    assert needle in status["error"]["message"]
+    assert status["applied"]["hostname"] == "n1"
