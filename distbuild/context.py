@@ -24,3 +24,4 @@ class BuildOptions:
     locked: bool = False  # a missing or stale lock is an error instead of being re-resolved
     updater: UpdaterSetup | None = None  # the channel a node image's updater follows
     allow_outside: tuple[Path, ...] = ()  # paths outside the project definitions may read
+    provision: bytes | None = None  # a checked provisioning file baked into the node's root

@@ -14,6 +14,7 @@ from distbuild.context import BuildOptions
 from distbuild.core import ui
 from distbuild.core.arch import parse_arches
 from distbuild.core.errors import UsageError
+from distbuild.disk.provision import check_provision_file
 from distbuild.locks import get_locks
 from distbuild.merge import merge
 from distbuild.model.image import check_all, load_image
@@ -88,6 +89,11 @@ mirror_option = click.option(
     metavar="KEY=VALUE",
     help="Another update.yaml setting, e.g. reboot=fleetlock (repeatable).",
 )
+@click.option(
+    "--provision",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A provisioning file baked into the node (read if the boot partition has none).",
+)
 @mirror_option
 @allow_outside_option
 @pass_state
@@ -108,6 +114,7 @@ def image_cmd(
     channel: str,
     trust_root: Path | None,
     update_settings: tuple[str, ...],
+    provision: Path | None,
     mirror: str | None,
     allow_outside: tuple[Path, ...],
 ) -> None:
@@ -124,6 +131,7 @@ def image_cmd(
                 hint="a node needs both where its channel is and the root metadata it trusts",
             )
         updater = UpdaterSetup.parse(channel_url, trust_root, channel, update_settings)
+    baked = check_provision_file(provision)[1] if provision else None
     opts = BuildOptions(
         project=state.project,
         image=image,
@@ -138,6 +146,7 @@ def image_cmd(
         locked=locked,
         updater=updater,
         allow_outside=allow_outside,
+        provision=baked,
     )
     record, directory = build(opts)
     if load:

@@ -210,4 +210,15 @@ def mark_unbootable_cmd(
     _report(bc, as_json, f"slot {slot}: not bootable")
 
 
+@disk_group.command("provision")
+@disk_argument
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def provision_cmd(disk: Path, file: Path) -> None:
+    """Check a provisioning FILE and write it onto the disk's boot partition."""
+    from distbuild.disk.provision import write_provision
+
+    name = write_provision(disk, file)
+    click.echo(f"{disk}: wrote {file} as {name} on the boot partition; read on the next boot")
+
+
 COMMANDS = [boot_cmd, disk_group]

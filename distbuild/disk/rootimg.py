@@ -34,6 +34,7 @@ from distbuild.core.run import run, which
 from distbuild.disk import trees
 from distbuild.disk.initramfs import INIT_MODULES, build_initramfs
 from distbuild.disk.modules import ModuleIndex
+from distbuild.node.provision_apply import BAKED as BAKED_PROVISION
 from distbuild.rootfs.install_updater import VENDOR_DIR, install_updater
 from distbuild.rootfs.rootpath import RootDir
 
@@ -152,6 +153,8 @@ def _build(ctx: ArchBuild, out: Path) -> RootPayload:
                 root_json=setup.trust_root,
                 config=setup.settings,
             )
+        if ctx.options.provision is not None:  # checked by distbuild.disk.provision
+            RootDir(tree).write_file(BAKED_PROVISION, ctx.options.provision, 0o644)
         compile_python(tree)
         tree_bytes = _tree_bytes(tree)
         image = out / "root.img"

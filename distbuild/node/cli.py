@@ -22,6 +22,7 @@ from distbuild import __version__
 from distbuild.core.errors import DistbuildError
 from distbuild.node import logfile
 from distbuild.node.config import Config, ConfigError, NodePaths, load_config
+from distbuild.node.provision_apply import provision_lines, provision_status, run_provision
 from distbuild.node.updater import NodeUpdater, Outcome
 
 log = logging.getLogger("distbuild.node")
@@ -63,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--once", action="store_true", help="one sync, then exit")
     t.add_argument("--interval", type=float, default=1024.0, metavar="SECONDS")
 
+    pv = sub.add_parser("provision", help="apply first-boot provisioning once (rcS runs it)")
+    pv.add_argument("--from", dest="source_dir", type=Path, help="read it from this directory")
+
     r = sub.add_parser("run", help="the daemon: poll, apply, reboot per policy")
     r.add_argument("--once", action="store_true", help="one round, then exit")
     r.add_argument(
@@ -94,7 +98,7 @@ def _print(outcome: Outcome, as_json: bool) -> None:
 
 def _status_text(s: dict[str, Any]) -> str:
     """``distbuild-update status`` for people: one line per fact."""
-    lines = _where(s) + _slot_lines(s) + _history(s)
+    lines = _where(s) + _slot_lines(s) + provision_lines(s.get("provision") or {}) + _history(s)
     return "\n".join(lines)
 
 
@@ -210,6 +214,7 @@ def _status(args: argparse.Namespace) -> int:
     except ConfigError as e:
         error, config = e, Config(channel_url="")
     status = NodeUpdater(config, paths).status()
+    status["provision"] = provision_status(paths)
     if error is not None:
         status["config_error"] = error.message + (f" (hint: {error.hint})" if error.hint else "")
     if args.json:
@@ -236,6 +241,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _status(args)
     if args.command == "time-sync":
         return _time_sync(args)
+    if args.command == "provision":
+        return run_provision(NodePaths(args.root), args.source_dir)
     config, paths = _load(args)
     updater = NodeUpdater(config, paths)
     if args.command == "check":
