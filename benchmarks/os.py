@@ -19,7 +19,7 @@ Prints a markdown table. Run as root: ``python benchmarks/os.py [--arch amd64,ar
 from __future__ import annotations
 
 import argparse
-import os
+import dataclasses
 import shutil
 import statistics
 import sys
@@ -35,7 +35,6 @@ from distbuild.boot import boot_disk  # noqa: E402
 from distbuild.build import prepare  # noqa: E402
 from distbuild.context import BuildOptions  # noqa: E402
 from distbuild.disk import rootimg  # noqa: E402
-from distbuild.disk.bootchain import get_chain  # noqa: E402
 from distbuild.disk.diskimg import build_disk  # noqa: E402
 from distbuild.disk.trees import boot_tools, kernel_tree  # noqa: E402
 from distbuild.paths import cache_dir  # noqa: E402
@@ -71,15 +70,14 @@ def main() -> None:
             ctx = prepare(opts, arch, work)
             # Cached trees (kernel, boot tools) are not part of the measured builds.
             kernel_tree(ctx)
-            boot_tools(ctx, get_chain(ctx.recipe.boot_chain).packages)
+            boot_tools(ctx)
             start = time.monotonic()
             ctx.rootfs()
             t_rootfs = time.monotonic() - start
             for fs in args.fs.split(","):
-                os.environ["DISTBUILD_ROOT_FS"] = fs
-                rootimg._BUILT.clear()
+                ctx.options = dataclasses.replace(opts, root_fs=fs)
                 start = time.monotonic()
-                payload = rootimg.root_payload(ctx)
+                payload = rootimg.build_payload(ctx)
                 t_root = time.monotonic() - start
                 disk = work / f"disk-{fs}.img"
                 start = time.monotonic()

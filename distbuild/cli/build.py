@@ -8,12 +8,11 @@ import click
 
 from distbuild import ui
 from distbuild.arch import parse_arches
-from distbuild.build import build
+from distbuild.build import build, plan_locks
 from distbuild.cli import options
 from distbuild.cli.common import State, pass_state, print_json
-from distbuild.context import BuildOptions
+from distbuild.context import ROOT_FILESYSTEMS, BuildOptions
 from distbuild.errors import UsageError
-from distbuild.locks import get_locks
 from distbuild.merge import merge
 from distbuild.model.image import check_all, load_image
 from distbuild.model.recipe import load_recipe
@@ -71,6 +70,14 @@ mirror_option = click.option(
     "--source-date-epoch", type=options.EPOCH, help="Timestamp for every file and record."
 )
 @click.option("--compression-level", type=click.IntRange(1, 9), default=6, show_default=True)
+@click.option(
+    "--root-fs",
+    type=click.Choice(ROOT_FILESYSTEMS),
+    envvar="DISTBUILD_ROOT_FS",
+    default=ROOT_FILESYSTEMS[0],
+    show_default=True,
+    help="The root output's file system.",
+)
 @click.option("--update-lock", is_flag=True, help="Resolve packages anew and rewrite the lock.")
 @click.option("--locked", is_flag=True, help="Fail if the lock is missing or stale (for CI).")
 @click.option("--load", "load", is_flag=True, help="Load the host's image into Docker afterwards.")
@@ -104,6 +111,7 @@ def image_cmd(
     version: str | None,
     source_date_epoch: int | None,
     compression_level: int,
+    root_fs: str,
     update_lock: bool,
     locked: bool,
     load: bool,
@@ -139,6 +147,7 @@ def image_cmd(
         source_date_epoch=source_date_epoch,
         mirror=mirror,
         compression_level=compression_level,
+        root_fs=root_fs,
         update_lock=update_lock,
         locked=locked,
         updater=updater,
@@ -183,7 +192,7 @@ def lock_cmd(
             mirror=mirror,
             update_lock=True,
         )
-        for name, lock in get_locks(opts, recipe, img).items():
+        for name, lock in plan_locks(opts, recipe, img).items():
             path = lock_path(project, name, arch.name)
             click.echo(f"{path}: {len(lock.packages)} packages")
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from distbuild.arch import parse_arches
+from distbuild.build import plan_locks
 from distbuild.context import BuildOptions
-from distbuild.locks import get_locks
 from distbuild.model.image import load_image
 from distbuild.model.recipe import load_recipe
 from distbuild.rootfs.lock import Lock, lock_path, read_lock, write_lock
@@ -135,7 +135,7 @@ def test_lock_command_writes_every_lock(fresh: Path, capsys: pytest.CaptureFixtu
         mirror=closed_port_url(),
         locked=True,
     )
-    locks = get_locks(opts, recipe, load_image(fresh, "node", recipe))
+    locks = plan_locks(opts, recipe, load_image(fresh, "node", recipe))
     assert locks == {"node": read_lock(image), "node-boot": read_lock(boot)}
 
 
