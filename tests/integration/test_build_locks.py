@@ -88,6 +88,7 @@ def test_locked_refuses_a_stale_boot_lock(
     error, _ = error_and_hint(capsys.readouterr().err)
     assert rc == 6 and "node-boot.amd64.lock.json" in error and "stale" in error, error
     assert boot.read_bytes() == before
+    assert not (tmp_path / "out/node").exists()  # refused at the plan, before any output
 
 
 def test_locked_and_update_lock_contradict(
