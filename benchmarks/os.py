@@ -19,7 +19,7 @@ Prints a markdown table. Run as root: ``python benchmarks/os.py [--arch amd64,ar
 from __future__ import annotations
 
 import argparse
-import os
+import dataclasses
 import shutil
 import statistics
 import sys
@@ -30,7 +30,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from distbuild.bootchain import get_chain  # noqa: E402
 from distbuild.build import prepare  # noqa: E402
 from distbuild.context import BuildOptions  # noqa: E402
 from distbuild.core.arch import parse_arches  # noqa: E402
@@ -71,15 +70,14 @@ def main() -> None:
             ctx = prepare(opts, arch, work)
             # Cached trees (kernel, boot tools) are not part of the measured builds.
             kernel_tree(ctx)
-            boot_tools(ctx, get_chain(ctx.recipe.boot_chain).packages)
+            boot_tools(ctx)
             start = time.monotonic()
             ctx.rootfs()
             t_rootfs = time.monotonic() - start
             for fs in args.fs.split(","):
-                os.environ["DISTBUILD_ROOT_FS"] = fs
-                rootimg._BUILT.clear()
+                ctx.options = dataclasses.replace(opts, root_fs=fs)
                 start = time.monotonic()
-                payload = rootimg.root_payload(ctx)
+                payload = rootimg.build_payload(ctx)
                 t_root = time.monotonic() - start
                 disk = work / f"disk-{fs}.img"
                 start = time.monotonic()

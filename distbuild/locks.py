@@ -1,14 +1,15 @@
 """Planning the locks of a build: every lock an image uses, through one function.
 
-The image's own lock and the locks its outputs need (the boot lock of the
-``root`` and ``disk`` outputs, registered by them in :data:`EXTRA_LOCKS`) are
-read, or resolved and written, here in the plan stage, honouring ``--locked``
-and ``--update-lock``; later stages only read what was planned.
+The plan stage (:func:`distbuild.build.plan_locks`) asks for the image's own
+lock and the locks its outputs need (the boot lock of the ``root`` and
+``disk`` outputs); each is read, or resolved and written, by :func:`get_lock`,
+honouring ``--locked`` and ``--update-lock``. Later stages only read what was
+planned (:meth:`distbuild.context.ArchBuild.planned_lock`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping
 
 from distbuild import scratch
 from distbuild.context import BuildOptions
@@ -20,28 +21,13 @@ from distbuild.rootfs import apt
 from distbuild.rootfs.lock import Lock, lock_path, read_lock, write_lock
 from distbuild.rootfs.sources import sources_for
 
-# Locks an output needs beside the image's own: kind -> (lock name suffix,
-# fn(recipe, image) -> the packages to lock, or an error if the image cannot
-# have that output). The disk outputs register the boot lock.
-ExtraLock = tuple[str, Callable[[Recipe, ImageDef], tuple[str, ...]]]
-EXTRA_LOCKS: dict[str, ExtraLock] = {}
 
-
-def lock_requests(recipe: Recipe, image: ImageDef) -> dict[str, tuple[str, ...]]:
-    """Every lock the image uses for this arch: lock name -> the packages it asks for."""
-    wanted = {image.name: tuple(sorted(image.packages))}
-    for kind in image.outputs:
-        if kind in EXTRA_LOCKS:
-            suffix, packages = EXTRA_LOCKS[kind]
-            wanted[image.name + suffix] = tuple(sorted(packages(recipe, image)))
-    return wanted
-
-
-def get_locks(opts: BuildOptions, recipe: Recipe, image: ImageDef) -> dict[str, Lock]:
-    """Every lock the image uses for this arch (see :func:`get_lock`), by lock name."""
+def get_locks(
+    opts: BuildOptions, recipe: Recipe, image: ImageDef, wanted: Mapping[str, tuple[str, ...]]
+) -> dict[str, Lock]:
+    """The locks ``wanted`` (lock name -> the packages it asks for), by :func:`get_lock`."""
     return {
-        name: get_lock(opts, recipe, image, name, wanted)
-        for name, wanted in lock_requests(recipe, image).items()
+        name: get_lock(opts, recipe, image, name, packages) for name, packages in wanted.items()
     }
 
 

@@ -6,21 +6,16 @@ both give the same index digest for the same inputs.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from distbuild import scratch
-from distbuild.build import (
-    _swap_into_place,
-    check_directory,
-    check_writable,
-    finish_index,
-    recover_swaps,
-)
+from distbuild.build import finish_index
+from distbuild.context import BuildDir
 from distbuild.core.errors import DistbuildError
 from distbuild.core.fsutil import clone_file
 from distbuild.oci import layout as oci
 from distbuild.record import BuildRecord, load_record
+from distbuild.staging import check_directory, check_writable, staged
 
 
 def merge(inputs: list[Path], out: Path) -> tuple[BuildRecord, Path]:
@@ -56,21 +51,16 @@ def merge(inputs: list[Path], out: Path) -> tuple[BuildRecord, Path]:
 
 def _merge_into(loaded: list[tuple[BuildRecord, Path]], final: Path) -> tuple[BuildRecord, Path]:
     first = loaded[0][0]
-    final.parent.mkdir(parents=True, exist_ok=True)
-    scratch.reap(final.parent, ".partial-")
-    recover_swaps(final.parent)
-    staging = scratch.make_dir(final.parent, f".{final.name}.partial-")
-    try:
+    with staged(final) as staging:
         record = BuildRecord(first.image, first.version, first.source_date_epoch)
-        layout = oci.Layout(staging / "oci").init()
-        manifests = []
+        out = BuildDir.create(staging)
         for rec, d in loaded:
             src_layout = oci.Layout(d / rec.oci["layout"]) if rec.oci else None
             if src_layout is not None:
                 _, index = src_layout.image_index(rec.oci.get("ref"))
                 for desc in index["manifests"]:
-                    oci.copy_image(src_layout, layout, desc)
-                    manifests.append(desc)
+                    oci.copy_image(src_layout, out.layout, desc)
+                    out.manifests.append(desc)
             for a in rec.artifacts:
                 if a.kind in ("oci", "oci-index"):
                     if a.kind == "oci":
@@ -80,11 +70,7 @@ def _merge_into(loaded: list[tuple[BuildRecord, Path]], final: Path) -> tuple[Bu
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 clone_file(d / a.path, dest)
                 record.artifacts.append(a)
-        if manifests:
-            finish_index(record, layout, manifests, staging)
+        if out.manifests:
+            finish_index(record, out)
         record.write(staging)
-        _swap_into_place(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return record, final

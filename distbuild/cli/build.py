@@ -6,16 +6,15 @@ from pathlib import Path
 
 import click
 
-from distbuild.build import build
+from distbuild.build import build, plan_locks
 from distbuild.cli import options
 from distbuild.cli.common import State, pass_state
 from distbuild.cli.options import arch_option, json_option, print_json
-from distbuild.context import BuildOptions
+from distbuild.context import ROOT_FILESYSTEMS, BuildOptions
 from distbuild.core import ui
 from distbuild.core.arch import parse_arches
 from distbuild.core.errors import UsageError
 from distbuild.disk.provision import check_provision_file
-from distbuild.locks import get_locks
 from distbuild.merge import merge
 from distbuild.model.image import check_all, load_image
 from distbuild.model.recipe import load_recipe
@@ -37,6 +36,20 @@ mirror_option = click.option(
     envvar="DISTBUILD_MIRROR",
     help="Debian mirror URL. Default: the host's apt sources.",
 )
+
+
+def _updater_setup(
+    channel_url: str | None, trust_root: Path | None, channel: str, settings: tuple[str, ...]
+) -> UpdaterSetup | None:
+    """The channel a node image's updater follows, if the command line names one."""
+    if channel_url is None and trust_root is None and not settings:
+        return None
+    if channel_url is None or trust_root is None:
+        raise UsageError(
+            "--channel-url and --trust-root go together",
+            hint="a node needs both where its channel is and the root metadata it trusts",
+        )
+    return UpdaterSetup.parse(channel_url, trust_root, channel, settings)
 
 
 @click.command("image")
@@ -67,6 +80,14 @@ mirror_option = click.option(
     "--source-date-epoch", type=options.EPOCH, help="Timestamp for every file and record."
 )
 @click.option("--compression-level", type=click.IntRange(1, 9), default=6, show_default=True)
+@click.option(
+    "--root-fs",
+    type=click.Choice(ROOT_FILESYSTEMS),
+    envvar="DISTBUILD_ROOT_FS",
+    default=ROOT_FILESYSTEMS[0],
+    show_default=True,
+    help="The root output's file system.",
+)
 @click.option("--update-lock", is_flag=True, help="Resolve packages anew and rewrite the lock.")
 @click.option("--locked", is_flag=True, help="Fail if the lock is missing or stale (for CI).")
 @click.option("--load", "load", is_flag=True, help="Load the host's image into Docker afterwards.")
@@ -105,6 +126,7 @@ def image_cmd(
     version: str | None,
     source_date_epoch: int | None,
     compression_level: int,
+    root_fs: str,
     update_lock: bool,
     locked: bool,
     load: bool,
@@ -123,14 +145,7 @@ def image_cmd(
         raise UsageError(
             "--platform only applies with --load", hint="add --load, or drop --platform"
         )
-    updater = None
-    if channel_url is not None or trust_root is not None or update_settings:
-        if channel_url is None or trust_root is None:
-            raise UsageError(
-                "--channel-url and --trust-root go together",
-                hint="a node needs both where its channel is and the root metadata it trusts",
-            )
-        updater = UpdaterSetup.parse(channel_url, trust_root, channel, update_settings)
+    updater = _updater_setup(channel_url, trust_root, channel, update_settings)
     baked = check_provision_file(provision)[1] if provision else None
     opts = BuildOptions(
         project=state.project,
@@ -142,6 +157,7 @@ def image_cmd(
         source_date_epoch=source_date_epoch,
         mirror=mirror,
         compression_level=compression_level,
+        root_fs=root_fs,
         update_lock=update_lock,
         locked=locked,
         updater=updater,
@@ -190,7 +206,7 @@ def lock_cmd(
             mirror=mirror,
             update_lock=True,
         )
-        for name, lock in get_locks(opts, recipe, img).items():
+        for name, lock in plan_locks(opts, recipe, img).items():
             path = lock_path(project, name, arch.name)
             count = len(lock.packages)
             written.append({"arch": arch.name, "lock": name, "path": str(path), "packages": count})

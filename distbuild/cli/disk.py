@@ -213,12 +213,16 @@ def mark_unbootable_cmd(
 @disk_group.command("provision")
 @disk_argument
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def provision_cmd(disk: Path, file: Path) -> None:
+@json_option
+def provision_cmd(disk: Path, file: Path, as_json: bool) -> None:
     """Check a provisioning FILE and write it onto the disk's boot partition."""
     from distbuild.disk.provision import write_provision
 
     name = write_provision(disk, file)
-    click.echo(f"{disk}: wrote {file} as {name} on the boot partition; read on the next boot")
+    if as_json:
+        print_json({"disk": str(disk), "file": str(file), "written": name})
+    else:
+        click.echo(f"{disk}: wrote {file} as {name} on the boot partition; read on the next boot")
 
 
 COMMANDS = [boot_cmd, disk_group]

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from distbuild.bootchain import BootChain, get_chain
-from distbuild.build import ArchBuild
+from distbuild.context import ArchBuild
 from distbuild.core import ui
 from distbuild.core.bootctl.base import ImageFiles, open_bootctl
 from distbuild.core.errors import DistbuildError
@@ -101,7 +101,7 @@ def build_disk(ctx: ArchBuild, payload: RootPayload, out: Path) -> Path:
     boot = work / "boot.img"
     _fat(boot, parts[0].size, _guid(*seed, "fat")[:8])
     files = ImageFiles(boot, epoch=ctx.epoch)
-    tools = trees.boot_tools(ctx, chain.packages)
+    tools = trees.boot_tools(ctx)
     for path, content in sorted(chain.loader_files(recipe, tools).items()):
         files.write(path, content.read_bytes() if isinstance(content, Path) else content)
     bootctl = open_bootctl(recipe.boot_chain, files, "")

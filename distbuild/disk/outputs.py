@@ -1,4 +1,4 @@
-"""The ``root`` and ``disk`` outputs, registered into the build.
+"""The ``root`` and ``disk`` outputs, as listed in :data:`distbuild.build.OUTPUTS`.
 
 Layout in a build (paths in build.json are what tools use):
 
@@ -13,19 +13,10 @@ import os
 import shutil
 from pathlib import Path
 
-from distbuild.build import OUTPUT_BUILDERS, ArchBuild
+from distbuild.context import ArchBuild, BuildDir
 from distbuild.disk.diskimg import build_disk
 from distbuild.disk.rootimg import root_payload
-from distbuild.disk.trees import BOOT_LOCK, boot_packages
-from distbuild.locks import EXTRA_LOCKS
 from distbuild.record import Artifact
-from distbuild.rootfs.fetch import sha256_file
-
-
-def _artifact(staging: Path, arch: str, kind: str, path: Path) -> Artifact:
-    return Artifact(
-        arch, kind, str(path.relative_to(staging)), sha256_file(path), path.stat().st_size
-    )
 
 
 def _place(src: Path, dest: Path) -> Path:
@@ -37,32 +28,25 @@ def _place(src: Path, dest: Path) -> Path:
     return dest
 
 
-def build_root(ctx: ArchBuild, staging: Path) -> list[Artifact]:
+def build_root(ctx: ArchBuild, out: BuildDir) -> list[Artifact]:
     payload = root_payload(ctx)
-    d = staging / ctx.arch.name / "root"
+    d = out.path / ctx.arch.name / "root"
     arch = ctx.arch.name
     return [
-        _artifact(staging, arch, "root", _place(payload.image, d / "root.img")),
-        _artifact(staging, arch, "kernel", _place(payload.kernel, d / "linux")),
-        _artifact(staging, arch, "initrd", _place(payload.initrd, d / "initrd")),
-        _artifact(
-            staging, arch, "boot", _place(payload.image.with_name("boot.json"), d / "boot.json")
-        ),
+        out.artifact(arch, "root", _place(payload.image, d / "root.img")),
+        out.artifact(arch, "kernel", _place(payload.kernel, d / "linux")),
+        out.artifact(arch, "initrd", _place(payload.initrd, d / "initrd")),
+        out.artifact(arch, "boot", _place(payload.image.with_name("boot.json"), d / "boot.json")),
     ]
 
 
-def build_disk_output(ctx: ArchBuild, staging: Path) -> list[Artifact]:
+def build_disk_output(ctx: ArchBuild, out: BuildDir) -> list[Artifact]:
     payload = root_payload(ctx)
-    d = staging / ctx.arch.name / "disk"
+    d = out.path / ctx.arch.name / "disk"
     d.mkdir(parents=True, exist_ok=True)
     disk = build_disk(ctx, payload, d / "disk.img")
     bmap = disk.with_name(disk.name + ".bmap")
     return [
-        _artifact(staging, ctx.arch.name, "disk", disk),
-        _artifact(staging, ctx.arch.name, "disk-bmap", bmap),
+        out.artifact(ctx.arch.name, "disk", disk),
+        out.artifact(ctx.arch.name, "disk-bmap", bmap),
     ]
-
-
-OUTPUT_BUILDERS["root"] = build_root
-OUTPUT_BUILDERS["disk"] = build_disk_output
-EXTRA_LOCKS["root"] = EXTRA_LOCKS["disk"] = (BOOT_LOCK, boot_packages)

@@ -25,8 +25,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from distbuild.bootchain import get_chain
-from distbuild.build import ArchBuild
+from distbuild.context import ArchBuild
 from distbuild.core import ui
 from distbuild.core.bootctl.base import SlotBoot
 from distbuild.core.errors import DistbuildError
@@ -35,12 +34,10 @@ from distbuild.disk import trees
 from distbuild.disk.initramfs import INIT_MODULES, build_initramfs
 from distbuild.disk.modules import ModuleIndex
 from distbuild.node.provision_apply import BAKED as BAKED_PROVISION
-from distbuild.rootfs.install_updater import VENDOR_DIR, install_updater
+from distbuild.rootfs.install_updater import VENDOR_DIR, UpdaterSetup, install_updater
 from distbuild.rootfs.rootpath import RootDir
 
 BLOCK = 4096
-FILESYSTEMS = ("squashfs", "erofs")
-DEFAULT_FS = "squashfs"
 # Modules the running node loads on demand besides the initramfs ones: the
 # code pages of the FAT boot partition, and what containerd's default
 # snapshotter and bridge networking ask for.
@@ -91,77 +88,28 @@ class RootPayload:
         }
 
 
-def root_fs() -> str:
-    fs = os.environ.get("DISTBUILD_ROOT_FS", DEFAULT_FS)
-    if fs not in FILESYSTEMS:
-        raise DistbuildError(
-            f"DISTBUILD_ROOT_FS={fs!r} is not a root file system distbuild can build",
-            hint=f"use one of: {', '.join(FILESYSTEMS)}",
-        )
-    return fs
-
-
-_BUILT: dict[Path, RootPayload] = {}
-
-
 def root_payload(ctx: ArchBuild) -> RootPayload:
     """The arch's root payload, built once per build (root and disk share it)."""
-    out = ctx.workdir / f"root-{ctx.arch.name}"
-    # A build's work directory is removed at its end: a cached payload whose
-    # files are gone belongs to an earlier build.
-    if out not in _BUILT or not _BUILT[out].image.exists():
-        _BUILT[out] = _build(ctx, out)
-    return _BUILT[out]
+    return ctx.once(RootPayload, lambda: build_payload(ctx))
 
 
-def _build(ctx: ArchBuild, out: Path) -> RootPayload:
-    recipe = ctx.recipe
+def build_payload(ctx: ArchBuild) -> RootPayload:
+    """Build the root payload into ``<workdir>/root-<arch>``: image, kernel, initrd, boot.json."""
+    recipe, fs = ctx.recipe, ctx.options.root_fs
     kernel = trees.kernel_tree(ctx)
-    chain = get_chain(recipe.boot_chain)
-    tools = trees.boot_tools(ctx, chain.packages)
+    tools = trees.boot_tools(ctx)
     index = ModuleIndex.load(kernel.modules)
     where = str(recipe.path)
     init_modules = index.load_order([*recipe.kernel_modules, *INIT_MODULES], where=where)
     node_modules = index.load_order(
         [*recipe.kernel_modules, *INIT_MODULES, *RUNTIME_MODULES], where=where
     )
-    fs = root_fs()
-
+    out = ctx.workdir / f"root-{ctx.arch.name}"
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    tree = ctx.workdir / f"root-tree-{ctx.arch.name}"
-    if tree.exists():
-        shutil.rmtree(tree)
-    rootfs = ctx.rootfs()
-    ui.note(f"{ctx.arch.name}: assembling the root tree ({len(node_modules)} kernel modules)")
-    # Hard links: the rootfs stays as the OCI layer saw it; the tree only
-    # gains files.
-    run(["cp", "-al", rootfs, tree])
-    try:
-        index.copy(node_modules, RootDir(tree), f"usr/lib/modules/{kernel.version}")
-        trees.depmod(tree, kernel.version)
-        # The updater and the boot control code the health check runs.
-        setup = ctx.options.updater
-        if setup is None:
-            install_updater(tree)
-        else:
-            install_updater(
-                tree,
-                channel_url=setup.channel_url,
-                channel=setup.channel,
-                root_json=setup.trust_root,
-                config=setup.settings,
-            )
-        if ctx.options.provision is not None:  # checked by distbuild.disk.provision
-            RootDir(tree).write_file(BAKED_PROVISION, ctx.options.provision, 0o644)
-        compile_python(tree)
-        tree_bytes = _tree_bytes(tree)
-        image = out / "root.img"
-        ui.note(f"{ctx.arch.name}: writing the {fs} root image")
-        make_fs(fs, tree, image, ctx.epoch)
-    finally:
-        shutil.rmtree(tree, ignore_errors=True)
+    image = out / "root.img"
+    tree_bytes = write_root_image(ctx, kernel, index, node_modules, image)
     verity = add_verity(image)
     kernel_out = out / "linux"
     shutil.copyfile(kernel.image, kernel_out)
@@ -169,10 +117,61 @@ def _build(ctx: ArchBuild, out: Path) -> RootPayload:
     initrd.write_bytes(
         build_initramfs(recipe, tools, kernel.version, kernel.modules, init_modules, fs, ctx.epoch)
     )
-    cmdline = " ".join(
+    cmdline = kernel_cmdline(recipe.console, ctx.version, verity)
+    payload = RootPayload(
+        ctx.version, ctx.arch.name, fs, image, kernel_out, initrd, verity, cmdline, tree_bytes
+    )
+    (out / "boot.json").write_text(json.dumps(payload.meta(), indent=2, sort_keys=True) + "\n")
+    return payload
+
+
+def write_root_image(
+    ctx: ArchBuild, kernel: trees.KernelTree, index: ModuleIndex, modules: list[str], image: Path
+) -> int:
+    """The root tree (the rootfs, ``modules``, the updater) written as ``image``; its size."""
+    tree = ctx.workdir / f"root-tree-{ctx.arch.name}"
+    if tree.exists():
+        shutil.rmtree(tree)
+    rootfs = ctx.rootfs()
+    ui.note(f"{ctx.arch.name}: assembling the root tree ({len(modules)} kernel modules)")
+    # Hard links: the rootfs stays as the OCI layer saw it; the tree only
+    # gains files.
+    run(["cp", "-al", rootfs, tree])
+    try:
+        index.copy(modules, RootDir(tree), f"usr/lib/modules/{kernel.version}")
+        trees.depmod(tree, kernel.version)
+        # The updater and the boot control code the health check runs.
+        _install_updater(tree, ctx.options.updater)
+        if ctx.options.provision is not None:  # checked by distbuild.disk.provision
+            RootDir(tree).write_file(BAKED_PROVISION, ctx.options.provision, 0o644)
+        compile_python(tree)
+        tree_bytes = _tree_bytes(tree)
+        ui.note(f"{ctx.arch.name}: writing the {ctx.options.root_fs} root image")
+        make_fs(ctx.options.root_fs, tree, image, ctx.epoch)
+    finally:
+        shutil.rmtree(tree, ignore_errors=True)
+    return tree_bytes
+
+
+def _install_updater(tree: Path, setup: UpdaterSetup | None) -> None:
+    if setup is None:
+        install_updater(tree)
+    else:
+        install_updater(
+            tree,
+            channel_url=setup.channel_url,
+            channel=setup.channel,
+            root_json=setup.trust_root,
+            config=setup.settings,
+        )
+
+
+def kernel_cmdline(console: str, version: str, verity: Verity) -> str:
+    """The kernel command line of a slot, without ``distbuild.slot=`` (boot control adds it)."""
+    return " ".join(
         [
-            f"console={recipe.console}",
-            f"distbuild.version={ctx.version}",
+            f"console={console}",
+            f"distbuild.version={version}",
             f"distbuild.verity={verity.roothash}",
             f"distbuild.verity_salt={verity.salt}",
             f"distbuild.verity_blocks={verity.data_blocks}",
@@ -181,11 +180,6 @@ def _build(ctx: ArchBuild, out: Path) -> RootPayload:
             "loglevel=4",
         ]
     )
-    payload = RootPayload(
-        ctx.version, ctx.arch.name, fs, image, kernel_out, initrd, verity, cmdline, tree_bytes
-    )
-    (out / "boot.json").write_text(json.dumps(payload.meta(), indent=2, sort_keys=True) + "\n")
-    return payload
 
 
 def compile_python(tree: Path) -> None:

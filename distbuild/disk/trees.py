@@ -22,10 +22,9 @@ from pathlib import Path
 
 from distbuild import scratch
 from distbuild.bootchain import get_chain
-from distbuild.build import ArchBuild
+from distbuild.context import ArchBuild
 from distbuild.core.errors import DistbuildError, LockError
 from distbuild.core.run import run, which
-from distbuild.locks import get_lock
 from distbuild.model.image import ImageDef
 from distbuild.model.recipe import Recipe
 from distbuild.rootfs import extract
@@ -150,22 +149,10 @@ def boot_packages(recipe: Recipe, image: ImageDef) -> tuple[str, ...]:
     return tuple(sorted({*INITRAMFS_PACKAGES, *get_chain(recipe.boot_chain).packages}))
 
 
-def boot_lock(ctx: ArchBuild, extra: tuple[str, ...]) -> Lock:
-    """The lock of the initramfs tools and the boot chain's packages for this arch.
+def boot_tools(ctx: ArchBuild) -> Path:
+    """The initramfs tools and boot loader packages of the boot lock, unpacked for the target arch.
 
-    The build's plan stage resolves it with the image's lock (locks.get_locks,
-    so ``--locked`` covers it); this only hands it out.
+    The plan stage resolved the boot lock with the image's (:func:`boot_packages`);
+    this only unpacks what it holds.
     """
-    name = ctx.image.name + BOOT_LOCK
-    wanted = tuple(sorted({*INITRAMFS_PACKAGES, *extra}))
-    lock = ctx.extra_locks.get(name)
-    if lock is None or sorted(lock.requested) != list(wanted):
-        lock = get_lock(ctx.options, ctx.recipe, ctx.image, name, wanted)
-        ctx.extra_locks[name] = lock
-    return lock
-
-
-def boot_tools(ctx: ArchBuild, extra: tuple[str, ...]) -> Path:
-    """The initramfs tools and boot loader packages, unpacked for the target arch."""
-    lock = boot_lock(ctx, extra)
-    return unpack(ctx, "boot", list(lock.packages))
+    return unpack(ctx, "boot", list(ctx.planned_lock(BOOT_LOCK).packages))

@@ -66,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
 
     pv = sub.add_parser("provision", help="apply first-boot provisioning once (rcS runs it)")
     pv.add_argument("--from", dest="source_dir", type=Path, help="read it from this directory")
+    _json_flag(pv)
 
     r = sub.add_parser("run", help="the daemon: poll, apply, reboot per policy")
     r.add_argument("--once", action="store_true", help="one round, then exit")
@@ -242,7 +243,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "time-sync":
         return _time_sync(args)
     if args.command == "provision":
-        return run_provision(NodePaths(args.root), args.source_dir)
+        return run_provision(NodePaths(args.root), args.source_dir, args.json)
     config, paths = _load(args)
     updater = NodeUpdater(config, paths)
     if args.command == "check":

@@ -22,6 +22,7 @@ instance-id applies again, and an interrupted apply is redone next boot.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -324,15 +325,23 @@ def provision_lines(s: dict[str, Any]) -> list[str]:
     return lines
 
 
-def run_provision(paths: NodePaths, source_dir: Path | None) -> int:
+def run_provision(paths: NodePaths, source_dir: Path | None, as_json: bool = False) -> int:
     """``distbuild-update provision``: one console line; an error never stops the boot."""
     try:
         outcome = provision(paths, source_dir)
     except DistbuildError as e:
+        if as_json:
+            print(
+                json.dumps({"applied": False, "error": e.message, "hint": e.hint}, sort_keys=True)
+            )
+            return 3
         print(f"distbuild-os: provision error: {e.message}", flush=True)
         if e.hint:
             print(f"distbuild-os: provision hint: {e.hint}", flush=True)
         print("distbuild-os: provision: the previous configuration stays", flush=True)
         return 3
-    print(f"distbuild-os: {outcome.message}", flush=True)
+    if as_json:
+        print(json.dumps(dataclasses.asdict(outcome), sort_keys=True))
+    else:
+        print(f"distbuild-os: {outcome.message}", flush=True)
     return 0

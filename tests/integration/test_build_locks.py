@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from distbuild.build import plan_locks
 from distbuild.context import BuildOptions
 from distbuild.core.arch import parse_arches
-from distbuild.locks import get_locks
 from distbuild.model.image import load_image
 from distbuild.model.recipe import load_recipe
 from distbuild.rootfs.lock import Lock, lock_path, read_lock, write_lock
@@ -88,6 +88,7 @@ def test_locked_refuses_a_stale_boot_lock(
     error, _ = error_and_hint(capsys.readouterr().err)
     assert rc == 6 and "node-boot.amd64.lock.json" in error and "stale" in error, error
     assert boot.read_bytes() == before
+    assert not (tmp_path / "out/node").exists()  # refused at the plan, before any output
 
 
 def test_locked_and_update_lock_contradict(
@@ -135,7 +136,7 @@ def test_lock_command_writes_every_lock(fresh: Path, capsys: pytest.CaptureFixtu
         mirror=closed_port_url(),
         locked=True,
     )
-    locks = get_locks(opts, recipe, load_image(fresh, "node", recipe))
+    locks = plan_locks(opts, recipe, load_image(fresh, "node", recipe))
     assert locks == {"node": read_lock(image), "node-boot": read_lock(boot)}
 
 

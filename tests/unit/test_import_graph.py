@@ -237,9 +237,6 @@ def test_no_import_cycle_outside_the_build_and_its_outputs(
     assert not found, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in found)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="build.py <-> disk/* until h11-context's context.py lands (issue 11 #1)"
-)
 def test_no_import_cycle_through_the_build(graph: tuple[dict[str, Path], list[Import]]) -> None:
     found = [c for c in cycles(*graph) if BUILD_AND_OUTPUTS in c]
     assert not found, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in found)

@@ -365,3 +365,23 @@ def test_each_bad_file_is_on_the_console_and_in_status_and_changes_nothing(
     status = json.loads(capsys.readouterr().out)["provision"]
     assert needle in status["error"]["message"]
     assert status["applied"]["hostname"] == "n1"
+
+
+def test_provision_reports_as_json(tmp_path: Path) -> None:
+    """``distbuild-update provision --json``: what was applied, or the error and its hint."""
+    import subprocess
+    import sys
+
+    seed = tmp_path / "seed"
+    seed.mkdir()
+    (seed / PROVISION_FILE).write_text("instance-id: j-1\nlocal-hostname: json-node\n")
+    root = tmp_path / "root"
+    (root / "etc/distbuild").mkdir(parents=True)
+    base = [sys.executable, "-m", "distbuild.node.cli", "--root", str(root), "provision"]
+    done = subprocess.run([*base, "--from", str(seed), "--json"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["applied"] is True
+    (seed / PROVISION_FILE).write_text("instance-id: j-2\nfavourite_colour: red\n")
+    bad = subprocess.run([*base, "--from", str(seed), "--json"], capture_output=True, text=True)
+    doc = json.loads(bad.stdout)
+    assert bad.returncode == 3 and doc["applied"] is False and "favourite_colour" in doc["error"]

@@ -55,7 +55,7 @@ def test_clone_is_a_file_of_its_own(tmp_path: Path) -> None:
 
 
 def test_a_killed_swap_is_put_back(tmp_path: Path) -> None:
-    from distbuild.build import recover_swaps
+    from distbuild.staging import recover_swaps
 
     child = subprocess.Popen(["true"])
     child.wait()
