@@ -121,7 +121,7 @@ def test_the_owner_logs_in_with_the_provisioned_key_and_no_one_else(
     for node in nodes:
         if node.error is not None:
             raise node.error
-        print(node.name, node.elapsed)
+        print(node.name, node.elapsed, node.login)
     owned, other = nodes
 
     rc, out, err = owned.login
@@ -132,7 +132,7 @@ def test_the_owner_logs_in_with_the_provisioned_key_and_no_one_else(
 
     rc, out, err = other.login
     assert rc != 0 and out == "", (rc, out)
-    assert "Permission denied (publickey)" in err, err
+    assert "Permission denied (publickey)" in err, err  # and keys were all it offered
 
     # Made on each first boot from the same image, so never the same twice;
     # and each is the key the client was shown for that node.
