@@ -100,14 +100,25 @@ def grow_data(paths: NodePaths, say: Callable[[str], None]) -> dict[str, Any]:
         "partition_mib": size // MIB,
         "table_writes": writes,
         "kernel": kernel,
-        "filesystem": "no ext4 found" if found is None else "full size",
+        "filesystem": _fs_step(part, found, size, kernel, say),
     }
-    if found is not None and not kernel.startswith("old size") and found[0] + found[1] <= size:
-        say(f"distbuild-os: data: partition is {size // MIB} MiB; growing the filesystem")
-        run([which("resize2fs", "e2fsprogs"), part], capture=True, timeout=RESIZE_TIMEOUT)
-        result["filesystem"] = "grown"
-        say(f"distbuild-os: data: grown to {size // MIB} MiB")
     return result
+
+
+def _fs_step(
+    part: Path, found: tuple[int, int] | None, size: int, kernel: str, say: Callable[[str], None]
+) -> str:
+    """Grow the ext4 on ``part`` (mounted) to ``size`` bytes, unless within a group of it."""
+    if found is None:
+        return "no ext4 found"
+    if found[0] + found[1] > size:  # the kernel leaves off a last group too small to hold
+        return "full size"
+    if kernel == "not a block device" or kernel.startswith("old size"):
+        return "to grow once the kernel sees the partition's size"
+    say(f"distbuild-os: data: partition is {size // MIB} MiB; growing the filesystem")
+    run([which("resize2fs", "e2fsprogs"), part], capture=True, timeout=RESIZE_TIMEOUT)
+    say(f"distbuild-os: data: grown to {size // MIB} MiB")
+    return "grown"
 
 
 def _mib(e: gpt.Entry) -> int:
