@@ -10,6 +10,10 @@ anywhere is finished by the next boot:
    (a re-read of the whole table is refused while root and data are in use);
 3. the ext4 on it, grown online by ``resize2fs`` (mounted on /data; growing it
    again is a no-op).
+
+Once all three are done it writes :data:`DONE` (``disk=<sectors>
+data=<sectors>`` from sysfs), which rcS compares with sysfs to skip starting
+Python on every later boot; a card copied onto a larger one runs it again.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from distbuild.core.errors import DistbuildError
+from distbuild.core.fsutil import write_atomic
 from distbuild.core.run import run, which
 from distbuild.node import gpt
 from distbuild.node.config import NodePaths
@@ -35,6 +40,7 @@ BLKPG_RESIZE_PARTITION = 3
 BLKPG_PARTITION = struct.Struct("@qqi64s64s")  # start, length (bytes), pno, devname, volname
 EXT4_MAGIC = 0xEF53
 RESIZE_TIMEOUT = 1800.0  # a 1 TB card's worth of block groups on a slow card
+DONE = "/var/lib/distbuild/data-grown"
 
 
 class GrowError(DistbuildError):
@@ -102,6 +108,11 @@ def grow_data(paths: NodePaths, say: Callable[[str], None]) -> dict[str, Any]:
         "kernel": kernel,
         "filesystem": _fs_step(part, found, size, kernel, say),
     }
+    if result["filesystem"] in ("full size", "grown"):
+        sizes = (
+            f"disk={_sysfs(paths, part.name, '../size')} data={_sysfs(paths, part.name, 'size')}"
+        )
+        write_atomic(paths.at(DONE), f"{sizes}\n".encode())
     return result
 
 

@@ -8,12 +8,14 @@ onto a larger card would:
    --json`` shows ``data`` ending at the last 1 MiB boundary before the
    backup GPT at the disk's end, ``sgdisk -v`` finds no problem, and the ext4
    (its journal replayed, as a mount would) fills the partition and checks
-   clean with ``e2fsck -fn``.
+   clean with ``e2fsck -fn``; the sizes grow-data reached are on ``data``, and
+   the next boot (which skips it) says only how big ``data`` is.
 2. The power is cut when the console says the partition is grown and the
    filesystem is next: the table is already grown on the disk. The next boot
    finishes (``grown to``) and ends with the same full-size, clean ``data``.
 
-No network: the node's updater only fails to reach its channel.
+The guest has no network (its updater only fails to reach its channel); the
+build reads the Debian mirror.
 """
 
 from __future__ import annotations
@@ -94,6 +96,9 @@ def check_offline(disk: Path, workdir: Path) -> int:
     assert found is not None
     fs_bytes, group = found
     assert size - group < fs_bytes <= size, (fs_bytes, size)
+    # What lets later boots skip grow-data, in /var's overlay on data.
+    done = run(["debugfs", "-R", "cat /var/upper/lib/distbuild/data-grown", part], capture=True)
+    assert done.stdout.decode() == f"disk={sectors} data={size // 512}\n"
     part.unlink()
     return size
 

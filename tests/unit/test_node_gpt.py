@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from distbuild.node import gpt
-from distbuild.node.growdata import fs_size
+from distbuild.node.growdata import DONE, fs_size
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("sgdisk") and shutil.which("sfdisk")), reason="needs sgdisk and sfdisk"
@@ -253,6 +253,7 @@ def fake_node(root: Path, card: Path) -> None:
     data = table["partitions"][3]
     sysdisk = root / "sys/devices/virtio0/block/vda"
     (sysdisk / "vda4").mkdir(parents=True)
+    (sysdisk / "size").write_text(f"{card.stat().st_size // 512}\n")
     (sysdisk / "vda4/uevent").write_text("MAJOR=254\nMINOR=4\nDEVNAME=vda4\nPARTNAME=data\n")
     (sysdisk / "vda4/partition").write_text("4\n")
     (sysdisk / "vda4/size").write_text(f"{data['size']}\n")
@@ -284,6 +285,23 @@ def test_grow_data_reports_json_and_then_nothing_to_do(card: Path, tmp_path: Pat
     assert_verifies(root / "dev/vda")
     again = node_cli(root, "grow-data")
     assert again.returncode == 0 and again.stdout == ""  # later boots: silent
+    assert not (root / DONE.lstrip("/")).exists()  # no filesystem grown: not done
+
+
+def test_grow_data_leaves_the_sizes_rcs_skips_it_by_once_done(card: Path, tmp_path: Path) -> None:
+    grow(card)
+    data = sfdisk_json(card)["partitions"][3]
+    offset, size = data["start"] * 512, data["size"] * 512
+    mkfs = ["mkfs.ext4", "-q", "-F", "-b", "4096", "-E", f"offset={offset}", str(card)]
+    subprocess.run([*mkfs, str(size // 4096)], check=True, capture_output=True)
+    root = tmp_path / "root"
+    fake_node(root, card)
+    out = node_cli(root, "grow-data", "--json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["table_writes"] == [] and doc["filesystem"] == "full size"
+    done = (root / DONE.lstrip("/")).read_text()
+    assert done == f"disk={4 * IMAGE // 512} data={data['size']}\n"
 
 
 def test_grow_data_on_a_hostile_table_says_error_and_hint(card: Path, tmp_path: Path) -> None:
