@@ -68,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     pv.add_argument("--from", dest="source_dir", type=Path, help="read it from this directory")
     _json_flag(pv)
 
+    gd = sub.add_parser("grow-data", help="grow the data partition to the end of its disk (rcS)")
+    _json_flag(gd)
+
     r = sub.add_parser("run", help="the daemon: poll, apply, reboot per policy")
     r.add_argument("--once", action="store_true", help="one round, then exit")
     r.add_argument(
@@ -228,6 +231,20 @@ def _status(args: argparse.Namespace) -> int:
     return error.exit_code
 
 
+def _grow_data(args: argparse.Namespace) -> int:
+    """Grow ``data``; the console lines go to stdout as they happen (rcS's console)."""
+    from distbuild.node.growdata import grow_data
+
+    def say(line: str) -> None:
+        if not args.json:
+            print(line, flush=True)
+
+    result = grow_data(NodePaths(args.root), say)
+    if args.json:
+        _print_json(result)
+    return 0
+
+
 def _report(e: DistbuildError) -> None:
     print(f"error: {e.message}", file=sys.stderr)
     if e.hint:
@@ -244,6 +261,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _time_sync(args)
     if args.command == "provision":
         return run_provision(NodePaths(args.root), args.source_dir, args.json)
+    if args.command == "grow-data":
+        return _grow_data(args)
     config, paths = _load(args)
     updater = NodeUpdater(config, paths)
     if args.command == "check":
