@@ -387,20 +387,24 @@ def bad_containerd_rolls_back(s: Story, g: Guest) -> float:
     g.expect("writing node 2.5.0 into slot a", ROUND)
     g.expect(f"distbuild-os: booted slot=a version=2.5.0 arch={s.arch}", INSTALL + BOOT)
     start = g.pos
-    g.expect("distbuild-os: health check failed: containerd does not answer", HEALTH_WAIT + BOOT)
-    lines = g.transcript[start:].splitlines()
-    failed = next(line for line in lines if "health check failed: containerd" in line)
+    failed = whole_line(g, "distbuild-os: health check failed: containerd does not answer")
     assert "failed to load TOML" in failed, failed  # containerd's own reason, from its log
     g.expect(f"distbuild-os: booted slot=b version=2.0.0 arch={s.arch}", BOOT)
     assert "slot a marked good" not in g.transcript[start:]
     g.expect("distbuild-os: slot b marked good", BOOT)
     # The status the boot printed, from the state the rollback wrote.
-    at = g.expect("rolled back: 2.5.0 (slot a, ", ROUND)
-    line = g.transcript[g.pos :].splitlines()[0]
+    line = whole_line(g, "rolled back: 2.5.0 (slot a, ", ROUND)
     assert "rolled back to 2.0.0 in slot b: health check failed on slot a (2.5.0): " in line
     assert "containerd does not answer ctr version" in line
-    g.expect("2.5.0 failed here before; not trying it again", ROUND)
-    return at
+    return g.expect("2.5.0 failed here before; not trying it again", ROUND)
+
+
+def whole_line(g: Guest, text: str, timeout: float = HEALTH_WAIT + BOOT) -> str:
+    """The console line holding ``text``, once all of it has arrived."""
+    g.expect(text, timeout)
+    begin = g.transcript.rfind("\n", 0, g.pos) + 1
+    g.expect("\n", 10)
+    return g.transcript[begin : g.pos]
 
 
 _CLOCK = re.compile(r"distbuild-os: clock=(\d+) floor=(\d+)")
