@@ -54,7 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="slots, versions, last check and result, rollbacks")
     g = sub.add_parser("mark-good", help="run the health check and bless the booted slot")
     b = sub.add_parser("rollback", help="boot the other (good) slot next and reboot per policy")
-    for reporting in (c, a, s, g, b):
+    h = sub.add_parser(
+        "health-failed",
+        help="the health check failed: roll back a slot on trial, report one already good",
+    )
+    h.add_argument("reason", help="what failed (kept in status)")
+    for reporting in (c, a, s, g, b, h):
         _json_flag(reporting)
 
     t = sub.add_parser(
@@ -160,7 +165,7 @@ def _history(s: dict[str, Any]) -> list[str]:
 
 # Commands that work on the slots alone: a node built without a channel still
 # boots, is health-checked and blessed, and can say where it stands.
-_LOCAL = ("status", "mark-good", "rollback", "time-sync")
+_LOCAL = ("status", "mark-good", "rollback", "health-failed", "time-sync")
 
 
 def _load(args: argparse.Namespace) -> tuple[Config, NodePaths]:
@@ -279,6 +284,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "rollback":
         _print(updater.rollback(), args.json)
         return 0
+    if args.command == "health-failed":
+        outcome = updater.health_failed(args.reason)
+        _print(outcome, args.json)
+        return 0 if outcome.ok else 1
     raise AssertionError(args.command)
 
 

@@ -338,7 +338,26 @@ class NodeUpdater:
                     hint="the slot stays on trial; the boot loader falls back if it keeps failing",
                 )
 
-    def rollback(self) -> Outcome:
+    def health_failed(self, reason: str) -> Outcome:
+        """The health check failed: a slot on trial rolls back by itself (boot
+        counting alone would fall back only at the next boot, which nothing
+        makes); a slot already good stays, so a broken check cannot loop
+        reboots, and the failure is in ``status``."""
+        state = self.reconcile()
+        booted = system.booted(self.paths)
+        if booted is None:
+            raise DistbuildError("no distbuild.slot= on the kernel command line; nothing to judge")
+        with system.boot_control(self.config, self.paths, self.chain) as bc:
+            good = bc.states()[booted].good
+        where = f"slot {booted} ({self.release.version})"
+        if good:
+            message = f"health check failed on {where}, which is good; not rolling back: {reason}"
+            return self._result(state, "health", False, message, self.release.version)
+        failed = f"health check failed on {where}: {reason}"
+        self._result(state, "health", False, failed, self.release.version)
+        return self.rollback(failed)
+
+    def rollback(self, why: str = "by hand") -> Outcome:
         """Boot the other slot next (it must hold a good, installed version)."""
         state = self.reconcile()
         booted = system.booted(self.paths)
@@ -353,7 +372,7 @@ class NodeUpdater:
                     hint="install a release with 'distbuild-update apply' instead",
                 )
             bc.set_next(target, self.config.tries)
-        reason = f"rolled back by hand to {st.version} in slot {target}"
+        reason = f"rolled back to {st.version} in slot {target}: {why}"
         state.rolled_back.append(RolledBack(self.release.version, booted, now_iso(), reason))
         state.pending = Pending(target, st.version, booted, self.release.version, now_iso())
         self._result(state, "rollback", True, reason, st.version)

@@ -18,8 +18,14 @@ lock, reboots; the health check blesses; each boot prints ``status``.
    signed. No refusal asks for the reboot lock.
 3. 2.0.0, genuine: installed into B, FleetLock taken, reboot, ``booted slot=b
    version=2.0.0``, ``slot b marked good``, lock released.
+   2.5.0, whose containerd cannot start (its config.toml does not parse): installed
+   into A, booted; its health check fails naming containerd and the node rolls
+   back to 2.0.0 in B by itself (no boot counting needed); ``status`` records it.
 4. Another node holds the reboot lock; 3.0.0 (whose init fails) is published
-   and served slowly; the power is cut mid-write of slot A. The next boot is
+   and served slowly; the power is cut mid-write of slot A. The next boot
+   starts its RTC long before the image's epoch (a board without an RTC
+   battery): rcS moves the clock to the newest release time the node
+   verified (after the epoch) before the updater applies anything. It is
    2.0.0 from B again, B byte-for-byte the signed image; the download
    resumes with Range (at most 1.05 times the payload fetched in all); the node waits for
    the lock without rebooting; once the lock is free it reboots into 3.0.0,
@@ -32,7 +38,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shutil
 import threading
+import time
 import traceback
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -50,8 +59,8 @@ from distbuild.disk.diskimg import partition_sha256
 from distbuild.disk.slots import disk_bootctl
 from distbuild.model.recipe import Recipe, load_recipe
 from distbuild.qemu import Guest
-from tests.conftest import REPO, Builder, NodeChannels, read_record
-from tests.e2e.conftest import CHANNEL_PORT, FLEETLOCK_PORT
+from tests.conftest import EPOCH, REPO, Builder, NodeChannels, image_args, read_record, run_cli
+from tests.e2e.conftest import CHANNEL_PORT, FLEETLOCK_PORT, follow_args
 from tests.support.channel import channel
 from tests.support.netns import NIC, NetNs, netns
 from tests.support.node import (
@@ -63,7 +72,7 @@ from tests.support.node import (
     fleetlock_server,
     relabel,
 )
-from tests.support.node_console import assert_services_up
+from tests.support.node_console import assert_services_up, rtc_behind_epoch
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow, pytest.mark.root, pytest.mark.network]
 
@@ -71,6 +80,7 @@ BOOT = 150.0  # one good boot under TCG on a busy 2-core machine
 FAILED_TRY = 60.0  # one failing try: firmware, kernel, initramfs, panic=5
 ROUND = 90.0  # one daemon round: poll interval, TUF refresh, a decision
 INSTALL = 300.0  # fetch, verify and write a root image under TCG
+HEALTH_WAIT = 130.0  # the health check waits 120 s at most for containerd and sshd
 ROOT_KINDS = ("root", "kernel", "initrd", "boot")
 ARCHES = ("amd64", "arm64", "armv7")
 SLOW_RATE = 1 << 20  # bytes/s while the power is about to be cut
@@ -83,6 +93,7 @@ class Story:
     recipe: Recipe
     v1: Path
     v2: Path
+    bad: Path  # 2.5.0, whose containerd cannot start
     chan: Channel
     workdir: Path
     timings: dict[str, float] = field(default_factory=dict)
@@ -137,26 +148,54 @@ class Story:
         return copy
 
     @contextmanager
-    def guest(self, disk: Path, ns: NetNs, name: str) -> Iterator[Guest]:
+    def guest(
+        self, disk: Path, ns: NetNs, name: str, extra: tuple[str, ...] = ()
+    ) -> Iterator[Guest]:
         log = self.workdir / f"{name}.console.log"
         with (
             log.open("w") as echo,
-            Guest(self.recipe, disk, write=True, echo=echo, nic=NIC, wrap=ns.wrap) as g,
+            Guest(
+                self.recipe, disk, write=True, echo=echo, nic=NIC, wrap=ns.wrap, extra=extra
+            ) as g,
         ):
             yield g
 
 
+# The bad release's one change: containerd's config does not parse, so
+# containerd exits at once ("failed to load TOML"), however often restarted.
+GOOD_CONTAINERD = '    version = 2\n    root = "/data/containerd"\n'
+BAD_CONTAINERD = "    version = 2\n    root = [not toml\n"
+
+
+def build_bad_containerd(project: Path, out: Path, arch: str, channels: NodeChannels) -> Path:
+    """Node 2.5.0 from a copy of ``project`` whose containerd config is invalid."""
+    bad = out / "project"
+    shutil.copytree(project, bad)  # with the locks the good builds wrote: same packages
+    definition = bad / "images" / "node.yaml"
+    text = definition.read_text()
+    assert text.count(GOOD_CONTAINERD) == 1, "images/node.yaml's containerd config moved"
+    definition.write_text(text.replace(GOOD_CONTAINERD, BAD_CONTAINERD))
+    extra = follow_args(channels, arch)
+    rc = run_cli(*image_args(bad, out / "build", "node", arch, "2.5.0", extra=extra))
+    assert rc == 0, f"build of the bad-containerd node for {arch} failed"
+    return out / "build" / "node" / "2.5.0"
+
+
 @pytest.fixture(scope="module")
 def stories(
-    build_node: Builder, node_channels: NodeChannels, tmp_path_factory: pytest.TempPathFactory
+    build_node: Builder,
+    node_channels: NodeChannels,
+    project: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> list[Story]:
     out = []
     for arch in ARCHES:
         v1 = build_node(arch, version="1.0.0")
         v2 = build_node(arch, version="2.0.0")
         workdir = tmp_path_factory.mktemp(f"update-{arch}")
+        bad = build_bad_containerd(project, workdir / "bad", arch, node_channels)
         chan = Channel(node_channels.repo, node_channels.keys, workdir, node_channels.name(arch))
-        out.append(Story(arch, load_recipe(REPO, get_arch(arch)), v1, v2, chan, workdir))
+        out.append(Story(arch, load_recipe(REPO, get_arch(arch)), v1, v2, bad, chan, workdir))
     return out
 
 
@@ -275,12 +314,15 @@ def node_story(story: Story, ns: NetNs) -> None:
                 "more than",
             ):
                 assert reason in status, reason
+            s.timings["bad containerd rolled back"] = bad_containerd_rolls_back(s, g)
+            assert lock.holder == {}, "the lock was released once 2.0.0 was blessed again"
 
             # 4. A bad release, served slowly; the power goes mid-write of slot A.
             lock.holder["e2e"] = "another-node"
             assert srv.fault is not None
             srv.fault.rate = SLOW_RATE
             v3_path = s.root_path("3.0.0")
+            published_3 = int(time.time())
             s.publish(s.release(s.v2, "3.0.0", broken_init=True))
             length = chan.target_file(v3_path).stat().st_size
             g.expect("writing node 3.0.0 into slot a", ROUND)
@@ -296,10 +338,13 @@ def node_story(story: Story, ns: NetNs) -> None:
         assert partition_sha256(disk, "root-b", len(genuine)) == hashlib.sha256(genuine).hexdigest()
         srv.fault.rate = None
 
-        with s.guest(disk, ns, "run2") as g:
+        with s.guest(disk, ns, "run2", extra=rtc_behind_epoch(s.arch)) as g:
             g.expect(f"distbuild-os: booted slot=b version=2.0.0 arch={s.arch}", BOOT)
+            clock = g.expect("distbuild-os: clock=", BOOT)
             g.expect("distbuild-os: slot b marked good", BOOT)
-            g.expect("resuming node/3.0.0", ROUND)
+            resumed = g.expect("resuming node/3.0.0", ROUND)
+            assert clock < resumed
+            clock_at_verified_floor(g.transcript, published_3)
             s.timings["run 2: 3.0.0 resumed and written"] = g.expect(
                 "waiting for the FleetLock reboot lock", INSTALL
             )
@@ -332,3 +377,45 @@ def node_story(story: Story, ns: NetNs) -> None:
     assert not states["a"].bootable and not states["a"].good and states["a"].tries_left == 0
     assert states["b"].good and states["b"].version == "2.0.0"
     assert bc.boot_order() == ["b"]
+
+
+def bad_containerd_rolls_back(s: Story, g: Guest) -> float:
+    """2.5.0 (containerd cannot start) is installed into A and booted; its health
+    check fails naming containerd; the node rolls back to 2.0.0 in B by itself,
+    within the same power-on, and ``status`` says why."""
+    s.publish(s.release(s.bad, "2.5.0"))
+    g.expect("writing node 2.5.0 into slot a", ROUND)
+    g.expect(f"distbuild-os: booted slot=a version=2.5.0 arch={s.arch}", INSTALL + BOOT)
+    start = g.pos
+    failed = whole_line(g, "distbuild-os: health check failed: containerd does not answer")
+    assert "failed to load TOML" in failed, failed  # containerd's own reason, from its log
+    g.expect(f"distbuild-os: booted slot=b version=2.0.0 arch={s.arch}", BOOT)
+    assert "slot a marked good" not in g.transcript[start:]
+    g.expect("distbuild-os: slot b marked good", BOOT)
+    # The status the boot printed, from the state the rollback wrote.
+    line = whole_line(g, "rolled back: 2.5.0 (slot a, ", ROUND)
+    assert "rolled back to 2.0.0 in slot b: health check failed on slot a (2.5.0): " in line
+    assert "containerd does not answer ctr version" in line
+    return g.expect("2.5.0 failed here before; not trying it again", ROUND)
+
+
+def whole_line(g: Guest, text: str, timeout: float = HEALTH_WAIT + BOOT) -> str:
+    """The console line holding ``text``, once all of it has arrived."""
+    g.expect(text, timeout)
+    begin = g.transcript.rfind("\n", 0, g.pos) + 1
+    g.expect("\n", 10)
+    return g.transcript[begin : g.pos]
+
+
+_CLOCK = re.compile(r"distbuild-os: clock=(\d+) floor=(\d+)")
+_MOVED = re.compile(r"distbuild-os: clock was (\d+), behind the floor; set to (\d+)")
+
+
+def clock_at_verified_floor(transcript: str, published: int) -> None:
+    """The RTC started before the image's epoch; rcS moved the clock to the
+    newest release time the node verified (3.0.0's), which is after the epoch."""
+    (moved_from, moved_to) = (int(v) for v in _MOVED.findall(transcript)[0])
+    now, floor = (int(v) for v in _CLOCK.findall(transcript)[0])
+    assert moved_from < EPOCH <= floor, (moved_from, EPOCH, floor)
+    assert published - 1 <= floor <= time.time(), (published, floor)
+    assert now >= moved_to >= floor, (now, moved_to, floor)
