@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -25,19 +27,29 @@ from distbuild.cli.options import arch_option, json_option, print_json
 from distbuild.core import ui
 from distbuild.core.errors import UsageError
 
-repo_option = click.option(
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _directory_option(*decls: str, envvar: str, help: str) -> Callable[[_F], _F]:
+    """A directory every channel command needs, given as a flag or in the environment."""
+    return click.option(
+        *decls,
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar=envvar,
+        required=True,
+        help=help,
+    )
+
+
+repo_option = _directory_option(
     "--repo",
-    type=click.Path(file_okay=False, path_type=Path),
     envvar="DISTBUILD_REPO",
-    required=True,
     help="Repository root: one directory per channel. Env: DISTBUILD_REPO.",
 )
-keys_option = click.option(
+keys_option = _directory_option(
     "--keys",
     "keys_dir",
-    type=click.Path(file_okay=False, path_type=Path),
     envvar="DISTBUILD_KEYS",
-    required=True,
     help="Key directory. Env: DISTBUILD_KEYS (passphrase: DISTBUILD_KEY_PASSPHRASE).",
 )
 allow_root_option = click.option(
