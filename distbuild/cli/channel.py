@@ -69,6 +69,13 @@ registry_option = click.option(
 )
 
 
+def release_options(f: _F) -> _F:
+    """The options of the commands that sign a release into a channel (publish, promote)."""
+    for option in (json_option, registry_option, allow_root_option, keys_option, repo_option):
+        f = option(f)  # innermost first, as a stack of decorators applies them
+    return f
+
+
 def _keys(path: Path, allow_root_keys: bool = False) -> KeyStore:
     return KeyStore.load(path, passphrase_from_env(), allow_root_keys=allow_root_keys)
 
@@ -242,11 +249,7 @@ def _report(outcome: Outcome, as_json: bool, verb: str) -> None:
     required=True,
     help="Channel to publish to (channels/<name>.yaml).",
 )
-@repo_option
-@keys_option
-@allow_root_option
-@registry_option
-@json_option
+@release_options
 @pass_state
 def publish_cmd(
     state: State,
@@ -280,11 +283,7 @@ def publish_cmd(
 @click.option(
     "--image", type=options.IMAGE, help="The image, when the source holds that version of several."
 )
-@repo_option
-@keys_option
-@allow_root_option
-@registry_option
-@json_option
+@release_options
 @pass_state
 def promote_cmd(
     state: State,
