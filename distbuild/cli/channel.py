@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -69,11 +71,39 @@ registry_option = click.option(
 )
 
 
-def release_options(f: _F) -> _F:
-    """The options of the commands that sign a release into a channel (publish, promote)."""
+@dataclass(frozen=True)
+class _Signing:
+    """Where and with which keys publish and promote sign (:func:`release_options`)."""
+
+    repo: Path
+    keys_dir: Path
+    allow_root_keys: bool
+    registry: str | None
+    as_json: bool
+
+    def keys(self) -> KeyStore:
+        return _keys(self.keys_dir, self.allow_root_keys)
+
+
+def release_options(f: Callable[..., None]) -> Callable[..., None]:
+    """The options of the commands that sign a release into a channel (publish, promote),
+    handed to the command as one ``signing`` argument."""
+
+    @functools.wraps(f)
+    def command(
+        *args: Any,
+        repo: Path,
+        keys_dir: Path,
+        allow_root_keys: bool,
+        registry: str | None,
+        as_json: bool,
+        **kwargs: Any,
+    ) -> None:
+        f(*args, signing=_Signing(repo, keys_dir, allow_root_keys, registry, as_json), **kwargs)
+
     for option in (json_option, registry_option, allow_root_option, keys_option, repo_option):
-        f = option(f)  # innermost first, as a stack of decorators applies them
-    return f
+        command = option(command)  # innermost first, as a stack of decorators applies them
+    return command
 
 
 def _keys(path: Path, allow_root_keys: bool = False) -> KeyStore:
@@ -255,18 +285,14 @@ def publish_cmd(
     state: State,
     build: Path,
     channel: str,
-    repo: Path,
-    keys_dir: Path,
-    allow_root_keys: bool,
-    registry: str | None,
-    as_json: bool,
+    signing: _Signing,
 ) -> None:
     """Publish a build's files (not OCI content) as TUF targets of a channel."""
     definition = load_channel(state.project, channel)
-    pipeline = release_pipeline(definition, registry)
-    keys = _keys(keys_dir, allow_root_keys)
-    outcome = publish(repo, definition, build, keys, pipeline=pipeline)
-    _report(outcome, as_json, "published")
+    pipeline = release_pipeline(definition, signing.registry)
+    keys = signing.keys()
+    outcome = publish(signing.repo, definition, build, keys, pipeline=pipeline)
+    _report(outcome, signing.as_json, "published")
 
 
 @click.command("promote")
@@ -291,19 +317,15 @@ def promote_cmd(
     dest: str,
     version: str,
     image: str | None,
-    repo: Path,
-    keys_dir: Path,
-    allow_root_keys: bool,
-    registry: str | None,
-    as_json: bool,
+    signing: _Signing,
 ) -> None:
     """Re-sign a release of channel SOURCE into channel DEST (no rebuild)."""
     src = load_channel(state.project, source)
     dst = load_channel(state.project, dest)
-    pipeline = release_pipeline(dst, registry)
-    keys = _keys(keys_dir, allow_root_keys)
-    outcome = promote(repo, src, dst, version, keys, image=image, pipeline=pipeline)
-    _report(outcome, as_json, "promoted")
+    pipeline = release_pipeline(dst, signing.registry)
+    keys = signing.keys()
+    outcome = promote(signing.repo, src, dst, version, keys, image=image, pipeline=pipeline)
+    _report(outcome, signing.as_json, "promoted")
 
 
 # -- channel ------------------------------------------------------------------------
