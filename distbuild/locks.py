@@ -64,31 +64,27 @@ def get_lock(
         ui.note(f"{recipe.arch.name}: {name} asks for other packages than its lock; resolving")
     elif opts.locked:
         raise LockError(f"{path}: no lock file (--locked)", hint=hint)
-    lock = resolve(opts, recipe, image, name, wanted)
+    lock = _resolve(opts, recipe, image, name, wanted)
     with scratch.user_errors(path.parent):
         write_lock(path, lock)
     ui.note(f"{recipe.arch.name}: locked {len(lock.packages)} packages in {path}")
     return lock
 
 
-def resolve(
-    opts: BuildOptions,
-    recipe: Recipe,
-    image: ImageDef,
-    name: str | None = None,
-    wanted: tuple[str, ...] | None = None,
+def _resolve(
+    opts: BuildOptions, recipe: Recipe, image: ImageDef, name: str, wanted: tuple[str, ...]
 ) -> Lock:
-    """Resolve one lock (default: the image's own) against the mirror."""
+    """Resolve the lock ``name`` of ``image``, for the packages ``wanted``, against the mirror."""
     sources = sources_for(recipe.suite, recipe.components, opts.mirror or recipe.mirror)
     try:
         return apt.resolve_lock(
             opts.cache,
-            name or image.name,
+            name,
             recipe.arch.name,
             recipe.debian_arch,
             recipe.suite,
             sources,
-            list(image.packages if wanted is None else wanted),
+            list(wanted),
         )
     except MissingPackageError as e:
         where, key = image.origin_of(e.package)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -25,19 +29,29 @@ from distbuild.cli.options import arch_option, json_option, print_json
 from distbuild.core import ui
 from distbuild.core.errors import UsageError
 
-repo_option = click.option(
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _directory_option(*decls: str, envvar: str, help: str) -> Callable[[_F], _F]:
+    """A directory every channel command needs, given as a flag or in the environment."""
+    return click.option(
+        *decls,
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar=envvar,
+        required=True,
+        help=help,
+    )
+
+
+repo_option = _directory_option(
     "--repo",
-    type=click.Path(file_okay=False, path_type=Path),
     envvar="DISTBUILD_REPO",
-    required=True,
     help="Repository root: one directory per channel. Env: DISTBUILD_REPO.",
 )
-keys_option = click.option(
+keys_option = _directory_option(
     "--keys",
     "keys_dir",
-    type=click.Path(file_okay=False, path_type=Path),
     envvar="DISTBUILD_KEYS",
-    required=True,
     help="Key directory. Env: DISTBUILD_KEYS (passphrase: DISTBUILD_KEY_PASSPHRASE).",
 )
 allow_root_option = click.option(
@@ -55,6 +69,41 @@ registry_option = click.option(
     help="Push and tag the image index in NAMESPACE/<image> there. Default: the channel's "
     "'registry:', else none. Env: DISTBUILD_REGISTRY.",
 )
+
+
+@dataclass(frozen=True)
+class _Signing:
+    """Where and with which keys publish and promote sign (:func:`release_options`)."""
+
+    repo: Path
+    keys_dir: Path
+    allow_root_keys: bool
+    registry: str | None
+    as_json: bool
+
+    def keys(self) -> KeyStore:
+        return _keys(self.keys_dir, self.allow_root_keys)
+
+
+def release_options(f: Callable[..., None]) -> Callable[..., None]:
+    """The options of the commands that sign a release into a channel (publish, promote),
+    handed to the command as one ``signing`` argument."""
+
+    @functools.wraps(f)
+    def command(
+        *args: Any,
+        repo: Path,
+        keys_dir: Path,
+        allow_root_keys: bool,
+        registry: str | None,
+        as_json: bool,
+        **kwargs: Any,
+    ) -> None:
+        f(*args, signing=_Signing(repo, keys_dir, allow_root_keys, registry, as_json), **kwargs)
+
+    for option in (json_option, registry_option, allow_root_option, keys_option, repo_option):
+        command = option(command)  # innermost first, as a stack of decorators applies them
+    return command
 
 
 def _keys(path: Path, allow_root_keys: bool = False) -> KeyStore:
@@ -230,28 +279,20 @@ def _report(outcome: Outcome, as_json: bool, verb: str) -> None:
     required=True,
     help="Channel to publish to (channels/<name>.yaml).",
 )
-@repo_option
-@keys_option
-@allow_root_option
-@registry_option
-@json_option
+@release_options
 @pass_state
 def publish_cmd(
     state: State,
     build: Path,
     channel: str,
-    repo: Path,
-    keys_dir: Path,
-    allow_root_keys: bool,
-    registry: str | None,
-    as_json: bool,
+    signing: _Signing,
 ) -> None:
     """Publish a build's files (not OCI content) as TUF targets of a channel."""
     definition = load_channel(state.project, channel)
-    pipeline = release_pipeline(definition, registry)
-    keys = _keys(keys_dir, allow_root_keys)
-    outcome = publish(repo, definition, build, keys, pipeline=pipeline)
-    _report(outcome, as_json, "published")
+    pipeline = release_pipeline(definition, signing.registry)
+    keys = signing.keys()
+    outcome = publish(signing.repo, definition, build, keys, pipeline=pipeline)
+    _report(outcome, signing.as_json, "published")
 
 
 @click.command("promote")
@@ -268,11 +309,7 @@ def publish_cmd(
 @click.option(
     "--image", type=options.IMAGE, help="The image, when the source holds that version of several."
 )
-@repo_option
-@keys_option
-@allow_root_option
-@registry_option
-@json_option
+@release_options
 @pass_state
 def promote_cmd(
     state: State,
@@ -280,19 +317,15 @@ def promote_cmd(
     dest: str,
     version: str,
     image: str | None,
-    repo: Path,
-    keys_dir: Path,
-    allow_root_keys: bool,
-    registry: str | None,
-    as_json: bool,
+    signing: _Signing,
 ) -> None:
     """Re-sign a release of channel SOURCE into channel DEST (no rebuild)."""
     src = load_channel(state.project, source)
     dst = load_channel(state.project, dest)
-    pipeline = release_pipeline(dst, registry)
-    keys = _keys(keys_dir, allow_root_keys)
-    outcome = promote(repo, src, dst, version, keys, image=image, pipeline=pipeline)
-    _report(outcome, as_json, "promoted")
+    pipeline = release_pipeline(dst, signing.registry)
+    keys = signing.keys()
+    outcome = promote(signing.repo, src, dst, version, keys, image=image, pipeline=pipeline)
+    _report(outcome, signing.as_json, "promoted")
 
 
 # -- channel ------------------------------------------------------------------------

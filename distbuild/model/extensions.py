@@ -26,11 +26,10 @@ from urllib.parse import urlsplit
 
 from distbuild.core.arch import ARCHES, Arch
 from distbuild.model.loader import Document, KeyPath
-from distbuild.model.schema import Field, check
+from distbuild.model.schema import Field, check, octal_mode, refuse_numeric_mode
 
 MAX_URL = 2048
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
-_OCTAL = re.compile(r"^(?:0o?)?([0-7]{1,4})$")
 _SPEC = {
     "mode": Field(str, default="0644"),
     "fetch": Field(
@@ -69,20 +68,9 @@ def parse_extensions(doc: Document, value: dict[str, Any], arch: Arch) -> tuple[
 def _entry(doc: Document, path: str, spec: Any, arch: Arch) -> Extension | None:
     at: KeyPath = ("extensions", path)
     _check_path(doc, at, path)
-    if isinstance(spec, dict) and isinstance(spec.get("mode"), int | float):
-        raise doc.error(
-            (*at, "mode"),
-            "a mode must be a quoted octal string",
-            hint='YAML reads 0755 as a number in another base; write mode: "0755"',
-        )
+    refuse_numeric_mode(doc, at, spec)
     entry = check(doc, _SPEC, spec, at)
-    mode = _OCTAL.match(entry["mode"])
-    if not mode:
-        raise doc.error(
-            (*at, "mode"),
-            f"{entry['mode']!r} is not an octal mode from 0000 to 7777",
-            hint='write e.g. mode: "0755"',
-        )
+    mode = octal_mode(doc, at, entry["mode"], "0755")
     fetch = entry["fetch"]
     if arch.name in fetch["sha256"] and fetch["sha256"][arch.name] is None:
         return None  # not for this arch, on purpose
@@ -96,7 +84,7 @@ def _entry(doc: Document, path: str, spec: Any, arch: Arch) -> Extension | None:
             hint="write the output of 'sha256sum FILE' for that arch's file, quoted",
         )
     where = doc.where(at)
-    return Extension(path, int(mode.group(1), 8), url, digest.lower(), where, f"extensions.{path}")
+    return Extension(path, mode, url, digest.lower(), where, f"extensions.{path}")
 
 
 def _for_arch(doc: Document, at: KeyPath, value: Any, arch: Arch, what: str) -> str:

@@ -19,7 +19,14 @@ from distbuild.model.boundary import OUTSIDE_HINT, Boundary
 from distbuild.model.extensions import Extension, parse_extensions
 from distbuild.model.loader import KeyPath
 from distbuild.model.recipe import Recipe
-from distbuild.model.schema import UID_RANGE, Field, Spec, check
+from distbuild.model.schema import (
+    UID_RANGE,
+    Field,
+    Spec,
+    check,
+    octal_mode,
+    refuse_numeric_mode,
+)
 
 OUTPUTS = ("oci", "root", "disk")
 
@@ -69,7 +76,6 @@ _GROUP_SPEC: Spec = {
     "gid": Field(int, required=True, range=UID_RANGE),
 }
 _NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-_MODE = re.compile(r"^(?:0o?)?([0-7]{1,4})$")
 _PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 _FIX_HINT = "fix that line, then run 'distbuild recipes check'"
 MAX_PATH = 4096
@@ -402,23 +408,11 @@ def _file(doc: loader.Document, fpath: str, spec: Any) -> FileEntry:
         return FileEntry(fpath, spec.encode(), 0o644)
     if not isinstance(spec, dict):
         raise doc.error(p, "must be a string or a mapping with content and mode")
-    if isinstance(spec.get("mode"), int | float) and not isinstance(spec.get("mode"), bool):
-        raise doc.error(
-            (*p, "mode"),
-            "a mode must be a quoted octal string",
-            hint='YAML reads 0755 as a number in another base; write mode: "0755"',
-        )
+    refuse_numeric_mode(doc, p, spec)
     f = check(
         doc, {"content": Field(str, required=True), "mode": Field(str, default="0644")}, spec, p
     )
-    m = _MODE.match(f["mode"])
-    if not m:
-        raise doc.error(
-            (*p, "mode"),
-            f"{f['mode']!r} is not an octal mode from 0000 to 7777",
-            hint='write e.g. mode: "0644"',
-        )
-    return FileEntry(fpath, f["content"].encode(), int(m.group(1), 8))
+    return FileEntry(fpath, f["content"].encode(), octal_mode(doc, p, f["mode"], "0644"))
 
 
 def _check_paths(doc: loader.Document, data: dict[str, Any]) -> None:

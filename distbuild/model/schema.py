@@ -6,6 +6,7 @@ defaults filled in, and every error names the file, line and key path.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,31 @@ UID_RANGE = (0, 2**32 - 2)  # 2**32 - 1 is (uid_t)-1, "no change" to chown
 
 
 Spec = dict[str, Field]
+
+_OCTAL_MODE = re.compile(r"^(?:0o?)?([0-7]{1,4})$")
+
+
+def refuse_numeric_mode(doc: Document, at: KeyPath, spec: Any) -> None:
+    """Refuse ``mode: 0755`` unquoted, before :func:`check`: YAML reads it as a number."""
+    mode = spec.get("mode") if isinstance(spec, dict) else None
+    if isinstance(mode, int | float) and not isinstance(mode, bool):
+        raise doc.error(
+            (*at, "mode"),
+            "a mode must be a quoted octal string",
+            hint='YAML reads 0755 as a number in another base; write mode: "0755"',
+        )
+
+
+def octal_mode(doc: Document, at: KeyPath, text: str, example: str) -> int:
+    """The checked ``mode:`` string of the entry at ``at`` ("0755", "755", "0o755") as a number."""
+    m = _OCTAL_MODE.match(text)
+    if not m:
+        raise doc.error(
+            (*at, "mode"),
+            f"{text!r} is not an octal mode from 0000 to 7777",
+            hint=f'write e.g. mode: "{example}"',
+        )
+    return int(m.group(1), 8)
 
 
 def check(doc: Document, spec: Spec, data: Any = None, path: KeyPath = ()) -> dict[str, Any]:

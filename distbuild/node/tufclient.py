@@ -308,6 +308,32 @@ def _root_version(blob: bytes) -> int:
         return 0
 
 
+# python-tuf's refusals, the more specific first (the first two are RepositoryErrors):
+# what the node says, given the channel, the error and its kind, and what to do next.
+_REFUSALS: tuple[tuple[type[Exception], str, str], ...] = (
+    (
+        exceptions.ExpiredMetadataError,
+        "channel {ch}: expired metadata ({error}); refusing to trust it",
+        "the publisher must re-sign: distbuild channel refresh; check the node's clock too",
+    ),
+    (
+        exceptions.BadVersionNumberError,
+        "channel {ch}: metadata version went back ({error}): a rollback; refused",
+        "the server offers older metadata than this node has seen",
+    ),
+    (
+        exceptions.RepositoryError,
+        "channel {ch} fails TUF verification: {kind}: {error}",
+        "the channel or the server is compromised or damaged",
+    ),
+    (
+        exceptions.DownloadLengthMismatchError,
+        "channel {ch}: the server sent more metadata than allowed ({error}); refused",
+        "the server or something between it and the node is misbehaving",
+    ),
+)
+
+
 class _tuf_errors:
     """Turn python-tuf's exceptions into errors a person can act on."""
 
@@ -323,27 +349,10 @@ class _tuf_errors:
         if value is None or isinstance(value, DistbuildError):
             return
         ch = self.channel
-        if isinstance(value, exceptions.ExpiredMetadataError):
-            raise Refused(
-                f"channel {ch}: expired metadata ({value}); refusing to trust it",
-                hint="the publisher must re-sign: distbuild channel refresh; "
-                "check the node's clock too",
-            ) from None
-        if isinstance(value, exceptions.BadVersionNumberError):
-            raise Refused(
-                f"channel {ch}: metadata version went back ({value}): a rollback; refused",
-                hint="the server offers older metadata than this node has seen",
-            ) from None
-        if isinstance(value, exceptions.RepositoryError):
-            raise Refused(
-                f"channel {ch} fails TUF verification: {type(value).__name__}: {value}",
-                hint="the channel or the server is compromised or damaged",
-            ) from None
-        if isinstance(value, exceptions.DownloadLengthMismatchError):
-            raise Refused(
-                f"channel {ch}: the server sent more metadata than allowed ({value}); refused",
-                hint="the server or something between it and the node is misbehaving",
-            ) from None
+        for kind_of, message, hint in _REFUSALS:
+            if isinstance(value, kind_of):
+                text = message.format(ch=ch, error=value, kind=type(value).__name__)
+                raise Refused(text, hint=hint) from None
         if isinstance(value, exceptions.DownloadError):
             cause = value.__cause__ or value.__context__
             text = str(cause) if isinstance(cause, TransferError) else str(value)

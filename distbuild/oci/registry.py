@@ -171,25 +171,13 @@ class RegistryClient:
 
     def manifest_digest(self, ref: str) -> str | None:
         """The digest a tag (or digest) resolves to, or None when it does not exist."""
-        url = f"{self.base}/v2/{self.repository}/manifests/{ref}"
-        resp = self._retrying(
-            f"checking manifest {ref}",
-            lambda: self._send(
-                "HEAD", url, headers={"Accept": ", ".join(MANIFEST_TYPES)}, ok=(200, 404)
-            ),
-        )
+        resp = self._ask_manifest("HEAD", f"checking manifest {ref}", ref)
         if resp.status_code == 404:
             return None
         return resp.headers.get("Docker-Content-Digest") or None
 
     def get_manifest(self, ref: str) -> Manifest:
-        url = f"{self.base}/v2/{self.repository}/manifests/{ref}"
-        resp = self._retrying(
-            f"getting manifest {ref}",
-            lambda: self._send(
-                "GET", url, headers={"Accept": ", ".join(MANIFEST_TYPES)}, ok=(200, 404)
-            ),
-        )
+        resp = self._ask_manifest("GET", f"getting manifest {ref}", ref)
         if resp.status_code == 404:
             raise RegistryError(f"{self.registry}/{self.repository}: no manifest {ref}")
         data = resp.content
@@ -200,6 +188,16 @@ class RegistryClient:
             "mediaType", ""
         )
         return Manifest(data, media_type, digest)
+
+    def _ask_manifest(self, method: str, what: str, ref: str) -> requests.Response:
+        """HEAD or GET a manifest in any of the types we read; a 404 is an answer."""
+        url = f"{self.base}/v2/{self.repository}/manifests/{ref}"
+        return self._retrying(
+            what,
+            lambda: self._send(
+                method, url, headers={"Accept": ", ".join(MANIFEST_TYPES)}, ok=(200, 404)
+            ),
+        )
 
     def tags(self) -> list[str]:
         url = f"{self.base}/v2/{self.repository}/tags/list"

@@ -10,6 +10,8 @@ runs one request under a watchdog and tells a cut-off from other failures.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import requests
@@ -42,15 +44,8 @@ class _HTTPConnection(urllib3.connection.HTTPConnection):
         super().request(*args, **kwargs)
 
 
-class _HTTPSConnection(urllib3.connection.HTTPSConnection):
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        _attach(sock)
-        return sock
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _attach(self.sock)
-        super().request(*args, **kwargs)
+class _HTTPSConnection(_HTTPConnection, urllib3.connection.HTTPSConnection):
+    """The same watching over TLS: ``super()`` in the methods above is then HTTPS's."""
 
 
 class _HTTPPool(urllib3.connectionpool.HTTPConnectionPool):
@@ -83,6 +78,25 @@ def session() -> requests.Session:
     return s
 
 
+@contextmanager
+def watched(seconds: float, late: Callable[[str], Exception]) -> Iterator[Watchdog]:
+    """Make a request (the body of the ``with``) under a new :class:`Watchdog` of ``seconds``.
+
+    A failure that the cut-off caused is raised as ``late(why)``, others as they
+    are. The caller still asks ``dog.fired`` of a body that seemed to end well.
+    """
+    dog = Watchdog(seconds).start()
+    try:
+        with watching(dog):
+            yield dog
+    except (requests.RequestException, OSError, urllib3.exceptions.HTTPError):
+        if dog.fired:
+            raise late(f"no complete answer within {dog.seconds:.0f} s") from None
+        raise
+    finally:
+        dog.close()
+
+
 class TooLarge(FetchError):
     """The answer's body is larger than the caller allows."""
 
@@ -96,17 +110,9 @@ def request(
     Raises :class:`DeadlineExceeded` when cut off, :class:`TooLarge` for a body
     over the limit, else what requests raises.
     """
-    dog = Watchdog(deadline).start()
-    try:
-        with watching(dog):
-            resp = s.request(method, url, stream=True, **kw)
-            _read(resp, limit)
-    except (requests.RequestException, OSError, urllib3.exceptions.HTTPError):
-        if dog.fired:
-            raise DeadlineExceeded(f"no complete answer within {deadline:.0f} s") from None
-        raise
-    finally:
-        dog.close()
+    with watched(deadline, DeadlineExceeded) as dog:
+        resp = s.request(method, url, stream=True, **kw)
+        _read(resp, limit)
     if dog.fired:  # a body without a length may look complete when cut
         resp.close()
         raise DeadlineExceeded(f"no complete answer within {deadline:.0f} s")

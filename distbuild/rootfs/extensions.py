@@ -11,22 +11,19 @@ as it is copied into the root: nothing unverified lands there.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 from typing import IO
 
 import requests
-import urllib3
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from distbuild.core import ui
 from distbuild.core.errors import FetchError, RecipeError
 from distbuild.model.extensions import Extension
 from distbuild.model.image import ImageDef
-from distbuild.node.deadline import Watchdog, watching
+from distbuild.node.deadline import Watchdog
 from distbuild.oci import transport
-from distbuild.rootfs.fetch import CHUNK, NetworkCounter
+from distbuild.rootfs.fetch import CHUNK, NetworkCounter, Transient, land
 from distbuild.rootfs.rootpath import RootDir, RootPathError
 
 MAX_SIZE = 512 << 20  # a kubelet is ~80 MB, k3s ~70 MB
@@ -55,28 +52,20 @@ def ensure(cache: Path, image: ImageDef, session: requests.Session | None = None
 
 def _fetch(session: requests.Session, ext: Extension, directory: Path) -> None:
     @retry(
-        retry=retry_if_exception_type((requests.ConnectionError, requests.Timeout, _Transient)),
+        retry=retry_if_exception_type((requests.ConnectionError, requests.Timeout, Transient)),
         stop=stop_after_attempt(ATTEMPTS),
         wait=wait_exponential(multiplier=0.5, max=8),
         reraise=True,
     )
     def attempt() -> None:
         NetworkCounter.requests += 1
-        dog = Watchdog(DEADLINE).start()
-        try:
-            with watching(dog):
-                _receive(session, ext, dog, directory)
-        except (requests.RequestException, OSError, urllib3.exceptions.HTTPError):
-            if dog.fired:
-                raise _Transient(f"no complete answer within {dog.seconds:.0f} s") from None
-            raise
-        finally:
-            dog.close()
+        with transport.watched(DEADLINE, Transient) as dog:
+            _receive(session, ext, dog, directory)
 
     try:
         attempt()
-    except (requests.RequestException, _Transient) as e:
-        reason = e if isinstance(e, _Transient) else e.__class__.__name__
+    except (requests.RequestException, Transient) as e:
+        reason = e if isinstance(e, Transient) else e.__class__.__name__
         raise FetchError(
             f"{ext.where}: {ext.key}: could not fetch {ext.url} ({ATTEMPTS} tries): {reason}",
             hint="check the network and that the URL serves the file; "
@@ -88,34 +77,28 @@ def _receive(session: requests.Session, ext: Extension, dog: Watchdog, directory
     """One download into a temporary file, hashed on the way, renamed only if it matches."""
     with session.get(ext.url, stream=True, timeout=30) as r:
         if r.status_code >= 500 or r.status_code == 429:
-            raise _Transient(f"HTTP {r.status_code}")
+            raise Transient(f"HTTP {r.status_code}")
         if r.status_code != 200:
             raise _refused(ext, f"the server answered HTTP {r.status_code}")
         length = r.headers.get("Content-Length", "")
         if length.isdigit() and int(length) > MAX_SIZE:
             raise _refused(ext, f"the file is {length} bytes, more than {MAX_SIZE} allowed")
         dog.extend(DEADLINE + (int(length) if length.isdigit() else MAX_SIZE) / MIN_RATE)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".part-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                digest, size = _copy(r, f, ext)
-            NetworkCounter.bytes += size
-            if dog.fired:  # cut off: what arrived is not the whole file
-                raise _Transient(f"no complete answer within {dog.seconds:.0f} s")
-            if digest != ext.sha256:
-                raise FetchError(
-                    f"{ext.where}: {ext.key}: sha256 mismatch: {ext.url} served {size} bytes "
-                    f"with sha256 {digest}, the definition pins {ext.sha256}",
-                    hint="if the file changed on purpose, pin the new sha256 "
-                    "('sha256sum FILE'); otherwise suspect the server. Nothing was installed",
-                )
-            os.replace(tmp, directory / ext.sha256)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        land(
+            dog,
+            directory / ext.sha256,
+            ext.sha256,
+            lambda f: _copy(r, f, ext),
+            lambda digest, size: FetchError(
+                f"{ext.where}: {ext.key}: sha256 mismatch: {ext.url} served {size} bytes "
+                f"with sha256 {digest}, the definition pins {ext.sha256}",
+                hint="if the file changed on purpose, pin the new sha256 "
+                "('sha256sum FILE'); otherwise suspect the server. Nothing was installed",
+            ),
+        )
 
 
-def _copy(r: requests.Response, f: IO[bytes], ext: Extension) -> tuple[str, int]:
+def _copy(r: requests.Response, f: IO[bytes], ext: Extension) -> str:
     h, size = hashlib.sha256(), 0
     for chunk in r.iter_content(CHUNK):
         size += len(chunk)
@@ -123,7 +106,8 @@ def _copy(r: requests.Response, f: IO[bytes], ext: Extension) -> tuple[str, int]
             raise _refused(ext, f"the server sent more than {MAX_SIZE} bytes")
         h.update(chunk)
         f.write(chunk)
-    return h.hexdigest(), size
+    NetworkCounter.bytes += size
+    return h.hexdigest()
 
 
 def _refused(ext: Extension, why: str) -> FetchError:
@@ -161,7 +145,3 @@ def install(root: Path, image: ImageDef, cache: Path) -> None:
             except RootPathError as e:
                 raise RecipeError(e.message, e.hint, where=ext.where, key=ext.key) from None
         ui.debug(f"extension {ext.path}: {ext.sha256[:12]}…, mode {ext.mode:04o}")
-
-
-class _Transient(Exception):
-    pass

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
@@ -18,7 +19,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_ex
 
 from distbuild.core import ui
 from distbuild.core.errors import FetchError, LockError
-from distbuild.node.deadline import Watchdog, watching
+from distbuild.node.deadline import Watchdog
 from distbuild.oci import transport
 from distbuild.rootfs.lock import LockedPackage
 
@@ -43,8 +44,37 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-class _Transient(Exception):
-    pass
+class Transient(Exception):
+    """A failed download worth another try (a busy server, a cut-off body)."""
+
+
+def land(
+    dog: Watchdog,
+    dest: Path,
+    sha256: str,
+    copy: Callable[[BinaryIO], str],
+    mismatch: Callable[[str, int], Exception],
+) -> None:
+    """Write a download through ``copy`` (which returns its sha256) into a temporary
+    file beside ``dest``, and rename it to ``dest`` only when the body came whole
+    within ``dog``'s deadline and hashes to ``sha256``; otherwise nothing is left.
+
+    A cut-off body is :class:`Transient`; a whole one with another sha256 is
+    ``mismatch(its sha256, its size)``.
+    """
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".part-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            digest = copy(f)
+            size = f.tell()
+        if dog.fired:  # cut off: whatever arrived is not the whole file
+            raise Transient(f"no complete answer within {dog.seconds:.0f} s")
+        if digest != sha256:
+            raise mismatch(digest, size)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 class _Gone(Exception):
@@ -119,15 +149,15 @@ class DebCache:
     ) -> None:
         try:
             self._attempt(session, pkg, bar, f"{base}/{pkg.filename}")
-        except (requests.ConnectionError, requests.Timeout, _Transient) as e:
+        except (requests.ConnectionError, requests.Timeout, Transient) as e:
             raise FetchError(
                 f"could not download {pkg.name} from {base}: "
-                f"{e if isinstance(e, _Transient) else e.__class__.__name__}",
+                f"{e if isinstance(e, Transient) else e.__class__.__name__}",
                 hint="check the network and the mirror (--mirror or DISTBUILD_MIRROR)",
             ) from None
 
     @retry(
-        retry=retry_if_exception_type((requests.ConnectionError, requests.Timeout, _Transient)),
+        retry=retry_if_exception_type((requests.ConnectionError, requests.Timeout, Transient)),
         stop=stop_after_attempt(4),
         wait=wait_exponential(multiplier=0.5, max=8),
         reraise=True,
@@ -137,18 +167,10 @@ class DebCache:
     ) -> None:
         """One try, within DEADLINE plus the package's size at MIN_RATE."""
         NetworkCounter.requests += 1
-        dog = Watchdog(DEADLINE + pkg.size / MIN_RATE).start()
-        try:
-            with watching(dog):
-                self._get(session, pkg, bar, url, dog)
-        except (requests.RequestException, OSError):
-            if dog.fired:
-                raise _Transient(f"no complete answer within {dog.seconds:.0f} s") from None
-            raise
-        finally:
-            dog.close()
+        with transport.watched(DEADLINE + pkg.size / MIN_RATE, Transient) as dog:
+            self._get(session, pkg, bar, url, dog)
         if dog.fired:
-            raise _Transient(f"no complete answer within {dog.seconds:.0f} s")
+            raise Transient(f"no complete answer within {dog.seconds:.0f} s")
 
     def _get(
         self,
@@ -162,26 +184,21 @@ class DebCache:
             if r.status_code == 404:
                 raise _Gone()
             if r.status_code >= 500:
-                raise _Transient(f"HTTP {r.status_code}")
+                raise Transient(f"HTTP {r.status_code}")
             if r.status_code != 200:
                 raise FetchError(f"{url}: HTTP {r.status_code}")
-            fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".part-")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    digest = _receive(r, f, pkg, bar)
-                if dog.fired:  # cut off: whatever arrived is not the package
-                    raise _Transient(f"no complete answer within {dog.seconds:.0f} s")
-                if digest != pkg.sha256:
-                    raise LockError(
-                        f"{pkg.name} {pkg.version}: sha256 mismatch: the mirror's .deb is "
-                        f"{digest}, the lock says {pkg.sha256}",
-                        hint="the archive changed under the lock; if that is expected, run "
-                        "'distbuild lock' to re-resolve, otherwise suspect the mirror",
-                    )
-                os.replace(tmp, self.path(pkg))
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            land(
+                dog,
+                self.path(pkg),
+                pkg.sha256,
+                lambda f: _receive(r, f, pkg, bar),
+                lambda digest, _: LockError(
+                    f"{pkg.name} {pkg.version}: sha256 mismatch: the mirror's .deb is "
+                    f"{digest}, the lock says {pkg.sha256}",
+                    hint="the archive changed under the lock; if that is expected, run "
+                    "'distbuild lock' to re-resolve, otherwise suspect the mirror",
+                ),
+            )
 
 
 def _receive(r: requests.Response, f: BinaryIO, pkg: LockedPackage, bar: ui.Progress) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distbuild.core.errors import DistbuildError
+from distbuild.rootfs.deb822 import paragraphs
 
 DEFAULT_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 # A snapshot archive: <base>/archive/<archive>/<YYYYMMDD>T<HHMMSS>Z/ (e.g. the
@@ -39,33 +40,9 @@ class Source:
             f"Suites: {self.suite}",
             f"Components: {' '.join(self.components)}",
         ]
-        if self.signed_by:
-            lines.append(f"Signed-By: {self.signed_by}")
+        if self.signed_by:  # a key given inline spans lines: each continues the field
+            lines.append("Signed-By: " + self.signed_by.replace("\n", "\n "))
         return "\n".join(lines) + "\n"
-
-
-def _parse_deb822(text: str) -> list[dict[str, str]]:
-    stanzas: list[dict[str, str]] = []
-    cur: dict[str, str] = {}
-    key: str | None = None
-    for raw in text.splitlines():
-        if raw.startswith("#"):
-            continue
-        if not raw.strip():
-            if cur:
-                stanzas.append(cur)
-            cur, key = {}, None
-            continue
-        if raw[0] in " \t" and key:
-            cur[key] += "\n" + raw.strip()
-            continue
-        if ":" in raw:
-            key, _, value = raw.partition(":")
-            key = key.strip().lower()
-            cur[key] = value.strip()
-    if cur:
-        stanzas.append(cur)
-    return stanzas
 
 
 def host_sources(root: Path = Path("/")) -> list[Source]:
@@ -93,7 +70,7 @@ def host_sources(root: Path = Path("/")) -> list[Source]:
             if len(words) >= 3:
                 out.append(Source(words[0].rstrip("/"), words[1], tuple(words[2:]), signed_by))
     for f in sorted((etc / "sources.list.d").glob("*.sources")):
-        for st in _parse_deb822(f.read_text(errors="replace")):
+        for st in paragraphs(f.read_text(errors="replace")):
             if "deb" not in st.get("types", "").split() or st.get("enabled", "yes") == "no":
                 continue
             for uri in st.get("uris", "").split():

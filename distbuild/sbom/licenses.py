@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from distbuild.rootfs.deb822 import paragraphs
+
 DEP5 = "copyright-format/1.0"
 
 # Debian short name (lower case) → SPDX identifier, for names that are not
@@ -138,27 +140,6 @@ def to_spdx(expression: str) -> tuple[str, set[str]]:
         wrap = [f"({x})" if " " in x else x for x in (out, rhs)]
         out = f"{wrap[0]} {op} {wrap[1]}"
     return out, refs
-
-
-def paragraphs(text: str) -> list[dict[str, str]]:
-    """Deb822 paragraphs; continuation lines are kept (first space dropped)."""
-    out: list[dict[str, str]] = []
-    current: dict[str, str] = {}
-    key: str | None = None
-    for line in text.splitlines():
-        if not line.strip():
-            if current:
-                out.append(current)
-            current, key = {}, None
-        elif line[0] in " \t" and key:
-            current[key] += "\n" + line[1:]
-        elif ":" in line and not line.startswith("#"):
-            key, _, value = line.partition(":")
-            key = key.strip().lower()
-            current[key] = value.strip()
-    if current:
-        out.append(current)
-    return out
 
 
 def _license_text(body: str) -> str:
