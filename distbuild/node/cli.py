@@ -69,17 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     pv.add_argument("--from", dest="source_dir", type=Path, help="read it from this directory")
     _json_flag(pv)
 
-    w = sub.add_parser(
-        "workloads", help="run provisioning's containers with containerd (rcS supervises it)"
-    )
-    w.add_argument("--console", type=Path, help="also write each line to this file or device")
-    w.add_argument(
-        "--until-done",
-        action="store_true",
-        help="exit once no container is left to run (by default it idles, so that "
-        "a supervisor does not start them again)",
-    )
-    _json_flag(w)
+    _add_workloads(sub)
 
     r = sub.add_parser("run", help="the daemon: poll, apply, reboot per policy")
     r.add_argument("--once", action="store_true", help="one round, then exit")
@@ -91,6 +81,20 @@ def _parser() -> argparse.ArgumentParser:
         help="with an unusable config, idle and read it again this often (default 60)",
     )
     return p
+
+
+def _add_workloads(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    w = sub.add_parser(
+        "workloads", help="run provisioning's containers with containerd (rcS supervises it)"
+    )
+    w.add_argument("--console", type=Path, help="also write each line to this file or device")
+    w.add_argument(
+        "--until-done",
+        action="store_true",
+        help="exit once no container is left to run (by default it idles, so that "
+        "a supervisor does not start them again)",
+    )
+    _json_flag(w)
 
 
 def _json_flag(parser: argparse.ArgumentParser) -> None:

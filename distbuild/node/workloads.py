@@ -192,6 +192,7 @@ class Runner:
             self.console.say(f"container {c.name} exited ({rc}); restarting in {pause:g}s")
             self.stop.wait(pause)
             pause = min(pause * 2, self.backoff.most)
+        self._set(c, "stopped", restarts=restarts)
 
     def _pull(self, c: Container) -> bool:
         """Pull until it works (True) or the runner stops (False)."""
