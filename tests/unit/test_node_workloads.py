@@ -121,6 +121,19 @@ def test_container_names_follow_the_name_grammar_and_containerd(name: object, ne
         check([{"name": name, "image": IMAGE}], None, "f")
 
 
+def test_the_readme_example_is_what_the_node_reads() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    start = readme.index("# workloads: in distbuild-provision.yaml")
+    w = workloads_of(readme[start : readme.index("```", start)])
+    (hello,) = w.containers
+    assert (hello.name, hello.args, hello.restart, hello.plain_http) == (
+        "hello",
+        ("uname", "-m"),
+        "never",
+        True,
+    )
+
+
 def test_hostile_sizes_are_bounded() -> None:
     many = [{"name": f"c{n}", "image": IMAGE} for n in range(33)]
     with pytest.raises(ContainerSpecError, match="at most 32"):
