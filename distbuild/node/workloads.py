@@ -72,6 +72,10 @@ def ctr_version() -> list[str]:
     return ["ctr", "--connect-timeout", "2s", "version"]
 
 
+def ctr_images() -> list[str]:
+    return ["ctr", "images", "ls", "-q"]
+
+
 def ctr_pull(c: Container, platform: str) -> list[str]:
     plain = ["--plain-http"] if c.plain_http else []
     return ["ctr", "images", "pull", "--platform", platform, *plain, str(c.image)]
@@ -196,6 +200,9 @@ class Runner:
 
     def _pull(self, c: Container) -> bool:
         """Pull until it works (True) or the runner stops (False)."""
+        if self._present(c):
+            self.console.say(f"container {c.name}: {c.image} is here already")
+            return True
         pause = self.backoff.first
         while not self.stop.is_set():
             self._set(c, "pulling")
@@ -218,6 +225,16 @@ class Runner:
             return True
         self._set(c, "stopped")
         return False
+
+    def _present(self, c: Container) -> bool:
+        """An earlier boot pulled ``c``'s image (a digest names the same bytes forever)."""
+        try:
+            proc = run(ctr_images(), check=False, capture=True, timeout=CALL_DEADLINE)
+        except DistbuildError:
+            return False
+        return (
+            proc.returncode == 0 and str(c.image) in proc.stdout.decode("utf-8", "replace").split()
+        )
 
     def _run_once(self, c: Container) -> int:
         """One run of ``c``: its output on the console; its exit code (-1: ctr failed)."""
@@ -293,6 +310,8 @@ def wait_for_containerd(stop: threading.Event, deadline: float = READY_DEADLINE)
         if time.monotonic() > end:
             break
         stop.wait(1.0)
+    if stop.is_set():
+        return  # stopped while waiting: the runner stops its containers, none started
     raise WorkloadError(
         f"containerd did not answer 'ctr version' within {deadline:g}s",
         hint="see /var/log/containerd.log",

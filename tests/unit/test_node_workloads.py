@@ -176,6 +176,7 @@ here=$(dirname "$0")
 echo "$*" >> "$here/calls"
 case "$1 $2" in
   "--connect-timeout 2s") [ -f "$here/down" ] && exit 1; exit 0 ;;
+  "images ls") cat "$here/images" 2>/dev/null; exit 0 ;;
   "images pull")
     n=$(cat "$here/pull-fails" 2>/dev/null || echo 0)
     [ -f "$here/pull-hangs" ] && sleep 30
@@ -318,6 +319,19 @@ def test_a_failed_pull_is_retried_and_a_hung_one_cut_off(
     stop.set()
     thread.join(30)
     assert "timed out" in (tmp_path / "2/console").read_text()
+
+
+def test_an_image_pulled_on_an_earlier_boot_runs_without_its_registry(
+    tmp_path: Path, ctr: Path
+) -> None:
+    (ctr / "images").write_text(f"other.example/x@{DIGEST}\n{IMAGE}\n")
+    (ctr / "pull-fails").write_text("100\n")  # the registry is gone
+    r = runner(tmp_path, one(["echo", "still here"], "never"))
+    r.run(until_done=True)
+    assert calls(ctr, "images pull") == []  # a digest names the same bytes forever
+    console = (tmp_path / "console").read_text()
+    assert f"container app: {IMAGE} is here already" in console
+    assert "distbuild-os: container app: still here" in console
 
 
 def test_a_restarted_runner_does_not_run_a_finished_container_again(
