@@ -13,5 +13,6 @@ qemu_guest   a qemu guest booted with its boot chain, console read with a deadli
 registry     real OCI registries (``registry`` session fixture)
 sandbox      read-only namespaces to run untrusted builds in
 sigstore     the real Sigstore bundle and the PyPI wheel it signs
+ssh          SSH keys of each type, and OpenSSH's client logging in with one
 stall        servers that stall or trickle, to test deadlines
 """
