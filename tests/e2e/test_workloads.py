@@ -12,7 +12,10 @@ each console shows its hostname, ``services up`` and the container's output,
 ``armv7l``, ``aarch64`` or ``x86_64``: containerd pulled, by the same
 digest, the manifest of the node's own platform, and runc ran it.
 
-``DISTBUILD_E2E_ARCHES=amd64`` runs one arch (while developing).
+Then (amd64) a node reboots with the registry gone: containerd's store on
+``data`` holds the image by its digest, and the container runs again.
+
+``DISTBUILD_E2E_ARCHES=amd64`` runs the first test with one arch (while developing).
 """
 
 from __future__ import annotations
@@ -98,7 +101,7 @@ def disk_with(build: Path, arch: str, workdir: Path, provision: str) -> Path:
     return disk
 
 
-def boot(arch: str, disk: Path, ns: NetNs, workdir: Path) -> str:
+def boot(arch: str, disk: Path, ns: NetNs, workdir: Path, name: str = "console") -> str:
     """Boot until the console shows the hostname, services up and the container's output."""
     wanted = [
         f"distbuild-os: hostname wl-{arch}",
@@ -108,7 +111,7 @@ def boot(arch: str, disk: Path, ns: NetNs, workdir: Path) -> str:
     ]
     recipe = load_recipe(REPO, get_arch(arch))
     with (
-        (workdir / "console.log").open("w") as echo,
+        (workdir / f"{name}.log").open("w") as echo,
         Guest(recipe, disk, write=True, echo=echo, nic=NIC, wrap=ns.wrap) as g,
     ):
         g.watch(lambda: all(w in g.transcript for w in wanted), BOOT, " and ".join(wanted))
@@ -149,3 +152,21 @@ def test_each_arch_pulls_its_own_platform_of_one_index_and_runs_it(
         pulled = f"distbuild-os: container uname pulled {image} for {get_arch(arch).platform}"
         assert pulled in transcript, transcript[-3000:]
         assert "cannot pull" not in transcript
+
+
+def test_a_pulled_image_runs_again_after_a_reboot_without_its_registry(
+    build_node: Builder, toolbox_all: Path, tmp_path: Path
+) -> None:
+    """amd64: the second boot finds the image by digest in containerd's store on data."""
+    arch = "amd64"
+    build = build_node(arch, version="1.0.0")
+    with netns(f"distbuild-e2e-wl2-{os.getpid()}") as ns:
+        with registry_in(ns, tmp_path / "reg") as reg:
+            image = f"{GUEST_HOST}:{reg.port}/toolbox@{push(ns, toolbox_all, reg)}"
+            provision = provision_file(arch, image, f"{GUEST_HOST}:{reg.port}")
+            disk = disk_with(build, arch, tmp_path, provision)
+            first = boot(arch, disk, ns, tmp_path, "first")
+        assert f"container uname pulled {image}" in first
+        second = boot(arch, disk, ns, tmp_path, "second")  # the registry is gone
+    assert f"distbuild-os: container uname: {image} is here already" in second
+    assert "cannot pull" not in second
