@@ -225,4 +225,25 @@ def provision_cmd(disk: Path, file: Path, as_json: bool) -> None:
         click.echo(f"{disk}: wrote {file} as {name} on the boot partition; read on the next boot")
 
 
-COMMANDS = [boot_cmd, disk_group]
+@click.command("flash")
+@click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("target", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--provision",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A provisioning file, checked first, then written onto the boot partition.",
+)
+@json_option
+def flash_cmd(image: Path, target: Path, provision: Path | None, as_json: bool) -> None:
+    """Write a disk IMAGE onto TARGET (a card's block device, or a file), read it back."""
+    from distbuild.disk.flash import flash
+
+    done = flash(image, target, provision)
+    if as_json:
+        print_json(asdict(done))
+    else:
+        extra = f", {provision} as {done.provision} on its boot partition" if provision else ""
+        click.echo(f"{target}: wrote {image} ({done.bytes} bytes, read back){extra}")
+
+
+COMMANDS = [boot_cmd, disk_group, flash_cmd]

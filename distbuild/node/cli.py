@@ -24,6 +24,7 @@ from distbuild.node import logfile
 from distbuild.node.config import Config, ConfigError, NodePaths, load_config
 from distbuild.node.provision_apply import provision_lines, provision_status, run_provision
 from distbuild.node.updater import NodeUpdater, Outcome
+from distbuild.node.workloads import run_workloads, workloads_lines, workloads_status
 
 log = logging.getLogger("distbuild.node")
 
@@ -75,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
 
     gd = sub.add_parser("grow-data", help="grow the data partition to the end of its disk (rcS)")
     _json_flag(gd)
+    _add_workloads(sub)
 
     r = sub.add_parser("run", help="the daemon: poll, apply, reboot per policy")
     r.add_argument("--once", action="store_true", help="one round, then exit")
@@ -86,6 +88,20 @@ def _parser() -> argparse.ArgumentParser:
         help="with an unusable config, idle and read it again this often (default 60)",
     )
     return p
+
+
+def _add_workloads(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    w = sub.add_parser(
+        "workloads", help="run provisioning's containers with containerd (rcS supervises it)"
+    )
+    w.add_argument("--console", type=Path, help="also write each line to this file or device")
+    w.add_argument(
+        "--until-done",
+        action="store_true",
+        help="exit once no container is left to run (by default it idles, so that "
+        "a supervisor does not start them again)",
+    )
+    _json_flag(w)
 
 
 def _json_flag(parser: argparse.ArgumentParser) -> None:
@@ -107,7 +123,8 @@ def _print(outcome: Outcome, as_json: bool) -> None:
 
 def _status_text(s: dict[str, Any]) -> str:
     """``distbuild-update status`` for people: one line per fact."""
-    lines = _where(s) + _slot_lines(s) + provision_lines(s.get("provision") or {}) + _history(s)
+    lines = _where(s) + _slot_lines(s) + provision_lines(s.get("provision") or {})
+    lines += workloads_lines(s.get("workloads") or {}) + _history(s)
     return "\n".join(lines)
 
 
@@ -224,6 +241,7 @@ def _status(args: argparse.Namespace) -> int:
         error, config = e, Config(channel_url="")
     status = NodeUpdater(config, paths).status()
     status["provision"] = provision_status(paths)
+    status["workloads"] = workloads_status(paths)
     if error is not None:
         status["config_error"] = error.message + (f" (hint: {error.hint})" if error.hint else "")
     if args.json:
@@ -268,6 +286,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_provision(NodePaths(args.root), args.source_dir, args.json)
     if args.command == "grow-data":
         return _grow_data(args)
+    if args.command == "workloads":
+        return run_workloads(NodePaths(args.root), args.console, args.until_done, args.json)
     config, paths = _load(args)
     updater = NodeUpdater(config, paths)
     if args.command == "check":

@@ -6,7 +6,9 @@ The ecosystem's own format, a subset of cloud-init's NoCloud datasource:
 * ``user-data`` (``#cloud-config``): ``hostname``, ``users`` (``name`` +
   ``ssh_authorized_keys``; ``default`` means root), a top-level
   ``ssh_authorized_keys`` (root's), ``write_files`` (``path``, ``content``,
-  ``encoding``, ``permissions``, ``owner``), ``ntp`` (``servers``, ``pools``);
+  ``encoding``, ``permissions``, ``owner``), ``ntp`` (``servers``, ``pools``),
+  ``containers`` and ``insecure_registries`` (the workloads, checked by
+  :mod:`distbuild.node.containers`);
 * ``network-config``: version 2 with one ethernet (``addresses``,
   ``gateway4`` or a default route, ``nameservers``).
 
@@ -29,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from distbuild.core.errors import DistbuildError
+from distbuild.node import containers
 from distbuild.node.blockyaml import load
 
 PROVISION_FILE = "distbuild-provision.yaml"
@@ -47,6 +50,7 @@ RESERVED = (
     "/etc/resolv.conf",
     "/etc/distbuild/network.static",
     "/etc/distbuild/ntp.servers",
+    containers.APPLIED,
     "/etc/distbuild/ssh",
     "/var/lib/distbuild/provision",
 )
@@ -96,6 +100,7 @@ class Provision:
     files: tuple[WriteFile, ...] = ()
     network: Network | None = None
     ntp_servers: tuple[str, ...] = ()
+    workloads: containers.Workloads | None = None
 
 
 def _fail(where: str, message: str, hint: str | None = None) -> ProvisionError:
@@ -321,7 +326,15 @@ def _gateway(eth: Mapping[str, object], at: str) -> str | None:
     return None
 
 
-USER_DATA_KEYS = ("hostname", "users", "ssh_authorized_keys", "write_files", "ntp")
+USER_DATA_KEYS = (
+    "hostname",
+    "users",
+    "ssh_authorized_keys",
+    "write_files",
+    "ntp",
+    "containers",
+    "insecure_registries",
+)
 META_DATA_KEYS = ("instance-id", "local-hostname")
 
 
@@ -379,6 +392,7 @@ def _build(
         files=written,
         network=network_config(net, f"{where}.network") if net is not None else None,
         ntp_servers=_ntp(user["ntp"], f"{where}.ntp") if "ntp" in user else (),
+        workloads=containers.check(user.get("containers"), user.get("insecure_registries"), where),
     )
 
 

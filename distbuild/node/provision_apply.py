@@ -36,6 +36,7 @@ from typing import Any
 from distbuild.core import fsutil
 from distbuild.core.errors import DistbuildError
 from distbuild.node.config import NodePaths
+from distbuild.node.containers import APPLIED as WORKLOADS
 from distbuild.node.provision import (
     NOCLOUD_FILES,
     PROVISION_FILE,
@@ -142,6 +143,8 @@ def render(p: Provision, paths: NodePaths) -> dict[str, tuple[bytes, int]]:
             out["/etc/resolv.conf"] = (resolv.encode(), 0o644)
     if p.ntp_servers:
         out["/etc/distbuild/ntp.servers"] = ("\n".join(p.ntp_servers).encode() + b"\n", 0o644)
+    if p.workloads is not None:
+        out[WORKLOADS] = (p.workloads.to_json(), 0o644)
     return out
 
 
@@ -233,10 +236,13 @@ def apply(paths: NodePaths, files: dict[str, bytes], source: str) -> Outcome:
         _write(paths, rendered)
         if p.network is None:  # back to DHCP
             paths.at("/etc/distbuild/network.static").unlink(missing_ok=True)
+        if p.workloads is None:  # no containers any more
+            paths.at(WORKLOADS).unlink(missing_ok=True)
     except DistbuildError as e:
         record_error(paths, e)
         raise
     keys = sum(len(k) for k in p.keys.values())
+    count = len(p.workloads.containers) if p.workloads else 0
     record = {
         "applied": {
             "instance_id": p.instance_id,
@@ -247,13 +253,15 @@ def apply(paths: NodePaths, files: dict[str, bytes], source: str) -> Outcome:
             "keys": keys,
             "files": sorted(rendered),
             "network": "static" if p.network else "dhcp",
+            "containers": count,
         }
     }
     _save(paths, record)
     return Outcome(
         True,
         f"provisioned hostname={p.hostname or '-'} keys={keys} files={len(p.files)} "
-        f"network={'static' if p.network else 'dhcp'} instance-id={p.instance_id}",
+        f"network={'static' if p.network else 'dhcp'} containers={count} "
+        f"instance-id={p.instance_id}",
     )
 
 

@@ -1,0 +1,85 @@
+"""``distbuild flash``: the image lands byte for byte, provisioning on its boot partition."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from distbuild.cli.main import main
+from distbuild.disk.provision import boot_files
+from distbuild.node.provision import PROVISION_FILE
+from tests.conftest import distbuild_process
+
+GOOD = "instance-id: card-1\nlocal-hostname: card-node\n"
+
+
+@pytest.fixture
+def image(tmp_path: Path) -> Path:
+    """A GPT disk image with a FAT boot partition (label esp) and some data after it."""
+    if not (shutil.which("sfdisk") and shutil.which("mkfs.vfat") and shutil.which("mcopy")):
+        pytest.skip("needs fdisk, dosfstools and mtools")
+    esp, disk = tmp_path / "esp.img", tmp_path / "disk.img"
+    with esp.open("wb") as f:
+        f.truncate(40 << 20)
+    subprocess.run(["mkfs.vfat", "-F", "32", str(esp)], check=True, capture_output=True)
+    with disk.open("wb") as f:
+        f.truncate(48 << 20)
+    layout = "label: gpt\nstart=2048, size=81920, name=esp\nstart=83968, name=data\n"
+    subprocess.run(["sfdisk", "-q", str(disk)], input=layout, text=True, check=True)
+    with disk.open("r+b") as f:
+        f.seek(1 << 20)
+        f.write(esp.read_bytes())
+        f.seek(44 << 20)
+        f.write(b"data partition bytes")
+    return disk
+
+
+def flash(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return distbuild_process("flash", *args, timeout=120)
+
+
+def test_flash_writes_the_image_and_the_provisioning_file(image: Path, tmp_path: Path) -> None:
+    card = tmp_path / "card.img"
+    card.write_bytes(b"old card contents" * 1000)
+    prov = tmp_path / "prov.yaml"
+    prov.write_text(GOOD)
+    done = flash(image, card, "--provision", prov, "--json")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["provision"] == PROVISION_FILE and doc["bytes"] == image.stat().st_size
+    assert doc["sha256"] == hashlib.sha256(image.read_bytes()).hexdigest()
+    assert card.stat().st_size == image.stat().st_size
+    assert boot_files(card).read(PROVISION_FILE) == GOOD.encode()
+    # Everything but the boot partition is the image, byte for byte.
+    written, source = card.read_bytes(), image.read_bytes()
+    assert written[: 1 << 20] == source[: 1 << 20] and written[42 << 20 :] == source[42 << 20 :]
+
+
+def test_bad_provisioning_is_refused_before_the_card_is_touched(
+    image: Path, tmp_path: Path
+) -> None:
+    card = tmp_path / "card.img"
+    card.write_bytes(b"old card contents")
+    prov = tmp_path / "prov.yaml"
+    prov.write_text("instance-id: x\nruncmd: [reboot]\n")
+    done = flash(image, card, "--provision", prov)
+    assert done.returncode not in (0, 70) and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: ") and "hint: " in done.stderr
+    assert card.read_bytes() == b"old card contents"
+
+
+def test_the_image_itself_is_not_a_target(image: Path) -> None:
+    before = image.read_bytes()
+    done = flash(image, image)
+    assert done.returncode == 2 and "is the image itself" in done.stderr
+    assert image.read_bytes() == before
+
+
+def test_flash_is_a_command_with_json(image: Path, tmp_path: Path) -> None:
+    assert main(["flash", str(image), str(tmp_path / "out.img")]) == 0
+    assert (tmp_path / "out.img").read_bytes() == image.read_bytes()
