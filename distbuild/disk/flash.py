@@ -9,16 +9,15 @@ boot partition, where the node reads it on its first boot.
 
 from __future__ import annotations
 
-import hashlib
 import os
+import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from distbuild.core.errors import DistbuildError, UsageError
+from distbuild.disk.diskimg import CHUNK, copy_sparse, sha256_range
 from distbuild.disk.provision import check_provision_file, write_provision
-
-CHUNK = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -62,51 +61,27 @@ def _refuse_mounted(device: Path) -> None:
                 )
 
 
-def _copy(image: Path, target: Path, device: bool) -> tuple[int, str]:
-    """Write ``image`` onto ``target``; returns (bytes, sha256 of the image)."""
-    h = hashlib.sha256()
+def _copy(image: Path, target: Path, device: bool) -> int:
+    """Write ``image`` onto ``target`` and sync it; returns its size."""
     size = image.stat().st_size
-    flags = os.O_WRONLY | (0 if device else os.O_CREAT | os.O_TRUNC)
-    fd = os.open(target, flags | os.O_CLOEXEC, 0o644)
-    try:
-        if device and os.lseek(fd, 0, os.SEEK_END) < size:
-            raise DistbuildError(f"{target} is smaller than the image ({size} bytes)")
-        os.lseek(fd, 0, os.SEEK_SET)
-        with image.open("rb") as src:
-            offset = 0
-            while chunk := src.read(CHUNK):
-                h.update(chunk)
-                # A fresh file reads zeros where nothing was written; a card holds old data.
-                if device or chunk.count(0) != len(chunk):
-                    _write_at(fd, chunk, offset)
-                offset += len(chunk)
-        if not device:
-            os.ftruncate(fd, size)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return size, h.hexdigest()
+    if not device:  # a fresh file reads zeros where nothing is written
+        with target.open("wb") as f:
+            f.truncate(size)
+        copy_sparse(image, target, 0)
+    else:  # a card holds old data: every byte is written
+        with image.open("rb") as src, target.open("r+b") as dest:
+            if dest.seek(0, os.SEEK_END) < size:
+                raise DistbuildError(f"{target} is smaller than the image ({size} bytes)")
+            dest.seek(0)
+            shutil.copyfileobj(src, dest, CHUNK)
+    with target.open("r+b") as f:
+        os.fsync(f.fileno())
+    return size
 
 
-def _write_at(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view, offset = view[n:], offset + n
-
-
-def _verify(target: Path, size: int, expected: str) -> None:
-    h = hashlib.sha256()
-    with target.open("rb") as f:
-        left = size
-        while left and (chunk := f.read(min(CHUNK, left))):
-            h.update(chunk)
-            left -= len(chunk)
-    if h.hexdigest() != expected:
-        raise DistbuildError(
-            f"{target} does not read back as the image written onto it",
-            hint="the card may be failing or fake: try another one",
-        )
+def _digest(path: Path, size: int) -> str:
+    with path.open("rb") as f:
+        return sha256_range(f, 0, size)
 
 
 def flash(image: Path, target: Path, provision: Path | None = None) -> Flashed:
@@ -114,7 +89,12 @@ def flash(image: Path, target: Path, provision: Path | None = None) -> Flashed:
     if provision is not None:
         check_provision_file(provision)  # before a byte of the card is touched
     device = _check_target(image, target)
-    size, digest = _copy(image, target, device)
-    _verify(target, size, digest)
+    size = _copy(image, target, device)
+    digest = _digest(image, size)
+    if _digest(target, size) != digest:
+        raise DistbuildError(
+            f"{target} does not read back as the image written onto it",
+            hint="the card may be failing or fake: try another one",
+        )
     name = write_provision(target, provision) if provision is not None else None
     return Flashed(str(image), str(target), size, digest, name)
