@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 from collections import defaultdict
@@ -28,6 +27,7 @@ from distbuild.cli.main import cli, main
 from distbuild.core.bootctl.base import ImageFiles, SlotBoot, open_bootctl
 from distbuild.node import cli as node_cli
 from tests.conftest import REPO, error_and_hint
+from tests.support.disk import gpt_with_esp
 from tests.support.node import Node
 
 # Commands whose stdout is not a result: boot's is the guest's serial console,
@@ -316,19 +316,7 @@ def test_keys_and_channel_commands_json(tmp_path: Path, capsys: pytest.CaptureFi
 @pytest.fixture
 def disk(tmp_path: Path) -> Path:
     """A GPT disk image with an ESP (FAT) holding slot a, good, as a disk build leaves it."""
-    if not (shutil.which("sfdisk") and shutil.which("mkfs.vfat") and shutil.which("mcopy")):
-        pytest.skip("needs fdisk, dosfstools and mtools")
-    esp, disk = tmp_path / "esp.img", tmp_path / "disk.img"
-    with esp.open("wb") as f:
-        f.truncate(40 << 20)
-    subprocess.run(["mkfs.vfat", "-F", "32", str(esp)], check=True, capture_output=True)
-    with disk.open("wb") as f:
-        f.truncate(42 << 20)
-    layout = "label: gpt\nstart=2048, size=81920, name=esp\n"
-    subprocess.run(["sfdisk", "-q", str(disk)], input=layout, text=True, check=True)
-    with disk.open("r+b") as f:
-        f.seek(1 << 20)
-        f.write(esp.read_bytes())
+    disk = gpt_with_esp(tmp_path)
     bc = open_bootctl("systemd-boot", ImageFiles(disk, 1 << 20), "")
     bc.install("a", SlotBoot("1.0", b"kernel", b"initrd", "distbuild.version=1.0"))
     bc.set_next("a", 3)

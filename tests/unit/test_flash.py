@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from distbuild.cli.main import main
 from distbuild.disk.provision import boot_files
 from distbuild.node.provision import PROVISION_FILE
 from tests.conftest import distbuild_process
+from tests.support.disk import gpt_with_esp
 
 GOOD = "instance-id: card-1\nlocal-hostname: card-node\n"
 
@@ -21,19 +21,8 @@ GOOD = "instance-id: card-1\nlocal-hostname: card-node\n"
 @pytest.fixture
 def image(tmp_path: Path) -> Path:
     """A GPT disk image with a FAT boot partition (label esp) and some data after it."""
-    if not (shutil.which("sfdisk") and shutil.which("mkfs.vfat") and shutil.which("mcopy")):
-        pytest.skip("needs fdisk, dosfstools and mtools")
-    esp, disk = tmp_path / "esp.img", tmp_path / "disk.img"
-    with esp.open("wb") as f:
-        f.truncate(40 << 20)
-    subprocess.run(["mkfs.vfat", "-F", "32", str(esp)], check=True, capture_output=True)
-    with disk.open("wb") as f:
-        f.truncate(48 << 20)
-    layout = "label: gpt\nstart=2048, size=81920, name=esp\nstart=83968, name=data\n"
-    subprocess.run(["sfdisk", "-q", str(disk)], input=layout, text=True, check=True)
+    disk = gpt_with_esp(tmp_path, "start=83968, name=data\n")
     with disk.open("r+b") as f:
-        f.seek(1 << 20)
-        f.write(esp.read_bytes())
         f.seek(44 << 20)
         f.write(b"data partition bytes")
     return disk
