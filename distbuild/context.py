@@ -149,10 +149,15 @@ class BuildDir:
     def create(cls, path: Path) -> BuildDir:
         return cls(path, oci.Layout(path / "oci").init())
 
-    def artifact(self, arch: str, kind: str, path: Path) -> Artifact:
-        """The record entry of a file written into the build."""
+    def artifact(self, arch: str, kind: str, path: Path, board: str | None = None) -> Artifact:
+        """The record entry of a file written into the build (for one board, if given)."""
         return Artifact(
-            arch, kind, str(path.relative_to(self.path)), sha256_file(path), path.stat().st_size
+            arch,
+            kind,
+            str(path.relative_to(self.path)),
+            sha256_file(path),
+            path.stat().st_size,
+            board,
         )
 
 

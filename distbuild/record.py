@@ -33,6 +33,7 @@ class Artifact:
     path: str  # relative to build.json
     sha256: str
     size: int
+    board: str | None = None  # set on artifacts made for one board (DESIGN.md §3)
 
 
 @dataclass
@@ -48,7 +49,7 @@ class BuildRecord:
             "image": self.image,
             "version": self.version,
             "source_date_epoch": self.source_date_epoch,
-            "artifacts": [asdict(a) for a in sorted(self.artifacts, key=_order)],
+            "artifacts": [_entry(a) for a in sorted(self.artifacts, key=_order)],
             "oci": self.oci,
         }
 
@@ -60,8 +61,15 @@ class BuildRecord:
         write_atomic(path, self.to_json().encode())
         return path
 
-    def find(self, kind: str, arch: str | None = None) -> list[Artifact]:
-        return [a for a in self.artifacts if a.kind == kind and (arch is None or a.arch == arch)]
+    def find(self, kind: str, arch: str | None = None, board: str | None = None) -> list[Artifact]:
+        """Artifacts of ``kind`` (for ``arch``, and for ``board`` when given)."""
+        return [
+            a
+            for a in self.artifacts
+            if a.kind == kind
+            and (arch is None or a.arch == arch)
+            and (board is None or a.board == board)
+        ]
 
     @property
     def arches(self) -> list[str]:
@@ -73,6 +81,14 @@ class BuildRecord:
 
 def _order(a: Artifact) -> tuple[str, str, str]:
     return (a.arch, a.kind, a.path)
+
+
+def _entry(a: Artifact) -> dict[str, Any]:
+    """An artifact as build.json holds it: ``board`` only where there is one."""
+    entry = asdict(a)
+    if a.board is None:
+        del entry["board"]
+    return entry
 
 
 def record_dir(path: Path) -> Path:
@@ -129,6 +145,8 @@ def check_record(record: BuildRecord, directory: Path, where: str) -> None:
             raise RecordError(f"{where}: artifact {a.path!r} has no valid sha256")
         if not isinstance(a.size, int) or a.size < 0:
             raise RecordError(f"{where}: artifact {a.path!r} has an invalid size {a.size!r}")
+        if a.board is not None:
+            check_name(a.board, names.BOARD, error=RecordError, where=where)
     _check_oci(record.oci, directory, where)
 
 
