@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from distbuild.core.bootctl.base import BootControl, ImageFiles, SlotBoot, open_bootctl
+from distbuild.core.bootctl.base import BootControl, DirFiles, ImageFiles, SlotBoot, open_bootctl
 from distbuild.core.bootctl.systemd_boot import SystemdBoot, dtb_path
 from distbuild.core.bootctl.uboot import UBootControl
 from distbuild.core.bootctl.uboot import dtb_path as uboot_dtb_path
@@ -111,3 +111,44 @@ def test_slotboot_dtb_is_optional_and_last() -> None:
     boot = SlotBoot("1.0", b"k", b"i", "quiet")
     assert boot.dtb is None
     assert list(SlotBoot.__dataclass_fields__)[-1] == "dtb"
+
+
+class _CutAtDtb:
+    """BootFiles that lose power when the DTB is written (later writes fail too)."""
+
+    def __init__(self, inner: DirFiles) -> None:
+        self.inner, self.cut = inner, False
+
+    def read(self, path: str) -> bytes | None:
+        return self.inner.read(path)
+
+    def write(self, path: str, data: bytes) -> None:
+        self.cut = self.cut or path.endswith("board.dtb")
+        if self.cut:
+            raise OSError("power cut")
+        self.inner.write(path, data)
+
+    def rename(self, src: str, dst: str) -> None:
+        self.inner.rename(src, dst)
+
+    def list(self, directory: str) -> list[str]:
+        return self.inner.list(directory)
+
+    def remove(self, path: str) -> None:
+        self.inner.remove(path)
+
+
+@pytest.mark.parametrize("chain", ["u-boot", "systemd-boot"])
+def test_a_power_cut_while_the_dtb_is_written_leaves_no_bootable_half_slot(
+    tmp_path: Path, chain: str
+) -> None:
+    files = DirFiles(tmp_path)
+    _installed(open_bootctl(chain, files, cmdline=""), "a", _boot("1.0", DTB_1))
+    _installed(open_bootctl(chain, files, cmdline=""), "b", _boot("1.5", DTB_1))
+    with pytest.raises(OSError):
+        open_bootctl(chain, _CutAtDtb(files), cmdline="").install("b", _boot("2.0", DTB_2))  # type: ignore[arg-type]
+    after = open_bootctl(chain, files, cmdline="")
+    assert not after.states()["b"].bootable
+    # The new entry is written last: none names 2.0 while its DTB is missing.
+    assert after.states()["b"].version != "2.0"
+    assert after.boot_order() == ["a"] and after.states()["a"].good
