@@ -31,10 +31,8 @@ def _boot(version: str, dtb: bytes | None) -> SlotBoot:
 def fat(tmp_path: Path) -> ImageFiles:
     if not shutil.which("mkfs.vfat") or not shutil.which("mcopy"):
         pytest.skip("needs dosfstools and mtools")
-    img = tmp_path / "boot.img"
-    with img.open("wb") as f:
-        f.truncate(40 << 20)
-    subprocess.run(["mkfs.vfat", "-F", "32", str(img)], check=True, capture_output=True)
+    img = tmp_path / "boot.img"  # 40 MiB: a FAT32 boot partition, as mkfs makes one
+    subprocess.run(["mkfs.vfat", "-C", "-F", "32", img, "40960"], check=True, capture_output=True)
     return ImageFiles(img)
 
 
@@ -113,29 +111,16 @@ def test_slotboot_dtb_is_optional_and_last() -> None:
     assert list(SlotBoot.__dataclass_fields__)[-1] == "dtb"
 
 
-class _CutAtDtb:
-    """BootFiles that lose power when the DTB is written (later writes fail too)."""
+class _CutAtDtb(DirFiles):
+    """A boot partition that loses power when the DTB is written (later writes fail too)."""
 
-    def __init__(self, inner: DirFiles) -> None:
-        self.inner, self.cut = inner, False
-
-    def read(self, path: str) -> bytes | None:
-        return self.inner.read(path)
+    cut = False
 
     def write(self, path: str, data: bytes) -> None:
         self.cut = self.cut or path.endswith("board.dtb")
         if self.cut:
             raise OSError("power cut")
-        self.inner.write(path, data)
-
-    def rename(self, src: str, dst: str) -> None:
-        self.inner.rename(src, dst)
-
-    def list(self, directory: str) -> list[str]:
-        return self.inner.list(directory)
-
-    def remove(self, path: str) -> None:
-        self.inner.remove(path)
+        super().write(path, data)
 
 
 @pytest.mark.parametrize("chain", ["u-boot", "systemd-boot"])
@@ -146,7 +131,7 @@ def test_a_power_cut_while_the_dtb_is_written_leaves_no_bootable_half_slot(
     _installed(open_bootctl(chain, files, cmdline=""), "a", _boot("1.0", DTB_1))
     _installed(open_bootctl(chain, files, cmdline=""), "b", _boot("1.5", DTB_1))
     with pytest.raises(OSError):
-        open_bootctl(chain, _CutAtDtb(files), cmdline="").install("b", _boot("2.0", DTB_2))  # type: ignore[arg-type]
+        open_bootctl(chain, _CutAtDtb(tmp_path), cmdline="").install("b", _boot("2.0", DTB_2))
     after = open_bootctl(chain, files, cmdline="")
     assert not after.states()["b"].bootable
     # The new entry is written last: none names 2.0 while its DTB is missing.
