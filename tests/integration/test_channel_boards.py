@@ -33,6 +33,7 @@ from tests.support.boards import add_board_files, dtb_bytes
 from tests.support.channel import channel, client, make_build, make_keys, tree
 from tests.support.node import Channel as NodeChannel
 from tests.support.node import relabel
+from tests.support.sigstore import BUNDLE
 
 BOARDS = {"armv7": {"orangepi-pc-qemu": True, "qemu": False}, "arm64": {"rpi3": True}}
 
@@ -250,3 +251,30 @@ def test_a_target_relabelled_as_another_board_is_not_promoted(tmp_path: Path, wo
     assert {k: v for k, v in tree(repo).items() if k.startswith("stable/")} == {
         k: v for k, v in before.items() if k.startswith("stable/")
     }
+
+
+@pytest.mark.network
+def test_a_board_files_bundle_is_published_beside_it(
+    tmp_path: Path, world: World, signed_wheel: Path
+) -> None:
+    """CI's Sigstore bundle of a board file lands in the same board directory."""
+    build = make_build(tmp_path / "b", "node", "1.0", arches=("armv7",))
+    name = signed_wheel.name  # the bytes the fixture bundle signs, as one board's file
+    add_board_files(build, "armv7", "qemu", dtb=False, **{f"disk/qemu/{name}": ("disk", b"")})
+    record = json.loads((build / "build.json").read_text())
+    (art,) = [a for a in record["artifacts"] if a["path"].endswith(name)]
+    (build / art["path"]).write_bytes(signed_wheel.read_bytes())
+    art["sha256"] = hashlib.sha256(signed_wheel.read_bytes()).hexdigest()
+    art["size"] = signed_wheel.stat().st_size
+    (build / "build.json").write_text(json.dumps(record))
+    bundle = build / "sigstore" / (art["path"] + ".sigstore.json")
+    bundle.parent.mkdir(parents=True)
+    bundle.write_bytes(BUNDLE.read_bytes())
+    outcome = publish(world.repo, channel("beta"), build, world.keys)
+    target = f"node/1.0/armv7/qemu/{name}.sigstore.json"
+    assert target in outcome.targets
+    updater = client(world.server, "beta", root_of(world.repo, "beta"), tmp_path / "c")
+    updater.refresh()
+    info = updater.get_targetinfo(target)
+    assert info is not None and info.custom["board"] == "qemu"
+    assert info.custom["signs"] == name and info.custom["kind"] == "sigstore-bundle"
