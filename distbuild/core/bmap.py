@@ -19,6 +19,7 @@ node's network installer uses this module too.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -247,14 +248,36 @@ def _skip(src: BinaryIO, pos: int, offset: int) -> None:
         src.seek(offset)
         return
     for n in _chunks(offset - pos):
-        if len(src.read(n)) != n:
+        if len(_read_full(src, n)) != n:
             raise MismatchError(
                 "the image ends before its bmap's last range", "", offset, written=0
             )
 
 
+def _write_all(dest: BinaryIO, data: bytes) -> None:
+    """Write all of ``data`` (an unbuffered file may take part of it per call)."""
+    view = memoryview(data)
+    while view:
+        n = dest.write(view)
+        if not n:
+            raise OSError(errno.EIO, "the target took no bytes")
+        view = view[n:]
+
+
+def _read_full(f: BinaryIO, n: int) -> bytes:
+    """Up to ``n`` bytes, fewer only at the end of the file."""
+    parts = []
+    while n > 0:
+        data = f.read(n)
+        if not data:
+            break
+        parts.append(data)
+        n -= len(data)
+    return b"".join(parts)
+
+
 def _read_exact(src: BinaryIO, n: int, offset: int, stats: Stats) -> bytes:
-    data = src.read(n)
+    data = _read_full(src, n)
     if len(data) != n:
         raise MismatchError(
             f"the image ends at byte {offset + len(data)}, before its bmap's ranges do",
@@ -275,14 +298,14 @@ def write(bmap: Bmap, src: BinaryIO, dest: BinaryIO, progress: ProgressFn | None
     stats = Stats()
     pos = 0
     for extent in bmap.extents:
-        if extent.offset != pos:
+        if extent.offset != pos or src.seekable():
             _skip(src, pos, extent.offset)
         dest.seek(extent.offset)
         digest = hashlib.sha256()
         for n in _chunks(extent.length):
             data = _read_exact(src, n, extent.offset, stats)
             digest.update(data)
-            dest.write(data)
+            _write_all(dest, data)
             stats.writes += 1
             stats.bytes_written += n
             if progress:
@@ -317,7 +340,7 @@ def verify(
         dest.seek(extent.offset)
         digest = hashlib.sha256()
         for n in _chunks(extent.length):
-            data = dest.read(n)
+            data = _read_full(dest, n)
             digest.update(data)
             if stats is not None:
                 stats.bytes_verified += len(data)
@@ -353,6 +376,22 @@ def copy(
     return stats
 
 
+def scan(src: BinaryIO, skip_zeros: bool, block_size: int = CHUNK) -> Bmap:
+    """A bmap of an image that came without one: every block, or every block not all zeros
+    (for a fresh file, which reads zeros where nothing is written)."""
+    extents: list[Extent] = []
+    size = src.seek(0, os.SEEK_END)
+    src.seek(0)
+    zero = bytes(block_size)
+    for offset in range(0, size, block_size):
+        data = _read_full(src, block_size)
+        if skip_zeros and data == zero[: len(data)]:
+            continue
+        extents.append(Extent(offset, len(data), hashlib.sha256(data).hexdigest()))
+    src.seek(0)
+    return Bmap(size, block_size, tuple(extents))
+
+
 def check_image(bmap: Bmap, src: BinaryIO) -> None:
     """Check an image file against its bmap before a byte goes anywhere: size and every extent."""
     size = src.seek(0, os.SEEK_END)
@@ -365,6 +404,7 @@ def check_image(bmap: Bmap, src: BinaryIO) -> None:
         )
     try:
         verify(bmap, src)
+        src.seek(0)
     except MismatchError as e:
         raise MismatchError(
             f"the image's bytes at {e.offset} do not match its bmap",
