@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,22 +106,6 @@ def split_url(url: str) -> tuple[str, str]:
     return base, names.check_name(channel, names.CHANNEL, where=url)
 
 
-def _board_files(release: Release, arch: str, board: str) -> dict[str, str]:
-    """kind -> target name of ``board``'s files in ``release`` for ``arch``.
-
-    The index lists them under the release's ``boards`` (arch -> board -> file -> kind).
-    """
-    boards: Mapping[str, Mapping[str, Mapping[str, str]]] = getattr(release, "boards", {})
-    files = boards.get(arch, {}).get(board, {})
-    prefix = f"{release.image}/{release.version}/{arch}/{board}/"
-    return {kind: prefix + name for name, kind in files.items()}
-
-
-def _board_names(release: Release, arch: str) -> list[str]:
-    boards: Mapping[str, Mapping[str, object]] = getattr(release, "boards", {})
-    return sorted(boards.get(arch, {}))
-
-
 def _release(index: ReleaseIndex, wanted: Wanted, where: str) -> tuple[Release, str]:
     images = sorted({r.image for r in index.releases})
     image = _one("image", images, wanted.image, "--image", where)
@@ -134,21 +118,21 @@ def _release(index: ReleaseIndex, wanted: Wanted, where: str) -> tuple[Release, 
         releases = [found]
     with_disks = [r for r in releases if wanted.board is None or _has_disk(r, wanted.board)]
     if not with_disks:
-        boards = sorted({b for r in releases for a in r.arches for b in _board_names(r, a)})
+        boards = sorted({b for r in releases for b in r.board_names()})
         raise UsageError(
             f"{where} has no {image} disk image for board {wanted.board}",
             hint=f"boards there: {', '.join(boards) or 'none'}",
         )
-    arches = sorted({a for r in with_disks for a in r.arches if _board_names(r, a)})
+    arches = sorted({a for r in with_disks for a in r.boards})
     arch = _one("arch", arches, wanted.arch, "--arch", f"{where}: {image} board disks")
     for r in with_disks:  # newest first
-        if _board_names(r, arch):
+        if r.board_names(arch):
             return r, arch
     raise UsageError(f"{where} has no {image} release for {arch}")  # unreachable: arch is listed
 
 
 def _has_disk(release: Release, board: str) -> bool:
-    return any(DISK_KIND in _board_files(release, a, board).values() for a in release.arches)
+    return any(release.board_target(a, board, DISK_KIND) for a in release.boards)
 
 
 def _download(http: Http, target: Target, dest: Path) -> None:
@@ -190,15 +174,16 @@ def from_channel(url: str, trust_root: Path, wanted: Wanted) -> Iterator[Source]
         index = client.refresh()
         release, arch = _release(index, wanted, f"channel {channel}")
         where = f"channel {channel}: {release.image} {release.version} {arch}"
-        board = _one("board", _board_names(release, arch), wanted.board, "--board", where)
-        paths = _board_files(release, arch, board)
-        if DISK_KIND not in paths or BMAP_KIND not in paths:
+        board = _one("board", release.board_names(arch), wanted.board, "--board", where)
+        disk_path = release.board_target(arch, board, DISK_KIND)
+        bmap_path = release.board_target(arch, board, BMAP_KIND)
+        if disk_path is None or bmap_path is None:
             raise UsageError(
                 f"{where}: board {board} has no disk image with a bmap",
-                hint="publish a build made with 'distbuild image --board " + board + "'",
+                hint=f"publish a build made with 'distbuild image --board {board}'",
             )
-        disk = _target(client, paths[DISK_KIND], board)
-        mapping = _target(client, paths[BMAP_KIND], board)
+        disk = _target(client, disk_path, board)
+        mapping = _target(client, bmap_path, board)
         _download(client.http, mapping, work / "disk.img.bmap")
         parsed = bmap.load(work / "disk.img.bmap")
         _download(client.http, disk, work / DISK_FILE)
