@@ -121,7 +121,7 @@ def refuse_in_use(device: Device) -> None:
             raise DeviceError(f"{device.path} is {what}: {', '.join(found)}", hint=_IN_USE_HINT)
 
 
-def _table(fd: int) -> str | None:
+def partition_table(fd: int) -> str | None:
     """The partition table on the device's first sectors: 'GPT', 'MBR' or None."""
     head = os.pread(fd, 1024, 0)
     if head[512:520] == b"EFI PART":
@@ -139,7 +139,7 @@ def refuse_data(device: Device, fd: int, size: int, force: bool) -> None:
             f"{device.path} holds {have} bytes, the image {size}",
             hint="use a larger card",
         )
-    table = _table(fd)
+    table = partition_table(fd)
     if force or not (device.partitions or table):
         return
     parts = ", ".join(p for p, _ in device.partitions)

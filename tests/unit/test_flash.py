@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from distbuild.cli.main import main
+from distbuild.disk.flashdev import partition_table
 from distbuild.disk.provision import boot_files
 from distbuild.node.provision import PROVISION_FILE
 from tests.conftest import distbuild_process
@@ -71,3 +72,34 @@ def test_the_image_itself_is_not_a_target(image: Path) -> None:
 def test_flash_is_a_command_with_json(image: Path, tmp_path: Path) -> None:
     assert main(["flash", str(image), "--device", str(tmp_path / "out.img")]) == 0
     assert (tmp_path / "out.img").read_bytes() == image.read_bytes()
+
+
+def test_a_file_target_keeps_its_old_bytes_when_the_image_is_not_its_bmaps(
+    image: Path, tmp_path: Path
+) -> None:
+    subprocess.run(["bmaptool", "create", "-o", f"{image}.bmap", str(image)], check=True)
+    with image.open("r+b") as f:  # the image changes after its bmap was made
+        f.seek(44 << 20)
+        f.write(b"DATA")
+    card = tmp_path / "card.img"
+    card.write_bytes(b"old card contents")
+    done = flash(image, "--device", card)
+    assert done.returncode == 1 and "do not match its bmap" in done.stderr
+    assert "hint: " in done.stderr and "Traceback" not in done.stderr
+    assert card.read_bytes() == b"old card contents"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".card")) == []
+
+
+@pytest.mark.parametrize(("label", "table"), [("gpt", "GPT"), ("dos", "MBR"), (None, None)])
+def test_partition_tables_are_recognised(tmp_path: Path, label: str | None, table: str) -> None:
+    disk = tmp_path / "d.img"
+    disk.write_bytes(bytes(4 << 20))
+    if label:
+        subprocess.run(
+            ["sfdisk", "-q", str(disk)],
+            input=f"label: {label}\nstart=2048\n",
+            text=True,
+            check=True,
+        )
+    with disk.open("rb") as f:
+        assert partition_table(f.fileno()) == table
