@@ -247,6 +247,8 @@ def _flash_source(
                 hint="pass --trust-root with the channel's first root.json "
                 "(metadata/1.root.json), obtained from its publisher out of band",
             )
+        if not trust_root.is_file():
+            raise UsageError(f"--trust-root: {trust_root} is not a file")
         return stack.enter_context(from_channel(source, trust_root, wanted))
     path = Path(source)
     if not path.exists():

@@ -288,14 +288,22 @@ def _read_exact(src: BinaryIO, n: int, offset: int, stats: Stats) -> bytes:
     return data
 
 
-def write(bmap: Bmap, src: BinaryIO, dest: BinaryIO, progress: ProgressFn | None = None) -> Stats:
+def write(
+    bmap: Bmap,
+    src: BinaryIO,
+    dest: BinaryIO,
+    progress: ProgressFn | None = None,
+    stats: Stats | None = None,
+) -> Stats:
     """Write the mapped extents of ``src`` to the same offsets of ``dest``; holes are skipped.
 
     Each extent's bytes are hashed as they pass; an extent that does not match
     its bmap hash stops the write with :class:`MismatchError` (the target then
     holds the extents before it). ``dest`` is not synced here: see :func:`copy`.
+    ``stats``, if given, is counted into as the write goes (so a caller knows how
+    far an interrupted write got).
     """
-    stats = Stats()
+    stats = Stats() if stats is None else stats
     pos = 0
     for extent in bmap.extents:
         if extent.offset != pos or src.seekable():

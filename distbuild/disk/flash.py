@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from distbuild.core import bmap, ui
-from distbuild.core.errors import DistbuildError
+from distbuild.core.errors import DistbuildError, Interrupted
 from distbuild.disk.flashdev import open_target, target_kind
 from distbuild.disk.flashsrc import Source
 from distbuild.disk.provision import check_provision_file, write_provision
@@ -69,7 +69,7 @@ def _write(
     stats = bmap.Stats()
     try:
         with ui.progress(f"writing {target}", total) as bar:
-            stats = bmap.write(mapping, src, dest, bar.update)
+            bmap.write(mapping, src, dest, bar.update, stats)
         bmap.sync(dest)
         if after_sync is not None:
             after_sync()
@@ -79,6 +79,9 @@ def _write(
         raise FlashError(
             f"{e.message}; {_partial(target, block, e.written, total)}", e.hint
         ) from None
+    except (KeyboardInterrupt, Interrupted):
+        ui.warn(_partial(target, block, stats.bytes_written, total))
+        raise
     except OSError as e:
         raise FlashError(
             f"writing {target} failed: {e.strerror or e}; "

@@ -95,11 +95,14 @@ def _mounts(device: Device) -> Iterator[str]:
 
 
 def _swaps(device: Device) -> Iterator[str]:
-    with open("/proc/swaps") as f:
-        for line in list(f)[1:]:
-            name = line.split()[0] if line.split() else ""
-            if os.path.realpath(name) in device.nodes:
-                yield f"{name} as swap"
+    try:
+        lines = Path("/proc/swaps").read_text().splitlines()[1:]
+    except FileNotFoundError:  # a kernel without swap
+        return
+    for line in lines:
+        name = line.split()[0] if line.split() else ""
+        if os.path.realpath(name) in device.nodes:
+            yield f"{name} as swap"
 
 
 def _holders(device: Device) -> Iterator[str]:
@@ -143,7 +146,7 @@ def refuse_data(device: Device, fd: int, size: int, force: bool) -> None:
     if force or not (device.partitions or table):
         return
     parts = ", ".join(p for p, _ in device.partitions)
-    held = f"partitions ({parts})" if parts else f"an {table} partition table"
+    held = f"partitions ({parts})" if parts else f"a partition table ({table})"
     raise DeviceError(
         f"{device.path} holds {held}: flashing destroys what is on them",
         hint="check that it is the right card (lsblk), then pass --force to write over it",
