@@ -5,7 +5,7 @@ from __future__ import annotations
 import stat
 import sys
 from contextlib import ExitStack
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -234,11 +234,22 @@ def provision_cmd(disk: Path, file: Path, as_json: bool) -> None:
 BOARD = options.Name(names.BOARD)
 
 
+@dataclass(frozen=True)
+class _Where:
+    """Where a channel is: its trust root (for a URL) or the local repository (for a name)."""
+
+    trust_root: Path | None
+    repo: Path | None
+
+
 def _flash_source(
-    stack: ExitStack, source: str, trust_root: Path | None, bmap_file: Path | None, wanted: Wanted
+    stack: ExitStack, source: str, where: _Where, bmap_file: Path | None, wanted: Wanted
 ) -> Source:
-    """SOURCE as a channel URL, a build (directory or build.json) or a disk image file."""
-    from distbuild.disk.flashsrc import from_build, from_channel, from_image, is_build
+    """SOURCE as a channel URL, a build (directory or build.json), a disk image file, or a
+    channel name in --repo."""
+    from distbuild.disk.flashsrc import from_build, from_channel, from_image, from_repo, is_build
+
+    trust_root = where.trust_root
 
     if "://" in source:
         if trust_root is None:
@@ -251,10 +262,14 @@ def _flash_source(
             raise UsageError(f"--trust-root: {trust_root} is not a file")
         return stack.enter_context(from_channel(source, trust_root, wanted))
     path = Path(source)
+    if not path.exists() and where.repo is not None:
+        channel = names.check_name(source, names.CHANNEL, where="SOURCE")
+        return stack.enter_context(from_repo(where.repo, channel, wanted))
     if not path.exists():
         raise UsageError(
             f"{source} is neither a file, a build nor a channel URL",
-            hint="pass a build directory, a disk image or https://host/path/<channel>",
+            hint="pass a build directory, a disk image, https://host/path/<channel>, "
+            "or a channel name with --repo",
         )
     if is_build(path):
         return from_build(path, wanted)
@@ -264,7 +279,7 @@ def _flash_source(
 
 
 @click.command("flash")
-@click.argument("source", metavar="BUILD_IMAGE_OR_CHANNEL_URL")
+@click.argument("source", metavar="BUILD|IMAGE|CHANNEL_URL|CHANNEL")
 @click.option(
     "--device",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -292,6 +307,12 @@ def _flash_source(
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="A disk image file's bmap (default: IMAGE.bmap beside it; none: every byte).",
 )
+@click.option(
+    "--repo",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="DISTBUILD_REPO",
+    help="Repository root: one directory per channel. Env: DISTBUILD_REPO.",
+)
 @click.option("--force", is_flag=True, help="Write over a device that holds partitions.")
 @click.option(
     "--provision",
@@ -308,6 +329,7 @@ def flash_cmd(
     version: str | None,
     trust_root: Path | None,
     bmap_file: Path | None,
+    repo: Path | None,
     force: bool,
     provision: Path | None,
     as_json: bool,
@@ -323,7 +345,7 @@ def flash_cmd(
 
     wanted = Wanted(board=board, arch=arch, image=image, release=version)
     with ExitStack() as stack:
-        src = _flash_source(stack, source, trust_root, bmap_file, wanted)
+        src = _flash_source(stack, source, _Where(trust_root, repo), bmap_file, wanted)
         done = flash(src, device, force=force, provision=provision)
     if as_json:
         print_json(asdict(done))

@@ -7,7 +7,9 @@
 * a channel URL (``https://host/path/<channel>``): the release index and the
   board's two files fetched through TUF from the trust root given, each into
   a private temporary directory and checked against its signed length and
-  sha256 before anything reads it.
+  sha256 before anything reads it;
+* a channel name with ``--repo``: the same from a local channel repository,
+  trusting the channel's first root.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tuf.api import exceptions
+
 from distbuild.core import bmap, names
 from distbuild.core.errors import FetchError, UsageError
-from distbuild.core.releases import Release, ReleaseIndex
+from distbuild.core.releases import INDEX_TARGET, Release, ReleaseIndex
 from distbuild.node.http import Http
 from distbuild.node.tufclient import ChannelClient, Refused, Target
 from distbuild.record import RECORD, load_record
@@ -164,6 +168,19 @@ def _target(client: ChannelClient, path: str, board: str) -> Target:
     return target
 
 
+def _board_paths(release: Release, arch: str, wanted: Wanted, where: str) -> tuple[str, str, str]:
+    """(board, disk target, bmap target) of the board asked for (or the only one)."""
+    board = _one("board", release.board_names(arch), wanted.board, "--board", where)
+    disk_path = release.board_target(arch, board, DISK_KIND)
+    bmap_path = release.board_target(arch, board, BMAP_KIND)
+    if disk_path is None or bmap_path is None:
+        raise UsageError(
+            f"{where}: board {board} has no disk image with a bmap",
+            hint=f"publish a build made with 'distbuild image --board {board}'",
+        )
+    return board, disk_path, bmap_path
+
+
 @contextlib.contextmanager
 def from_channel(url: str, trust_root: Path, wanted: Wanted) -> Iterator[Source]:
     """The board's disk image and bmap of a channel release, verified, in a temp dir."""
@@ -174,17 +191,51 @@ def from_channel(url: str, trust_root: Path, wanted: Wanted) -> Iterator[Source]
         index = client.refresh()
         release, arch = _release(index, wanted, f"channel {channel}")
         where = f"channel {channel}: {release.image} {release.version} {arch}"
-        board = _one("board", release.board_names(arch), wanted.board, "--board", where)
-        disk_path = release.board_target(arch, board, DISK_KIND)
-        bmap_path = release.board_target(arch, board, BMAP_KIND)
-        if disk_path is None or bmap_path is None:
-            raise UsageError(
-                f"{where}: board {board} has no disk image with a bmap",
-                hint=f"publish a build made with 'distbuild image --board {board}'",
-            )
+        board, disk_path, bmap_path = _board_paths(release, arch, wanted, where)
         disk = _target(client, disk_path, board)
         mapping = _target(client, bmap_path, board)
         _download(client.http, mapping, work / "disk.img.bmap")
         parsed = bmap.load(work / "disk.img.bmap")
         _download(client.http, disk, work / DISK_FILE)
         yield Source(work / DISK_FILE, parsed, f"{where} {board}")
+
+
+@contextlib.contextmanager
+def from_repo(repo: Path, channel: str, wanted: Wanted) -> Iterator[Source]:
+    """As :func:`from_channel`, from a local channel repository, trusting its first root
+    (the publisher's own files, read by the same TUF client as ``channel show``)."""
+    from distbuild.channel.repo import ChannelRepo
+    from distbuild.channel.view import open_updater
+
+    with tempfile.TemporaryDirectory(prefix="distbuild-flash-") as tmp:
+        work = Path(tmp)
+        updater = open_updater(ChannelRepo(repo, channel), work)
+        with _tuf_refusals(channel):
+            updater.refresh()
+            info = updater.get_targetinfo(INDEX_TARGET)
+            index = ReleaseIndex(channel)
+            if info is not None:
+                index = ReleaseIndex.from_json(Path(updater.download_target(info)).read_bytes())
+            release, arch = _release(index, wanted, f"channel {channel}")
+            where = f"channel {channel}: {release.image} {release.version} {arch}"
+            board, disk_path, bmap_path = _board_paths(release, arch, wanted, where)
+            files = {}
+            for path, name in ((bmap_path, "disk.img.bmap"), (disk_path, DISK_FILE)):
+                target = updater.get_targetinfo(path)
+                if target is None or target.custom.get("board", board) != board:
+                    raise Refused(
+                        f"channel {channel} lists {path} but does not sign it for {board}"
+                    )
+                files[name] = Path(updater.download_target(target, str(work / name)))
+        yield Source(files[DISK_FILE], bmap.load(files["disk.img.bmap"]), f"{where} {board}")
+
+
+@contextlib.contextmanager
+def _tuf_refusals(channel: str) -> Iterator[None]:
+    try:
+        yield
+    except (exceptions.RepositoryError, exceptions.DownloadError) as e:
+        raise Refused(
+            f"channel {channel} fails TUF verification: {type(e).__name__}: {e}",
+            hint="the channel's files are damaged or tampered with: restore or republish them",
+        ) from None

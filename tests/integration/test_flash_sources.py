@@ -144,3 +144,23 @@ def test_channel_refusals_say_what_to_pass(
     error, hint = error_and_hint(untrusted.stderr)
     assert "trust root" in error and "--trust-root" in hint
     assert not out.exists()
+
+
+def test_flash_from_a_local_channel_repository(
+    served: tuple[Server, Path, Path], disks: dict[str, Path], tmp_path: Path
+) -> None:
+    _, repo, _ = served
+    out = tmp_path / "card.img"
+    done = flash_cli("stable", "--repo", repo, "--board", "nanopi-neo", "--device", out, "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["source"] == "channel stable: node 1.0 armv7 nanopi-neo"
+    assert out.read_bytes() == disks["nanopi-neo"].read_bytes()
+    (stored,) = (repo / "stable" / "targets").rglob("*nanopi-neo/*.disk.img")
+    data = bytearray(stored.read_bytes())
+    data[-1] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    out.write_bytes(b"old")
+    tampered = flash_cli("stable", "--repo", repo, "--board", "nanopi-neo", "--device", out)
+    error, _ = error_and_hint(tampered.stderr)
+    assert tampered.returncode not in (0, 70) and "fails TUF verification" in error
+    assert out.read_bytes() == b"old"
