@@ -110,7 +110,8 @@ def split_url(url: str) -> tuple[str, str]:
     return base, names.check_name(channel, names.CHANNEL, where=url)
 
 
-def _release(index: ReleaseIndex, wanted: Wanted, where: str) -> tuple[Release, str]:
+def pick_release(index: ReleaseIndex, wanted: Wanted, where: str) -> tuple[Release, str]:
+    """The newest release (and its arch) with a disk image for the board asked for."""
     images = sorted({r.image for r in index.releases})
     image = _one("image", images, wanted.image, "--image", where)
     releases = index.of(image)
@@ -120,23 +121,28 @@ def _release(index: ReleaseIndex, wanted: Wanted, where: str) -> tuple[Release, 
             have = ", ".join(r.version for r in releases)
             raise UsageError(f"{where} has no {image} {wanted.release}", hint=f"releases: {have}")
         releases = [found]
-    with_disks = [r for r in releases if wanted.board is None or _has_disk(r, wanted.board)]
+    with_disks = [r for r in releases if _disk_arches(r, wanted.board)]
     if not with_disks:
         boards = sorted({b for r in releases for b in r.board_names()})
         raise UsageError(
             f"{where} has no {image} disk image for board {wanted.board}",
             hint=f"boards there: {', '.join(boards) or 'none'}",
         )
-    arches = sorted({a for r in with_disks for a in r.boards})
+    arches = sorted({a for r in with_disks for a in _disk_arches(r, wanted.board)})
     arch = _one("arch", arches, wanted.arch, "--arch", f"{where}: {image} board disks")
     for r in with_disks:  # newest first
-        if r.board_names(arch):
+        if arch in _disk_arches(r, wanted.board):
             return r, arch
     raise UsageError(f"{where} has no {image} release for {arch}")  # unreachable: arch is listed
 
 
-def _has_disk(release: Release, board: str) -> bool:
-    return any(release.board_target(a, board, DISK_KIND) for a in release.boards)
+def _disk_arches(release: Release, board: str | None) -> list[str]:
+    """The arches ``release`` has a disk image for (``board``'s, or any board's)."""
+    return [
+        a
+        for a, boards in release.boards.items()
+        if any(release.board_target(a, b, DISK_KIND) for b in boards if board in (None, b))
+    ]
 
 
 def _download(http: Http, target: Target, dest: Path) -> None:
@@ -189,7 +195,7 @@ def from_channel(url: str, trust_root: Path, wanted: Wanted) -> Iterator[Source]
         work = Path(tmp)
         client = ChannelClient(base, channel, work / "metadata", trust_root, Http())
         index = client.refresh()
-        release, arch = _release(index, wanted, f"channel {channel}")
+        release, arch = pick_release(index, wanted, f"channel {channel}")
         where = f"channel {channel}: {release.image} {release.version} {arch}"
         board, disk_path, bmap_path = _board_paths(release, arch, wanted, where)
         disk = _target(client, disk_path, board)
@@ -216,7 +222,7 @@ def from_repo(repo: Path, channel: str, wanted: Wanted) -> Iterator[Source]:
             index = ReleaseIndex(channel)
             if info is not None:
                 index = ReleaseIndex.from_json(Path(updater.download_target(info)).read_bytes())
-            release, arch = _release(index, wanted, f"channel {channel}")
+            release, arch = pick_release(index, wanted, f"channel {channel}")
             where = f"channel {channel}: {release.image} {release.version} {arch}"
             board, disk_path, bmap_path = _board_paths(release, arch, wanted, where)
             files = {}

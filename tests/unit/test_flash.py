@@ -103,3 +103,31 @@ def test_partition_tables_are_recognised(tmp_path: Path, label: str | None, tabl
         )
     with disk.open("rb") as f:
         assert partition_table(f.fileno()) == table
+
+
+def test_a_channel_release_is_the_newest_with_the_boards_disk() -> None:
+    from distbuild.core.errors import UsageError
+    from distbuild.core.releases import Release, ReleaseIndex
+    from distbuild.disk.flashsrc import Wanted, pick_release
+
+    disk = {"disk.img": "disk", "disk.img.bmap": "disk-bmap"}
+    index = ReleaseIndex(
+        "stable",
+        (
+            Release("node", "2.0", 0, boards={"armv7": {"nanopi-neo": disk}}),
+            Release(
+                "node", "1.0", 0, boards={"arm64": {"rpi3": disk}, "armv7": {"nanopi-neo": {}}}
+            ),
+        ),
+    )
+    pick = pick_release(index, Wanted(board="rpi3"), "channel stable")
+    assert (pick[0].version, pick[1]) == ("1.0", "arm64")
+    pick = pick_release(index, Wanted(board="nanopi-neo"), "channel stable")
+    assert (pick[0].version, pick[1]) == ("2.0", "armv7")
+    with pytest.raises(UsageError, match="which arch"):
+        pick_release(index, Wanted(), "channel stable")
+    with pytest.raises(UsageError, match="no arch 'arm64'"):
+        pick_release(index, Wanted(board="nanopi-neo", arch="arm64"), "channel stable")
+    with pytest.raises(UsageError, match="no node disk image for board pine64") as err:
+        pick_release(index, Wanted(board="pine64"), "channel stable")
+    assert err.value.hint == "boards there: nanopi-neo, rpi3"
