@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import stat
 import sys
-from dataclasses import asdict
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from distbuild.cli import options
 from distbuild.cli.common import State, pass_state
 from distbuild.cli.options import arch_option, json_option, print_json
+from distbuild.core import names
 from distbuild.core.arch import get_arch
 from distbuild.core.bootctl.base import BootControl
 from distbuild.core.errors import DistbuildError, UsageError
@@ -19,6 +22,9 @@ from distbuild.disk.slots import disk_bootctl, payload_from_build, write_slot
 from distbuild.model.recipe import Recipe, load_recipe
 from distbuild.qemu import boot_disk
 from distbuild.record import RECORD, load_record
+
+if TYPE_CHECKING:
+    from distbuild.disk.flashsrc import Source, Wanted
 
 one_arch_option = arch_option()
 slot_option = click.option(
@@ -225,25 +231,130 @@ def provision_cmd(disk: Path, file: Path, as_json: bool) -> None:
         click.echo(f"{disk}: wrote {file} as {name} on the boot partition; read on the next boot")
 
 
+BOARD = options.Name(names.BOARD)
+
+
+@dataclass(frozen=True)
+class _Where:
+    """Where a channel is: its trust root (for a URL) or the local repository (for a name)."""
+
+    trust_root: Path | None
+    repo: Path | None
+
+
+def _flash_source(
+    stack: ExitStack, source: str, where: _Where, bmap_file: Path | None, wanted: Wanted
+) -> Source:
+    """SOURCE as a channel URL, a build (directory or build.json), a disk image file, or a
+    channel name in --repo."""
+    from distbuild.disk.flashsrc import from_build, from_channel, from_image, from_repo, is_build
+
+    trust_root = where.trust_root
+
+    if "://" in source:
+        if trust_root is None:
+            raise UsageError(
+                "flashing from a channel needs the channel's trust root",
+                hint="pass --trust-root with the channel's first root.json "
+                "(metadata/1.root.json), obtained from its publisher out of band",
+            )
+        if not trust_root.is_file():
+            raise UsageError(f"--trust-root: {trust_root} is not a file")
+        return stack.enter_context(from_channel(source, trust_root, wanted))
+    path = Path(source)
+    if not path.exists() and where.repo is not None:
+        channel = names.check_name(source, names.CHANNEL, where="SOURCE")
+        return stack.enter_context(from_repo(where.repo, channel, wanted))
+    if not path.exists():
+        raise UsageError(
+            f"{source} is neither a file, a build nor a channel URL",
+            hint="pass a build directory, a disk image, https://host/path/<channel>, "
+            "or a channel name with --repo",
+        )
+    if is_build(path):
+        return from_build(path, wanted)
+    if not path.is_file():  # a FIFO would block the first read, a device never end
+        raise UsageError(f"{source} is not a disk image file")
+    return from_image(path, bmap_file)
+
+
 @click.command("flash")
-@click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.argument("target", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("source", metavar="BUILD|IMAGE|CHANNEL_URL|CHANNEL")
+@click.option(
+    "--device",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The card: a whole block device (/dev/sdX, /dev/mmcblkN), or a file to write.",
+)
+@click.option("--board", type=BOARD, help="The board whose disk image to write.")
+@one_arch_option
+@click.option("--image", "image", type=options.IMAGE, help="From a channel: the image.")
+@click.option(
+    "--release",
+    "version",
+    type=options.VERSION,
+    metavar="VERSION",
+    help="From a channel: the release (default: the newest with a disk for the board).",
+)
+@click.option(
+    "--trust-root",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="From a channel: its root metadata (metadata/1.root.json), the trust anchor.",
+)
+@click.option(
+    "--bmap",
+    "bmap_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A disk image file's bmap (default: IMAGE.bmap beside it; none: every byte).",
+)
+@click.option(
+    "--repo",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="DISTBUILD_REPO",
+    help="Repository root: one directory per channel. Env: DISTBUILD_REPO.",
+)
+@click.option("--force", is_flag=True, help="Write over a device that holds partitions.")
 @click.option(
     "--provision",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="A provisioning file, checked first, then written onto the boot partition.",
 )
 @json_option
-def flash_cmd(image: Path, target: Path, provision: Path | None, as_json: bool) -> None:
-    """Write a disk IMAGE onto TARGET (a card's block device, or a file), read it back."""
-    from distbuild.disk.flash import flash
+def flash_cmd(
+    source: str,
+    device: Path,
+    board: str | None,
+    arch: str | None,
+    image: str | None,
+    version: str | None,
+    trust_root: Path | None,
+    bmap_file: Path | None,
+    repo: Path | None,
+    force: bool,
+    provision: Path | None,
+    as_json: bool,
+) -> None:
+    """Write a board's disk image onto a card: from a build, an image file or a channel.
 
-    done = flash(image, target, provision)
+    Only the image's mapped blocks are written (its bmap), each read back and
+    checked. A mounted device, one smaller than the image, or one holding
+    partitions (without --force) is refused.
+    """
+    from distbuild.disk.flash import flash
+    from distbuild.disk.flashsrc import Wanted
+
+    wanted = Wanted(board=board, arch=arch, image=image, release=version)
+    with ExitStack() as stack:
+        src = _flash_source(stack, source, _Where(trust_root, repo), bmap_file, wanted)
+        done = flash(src, device, force=force, provision=provision)
     if as_json:
         print_json(asdict(done))
     else:
         extra = f", {provision} as {done.provision} on its boot partition" if provision else ""
-        click.echo(f"{target}: wrote {image} ({done.bytes} bytes, read back){extra}")
+        click.echo(
+            f"{device}: wrote {done.source} ({done.written} of {done.bytes} bytes, "
+            f"every written block read back and checked){extra}"
+        )
 
 
 COMMANDS = [boot_cmd, disk_group, flash_cmd]

@@ -1,100 +1,133 @@
-"""``distbuild flash``: write a disk image onto a card (or any block device or file).
+"""``distbuild flash``: write a board's disk image onto a card (or any block device or file).
 
-The provisioning file, if any, is checked by the node's own parser before a
-byte is written; the image is written (zero runs skipped when the target is a
-fresh file, written out on a device, whose old contents must go), synced,
-read back and compared; then the provisioning file goes onto the written
-boot partition, where the node reads it on its first boot.
+The image comes from a build, a file or a channel (distbuild.disk.flashsrc);
+the card is checked and opened by distbuild.disk.flashdev. Then, in order:
+
+1. the provisioning file, if any, is checked by the node's own parser;
+2. the image is checked against its bmap (size and every mapped range), so a
+   mismatched pair never reaches the card;
+3. the mapped ranges are written, holes skipped (as ``bmaptool copy`` does:
+   a hole keeps what the card held before; nothing in the image reads it);
+4. the card is synced, its cached pages dropped, and every written range read
+   back and checked against the bmap's sha256;
+5. the provisioning file goes onto the written boot partition.
+
+An image without a bmap is written whole onto a device (its old bytes must
+go), and without its zero blocks into a new file.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
-from distbuild.core.errors import DistbuildError, UsageError
-from distbuild.disk.diskimg import CHUNK, copy_sparse, sha256_range
+from distbuild.core import bmap, ui
+from distbuild.core.errors import DistbuildError, Interrupted
+from distbuild.disk.flashdev import open_target, target_kind
+from distbuild.disk.flashsrc import Source
 from distbuild.disk.provision import check_provision_file, write_provision
 
 
 @dataclass(frozen=True)
 class Flashed:
+    source: str
     image: str
     target: str
-    bytes: int
-    sha256: str
+    bytes: int  # the image's size
+    written: int  # bytes written: the mapped ranges
+    writes: int  # write calls
+    verified: int  # bytes read back and checked
+    bmap: bool  # whether the image came with a bmap (else every block was mapped)
     provision: str | None  # its name on the boot partition
 
 
-def _check_target(image: Path, target: Path) -> bool:
-    """True for a block device; refuses the image itself, a mounted device, a too-small one."""
+class FlashError(DistbuildError):
+    """Writing or checking the card failed after it was touched."""
+
+
+def _partial(target: Path, block: bool, done: int, total: int) -> str:
+    if not block:
+        return f"{target} was left as it was"
+    if done == total:
+        return f"{target} holds the whole image, but not as written: do not boot from it"
+    return f"partial write: {target} holds {done} of the image's {total} mapped bytes"
+
+
+def _write(
+    mapping: bmap.Bmap,
+    src: BinaryIO,
+    dest: BinaryIO,
+    target: Path,
+    block: bool,
+    after_sync: Callable[[], None] | None,
+) -> bmap.Stats:
+    """Write, sync, read back; failures say what the card holds now."""
+    total = mapping.mapped_bytes
+    stats = bmap.Stats()
     try:
-        st = target.stat()
-    except FileNotFoundError:
-        return False
-    if stat.S_ISBLK(st.st_mode):
-        _refuse_mounted(target)
-        return True
-    if not stat.S_ISREG(st.st_mode):
-        raise UsageError(f"{target} is neither a block device nor a regular file")
-    if st.st_ino == image.stat().st_ino and st.st_dev == image.stat().st_dev:
-        raise UsageError(f"{target} is the image itself")
-    return False
+        with ui.progress(f"writing {target}", total) as bar:
+            bmap.write(mapping, src, dest, bar.update, stats)
+        bmap.sync(dest)
+        if after_sync is not None:
+            after_sync()
+        with ui.progress(f"verifying {target}", total) as bar:
+            bmap.verify(mapping, dest, bar.update, stats)
+    except bmap.MismatchError as e:
+        raise FlashError(
+            f"{e.message}; {_partial(target, block, e.written, total)}", e.hint
+        ) from None
+    except (KeyboardInterrupt, Interrupted):
+        ui.warn(_partial(target, block, stats.bytes_written, total))
+        raise
+    except OSError as e:
+        raise FlashError(
+            f"writing {target} failed: {e.strerror or e}; "
+            + _partial(target, block, stats.bytes_written, total),
+            hint="check the card and its reader (dmesg), then flash it again",
+        ) from None
+    return stats
 
 
-def _refuse_mounted(device: Path) -> None:
-    """A device (or one of its partitions) in use is never written over."""
-    real = os.path.realpath(device)
-    name = os.path.basename(real)
-    with open("/proc/mounts") as mounts:
-        for line in mounts:
-            source = line.split(" ", 1)[0]
-            if source.startswith("/dev/") and os.path.basename(os.path.realpath(source)).startswith(
-                name
-            ):
-                raise UsageError(
-                    f"{device} is in use: {source} is mounted",
-                    hint="unmount every partition of the card first (umount /dev/sdX*)",
-                )
+def flash(
+    source: Source,
+    target: Path,
+    *,
+    force: bool = False,
+    provision: Path | None = None,
+    after_sync: Callable[[], None] | None = None,
+) -> Flashed:
+    """Write ``source`` onto ``target``, check every written block, then add ``provision``.
 
-
-def _copy(image: Path, target: Path, device: bool) -> int:
-    """Write ``image`` onto ``target`` and sync it; returns its size."""
-    size = image.stat().st_size
-    if not device:  # a fresh file reads zeros where nothing is written
-        with target.open("wb") as f:
-            f.truncate(size)
-        copy_sparse(image, target, 0)
-    else:  # a card holds old data: every byte is written
-        with image.open("rb") as src, target.open("r+b") as dest:
-            if dest.seek(0, os.SEEK_END) < size:
-                raise DistbuildError(f"{target} is smaller than the image ({size} bytes)")
-            dest.seek(0)
-            shutil.copyfileobj(src, dest, CHUNK)
-    with target.open("r+b") as f:
-        os.fsync(f.fileno())
-    return size
-
-
-def _digest(path: Path, size: int) -> str:
-    with path.open("rb") as f:
-        return sha256_range(f, 0, size)
-
-
-def flash(image: Path, target: Path, provision: Path | None = None) -> Flashed:
-    """Write ``image`` onto ``target``, check it, then put ``provision`` on its boot partition."""
+    ``after_sync`` runs between the sync and the read-back (tests damage the
+    card there, to prove the read-back reads the card).
+    """
     if provision is not None:
         check_provision_file(provision)  # before a byte of the card is touched
-    device = _check_target(image, target)
-    size = _copy(image, target, device)
-    digest = _digest(image, size)
-    if _digest(target, size) != digest:
-        raise DistbuildError(
-            f"{target} does not read back as the image written onto it",
-            hint="the card may be failing or fake: try another one",
-        )
-    name = write_provision(target, provision) if provision is not None else None
-    return Flashed(str(image), str(target), size, digest, name)
+    kind = target_kind(target, source.image)[0]
+    with source.image.open("rb") as src:
+        if source.bmap is None:
+            mapping = bmap.scan(src, skip_zeros=kind != "block")
+        else:
+            mapping = source.bmap
+            ui.note(f"checking {source.image} against its bmap")
+            bmap.check_image(mapping, src)
+        with open_target(target, source.image, mapping.image_size, force) as (dest, where):
+            stats = _write(mapping, src, dest, target, kind == "block", after_sync)
+            name = write_provision(where, provision) if provision is not None else None
+            if name is not None:
+                dest.flush()
+                os.fsync(dest.fileno())
+    return Flashed(
+        source=source.label,
+        image=str(source.image),
+        target=str(target),
+        bytes=mapping.image_size,
+        written=stats.bytes_written,
+        writes=stats.writes,
+        verified=stats.bytes_verified,
+        bmap=source.bmap is not None,
+        provision=name,
+    )
