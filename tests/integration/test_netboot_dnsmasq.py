@@ -16,7 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
+from distbuild.channel.serve import serving
 from distbuild.record import Artifact, BuildRecord
 from tests.conftest import run_cli
 from tests.support.netns import netns
@@ -124,3 +126,27 @@ def test_a_tampered_build_or_hostile_values_write_no_config(tmp_path: Path) -> N
     (build / "arm64/netboot/qemu/installer.efi").write_bytes(b"evil")
     assert run_cli(*args) != 0
     assert not (site / "dnsmasq.conf").exists()
+
+
+def test_serve_netboot_serves_the_site_next_to_the_channel(tmp_path: Path) -> None:
+    site, repo = tmp_path / "site", tmp_path / "repo"
+    (repo / "stable/metadata").mkdir(parents=True)
+    (repo / "stable/metadata/timestamp.json").write_text("{}")
+    (tmp_path / "secret").write_text("no")
+    assert run_cli("netboot", fake_build(tmp_path), "--dir", site, "--net", "10.77.0.0/24") == 0
+    with serving(repo, netboot=site) as server:
+        uki = f"{server.url}/netboot/amd64/netboot/pc/installer.efi"
+        got = requests.get(uki, timeout=10)
+        assert got.status_code == 200
+        assert got.content == (site / "amd64/netboot/pc/installer.efi").read_bytes()
+        assert (
+            requests.get(uki, headers={"Range": "bytes=0-1"}, timeout=10).content == got.content[:2]
+        )
+        assert requests.get(f"{server.url}/stable/metadata/timestamp.json", timeout=10).text == "{}"
+        for bad in (
+            "/netboot/../secret",
+            "/netboot/%2e%2e/secret",
+            "/netboot/",
+            "/amd64/netboot/pc/installer.efi",
+        ):
+            assert requests.get(server.url + bad, timeout=10).status_code == 404, bad
