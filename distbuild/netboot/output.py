@@ -24,7 +24,8 @@ from distbuild.bootchain.uboot import script_image
 from distbuild.context import ArchBuild, BuildDir, BuildOptions
 from distbuild.core.errors import DistbuildError
 from distbuild.disk import trees
-from distbuild.disk.rootimg import root_payload
+from distbuild.disk.initramfs import INIT_MODULES, build_initramfs
+from distbuild.disk.modules import ModuleIndex
 from distbuild.model.image import ImageDef
 from distbuild.netboot.uki import build_uki, installer_cmdline, os_release
 from distbuild.record import Artifact
@@ -45,21 +46,28 @@ def check_options(opts: BuildOptions, image: ImageDef) -> None:
         )
 
 
-def installer_initrd(ctx: ArchBuild) -> bytes:
+def installer_initrd(ctx: ArchBuild, kernel: trees.KernelTree) -> bytes:
     """The initramfs the network boot runs (the boundary with the installer's own build).
 
     Until the installer initramfs (distbuild/node/netinstall.py's) is built here,
-    this is the node's initramfs, which boots to its /init.
+    this is the node's initramfs (the same bytes as the root output's ``initrd``),
+    which boots to its /init; built on its own, without the root image.
     """
-    return root_payload(ctx).initrd.read_bytes()
+    recipe = ctx.recipe
+    index = ModuleIndex.load(kernel.modules)
+    modules = index.load_order([*recipe.kernel_modules, *INIT_MODULES], where=str(recipe.path))
+    tools = trees.boot_tools(ctx)
+    fs = ctx.options.root_fs
+    return build_initramfs(recipe, tools, kernel.version, kernel.modules, modules, fs, ctx.epoch)
 
 
 def build_netboot(ctx: ArchBuild, out: BuildDir) -> list[Artifact]:
     opts = ctx.options
     check_options(opts, ctx.image)
     assert opts.updater is not None
-    kernel = trees.kernel_tree(ctx).image.read_bytes()
-    initrd = installer_initrd(ctx)
+    tree = trees.kernel_tree(ctx)
+    kernel = tree.image.read_bytes()
+    initrd = installer_initrd(ctx, tree)
     base = out.path / ctx.arch.name / NETBOOT_DIR
     arch = ctx.arch.name
 
