@@ -27,7 +27,7 @@ from distbuild.disk import trees
 from distbuild.disk.initramfs import INIT_MODULES, build_initramfs
 from distbuild.disk.modules import ModuleIndex
 from distbuild.model.image import ImageDef
-from distbuild.netboot.uki import build_uki, installer_cmdline, os_release
+from distbuild.netboot.uki import build_uki, check_url, installer_cmdline, os_release
 from distbuild.record import Artifact
 
 NETBOOT_DIR = "netboot"
@@ -44,6 +44,7 @@ def check_options(opts: BuildOptions, image: ImageDef) -> None:
             f"the netboot output of {image.name} needs the channel the installer installs from",
             hint="add --channel-url URL --channel NAME --trust-root ROOT.json to 'distbuild image'",
         )
+    check_url(opts.updater.channel_url)  # it goes on a kernel command line
 
 
 def installer_initrd(ctx: ArchBuild, kernel: trees.KernelTree) -> bytes:
