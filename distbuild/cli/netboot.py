@@ -56,6 +56,8 @@ def netboot_cmd(
     dest = dest.resolve()
     site.check_path(dest)
     chosen = _boards(boards)
+    if interface is not None:
+        site.check_interface(interface)
     if http_url is not None:
         check_url(http_url, "netboot URL")
     laid = site.lay_out(record, directory, dest, chosen)

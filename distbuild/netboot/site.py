@@ -75,22 +75,20 @@ def lay_out(record: BuildRecord, build: Path, dest: Path, boards: Mapping[str, s
     if unknown:
         raise UsageError(f"the build has no netboot files for {', '.join(sorted(unknown))}")
     boot_files: dict[str, str] = {}
-    copied: list[str] = []
+    files: dict[str, bytes] = {}  # every file checked before the first is written
     for arch in arches:
         board = pick_board(record, arch, boards.get(arch))
         for a in record.artifacts:
-            if a.arch != arch or a.kind not in BOOT_KINDS or a.board not in (None, board):
-                continue
-            data = _checked(build, a)
-            _put(dest, a.path, data)
-            copied.append(a.path)
-            if a.kind == "netboot-uki":
-                boot_files[arch] = a.path
-            elif a.kind == "netboot-script":
-                _put(dest, SCRIPT, data)
-                copied.append(SCRIPT)
-                boot_files[arch] = SCRIPT
-    return Site(dest, boot_files, tuple(copied))
+            if a.arch == arch and a.kind in BOOT_KINDS and a.board in (None, board):
+                files[a.path] = _checked(build, a)
+                if a.kind == "netboot-uki":
+                    boot_files[arch] = a.path
+                elif a.kind == "netboot-script":
+                    files[SCRIPT] = files[a.path]
+                    boot_files[arch] = SCRIPT
+    for rel, data in files.items():
+        _put(dest, rel, data)
+    return Site(dest, boot_files, tuple(files))
 
 
 def _checked(build: Path, a: Artifact) -> bytes:
@@ -145,7 +143,7 @@ def dnsmasq_conf(site: Site, net: str, interface: str | None = None) -> str:
         "log-dhcp",
     ]
     if interface is not None:
-        lines.append(f"interface={_check_word(interface, 'interface')}")
+        lines.append(f"interface={check_interface(interface)}")
     for arch, file in sorted(site.boot_files.items()):
         if arch in PXE_ARCH:
             lines.append(
@@ -159,6 +157,10 @@ def dnsmasq_conf(site: Site, net: str, interface: str | None = None) -> str:
             f"dhcp-boot={SCRIPT}",
         ]
     return "\n".join(lines) + "\n"
+
+
+def check_interface(name: str) -> str:
+    return _check_word(name, "interface")
 
 
 def _check_word(value: str, what: str) -> str:
