@@ -1,4 +1,5 @@
-"""amd64 OVMF network boot of the installer UKI: PXE over qemu's user-net TFTP, diskless.
+"""Network boots of the installer under TCG, diskless, over qemu's user-net TFTP:
+amd64 OVMF PXE of the UKI, armv7 U-Boot DHCP/TFTP of boot.scr.uimg + kernel + initramfs.
 
 The TFTP root is what ``distbuild netboot`` lays out; qemu runs in a
 namespace of the test's own. The UKI's stub starts the kernel with the UKI's
@@ -77,4 +78,40 @@ def test_amd64_pxe_boots_the_installer_uki_to_its_init(
     cmdline = next(line for line in console.lines if "Kernel command line:" in line)
     assert f"distbuild.channel_url={CHANNEL_URL}" in cmdline
     assert f"distbuild.channel={node_channels.name('amd64')}" in cmdline
+    assert "distbuild.board=qemu" in cmdline
+
+
+def test_armv7_uboot_dhcp_boots_the_netboot_script_to_its_init(
+    project: Path, build_image: Builder, node_channels: NodeChannels, tmp_path: Path
+) -> None:
+    build = build_netboot(project, build_image, node_channels, "armv7")
+    site = tmp_path / "site"
+    assert (
+        run_cli("netboot", build, "--dir", site, "--net", "10.0.2.0/24", "--board", "armv7=qemu")
+        == 0
+    )
+    recipe = load_recipe(REPO, get_arch("armv7"))
+    with netns(f"distbuild-e2e-uboot-{os.getpid()}") as ns:
+        argv = [
+            *ns.wrap, "qemu-system-arm", "-accel", "tcg", "-M", recipe.qemu_machine,
+            "-cpu", str(recipe.qemu_cpu), "-m", str(recipe.qemu_memory), "-nographic", "-no-reboot",
+            "-bios", str(get_chain(recipe.boot_chain).firmware(recipe)["u-boot"]),
+            # No disk: distro boot falls through to its dhcp target, which TFTPs boot.scr.uimg.
+            "-netdev", f"user,id=n,tftp={site}", "-device", "virtio-net-device,netdev=n",
+        ]  # fmt: skip
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        console = Console(proc, tmp_path / "console.log")
+        try:
+            start = time.monotonic()
+            assert console.wait_for("distbuild: network install", timeout=BOOT), (
+                console.log.read_text()[-3000:]
+            )
+            assert console.wait_for(INIT_LINE, timeout=BOOT), console.log.read_text()[-3000:]
+            print(f"armv7: init at {time.monotonic() - start:.1f}s")
+        finally:
+            console.stop()
+    cmdline = next(line for line in console.lines if "Kernel command line:" in line)
+    assert f"distbuild.channel={node_channels.name('armv7')}" in cmdline
     assert "distbuild.board=qemu" in cmdline
