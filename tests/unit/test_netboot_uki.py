@@ -74,6 +74,21 @@ def test_objdump_reads_the_amd64_uki() -> None:
 
 
 @pytest.mark.parametrize("arch", ["amd64", "arm64"])
+def test_pefile_reads_the_uki_and_agrees_on_its_checksum(arch: str) -> None:
+    pefile = pytest.importorskip("pefile")
+    kernel = b"K" * 70001
+    parsed = pefile.PE(data=make(arch, kernel))
+    assert parsed.verify_checksum()
+    sections = {s.Name.rstrip(b"\0").decode(): s for s in parsed.sections}
+    assert sections[".linux"].get_data()[: len(kernel)] == kernel
+    assert parsed.OPTIONAL_HEADER.SizeOfImage == max(
+        s.VirtualAddress + s.Misc_VirtualSize for s in parsed.sections
+    ) + (-max(s.VirtualAddress + s.Misc_VirtualSize for s in parsed.sections)) % (
+        parsed.OPTIONAL_HEADER.SectionAlignment
+    )
+
+
+@pytest.mark.parametrize("arch", ["amd64", "arm64"])
 def test_same_inputs_same_bytes(arch: str) -> None:
     assert make(arch) == make(arch)
 
