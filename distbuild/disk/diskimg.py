@@ -157,6 +157,8 @@ def _partition(disk: Path, parts: list[Partition], seed: tuple[str, ...], board:
         # Firmware that reads only an MBR (the Raspberry Pi's) finds the boot partition there.
         argv.append("--hybrid=1")
     run([*argv, disk], capture=True)
+    if board.hybrid_mbr:
+        boards.mark_mbr_fat(disk, parts[0].start // SECTOR)
 
 
 def _fat(path: Path, size: int, volume_id: str) -> None:

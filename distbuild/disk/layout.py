@@ -16,7 +16,14 @@ from pathlib import Path
 from distbuild.bootchain.uboot import BOARD_DTB
 from distbuild.core.bootctl.base import ImageFiles
 from distbuild.core.run import run, which
-from distbuild.disk.boards import BoardError, Loader, check_env, gpt_end
+from distbuild.disk.boards import (
+    MBR_FAT32_LBA,
+    BoardError,
+    Loader,
+    check_env,
+    gpt_end,
+    mbr_entries,
+)
 from distbuild.model.board import Board
 
 SECTOR = 512
@@ -47,6 +54,14 @@ def check_board_disk(
     label, number = boot
     if label not in parts:
         raise BoardError(f"{disk.name}: no {label} partition", hint=_HINT)
+    if board.hybrid_mbr and (
+        MBR_FAT32_LBA,
+        parts[label][0] // SECTOR,
+        parts[label][1] // SECTOR,
+    ) not in mbr_entries(disk):
+        raise BoardError(
+            f"{disk.name}: the MBR does not list the {label} partition as FAT", hint=_HINT
+        )
     fat = ImageFiles(disk, parts[label][0])
     for path, data in sorted(files.items()):
         if fat.read(path) != data:
