@@ -34,11 +34,8 @@ class Built:
     boot_tree: Path  # the boot lock's packages, unpacked the way the build did
 
 
-@pytest.fixture(scope="module", params=sorted(BOARDS))
-def built(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, cache_dir: Path
-) -> tuple[str, Built]:
-    arch = request.param
+def _build(arch: str, tmp_path_factory: pytest.TempPathFactory, cache: Path) -> Built:
+    """One build of a small image for ``arch`` that makes every listed board's disk."""
     tmp = tmp_path_factory.mktemp(f"boards-{arch}")
     project = project_copy(tmp)
     (project / "images/tiny.yaml").write_text(TINY)
@@ -46,7 +43,17 @@ def built(
     boards = [a for b in BOARDS[arch] for a in ("--board", b)]
     assert run_cli(*image_args(project, out, "tiny", arch, extra=boards)) == 0
     base = out / "tiny" / "1.0.0"
-    return arch, Built(project, base, _boot_tree(base, arch, cache_dir, tmp / "debs"))
+    return Built(project, base, _boot_tree(base, arch, cache, tmp / "debs"))
+
+
+@pytest.fixture(scope="module")
+def armv7(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Built:
+    return _build("armv7", tmp_path_factory, cache_dir)
+
+
+@pytest.fixture(scope="module")
+def arm64(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Built:
+    return _build("arm64", tmp_path_factory, cache_dir)
 
 
 def _boot_tree(base: Path, arch: str, cache: Path, into: Path) -> Path:
@@ -106,10 +113,8 @@ SUNXI32 = {
 }
 
 
-def test_allwinner_armv7_cards(built: tuple[str, Built]) -> None:
-    arch, b = built
-    if arch != "armv7":
-        pytest.skip("armv7 boards")
+def test_allwinner_armv7_cards(armv7: Built) -> None:
+    arch, b = "armv7", armv7
     for board, uboot in SUNXI32.items():
         disk = _disk(b, arch, board)
         spl = b.boot_tree / f"usr/lib/u-boot/{uboot}/u-boot-sunxi-with-spl.bin"
@@ -140,10 +145,8 @@ def test_allwinner_armv7_cards(built: tuple[str, Built]) -> None:
     assert not record.find("disk", arch, board="qemu")
 
 
-def test_arm64_cards_pine64_and_raspberry_pi(built: tuple[str, Built]) -> None:
-    arch, b = built
-    if arch != "arm64":
-        pytest.skip("arm64 boards")
+def test_arm64_cards_pine64_and_raspberry_pi(arm64: Built) -> None:
+    arch, b = "arm64", arm64
     pine = _disk(b, arch, "pine64")
     tree = b.boot_tree / "usr/lib/u-boot/pine64_plus"
     _loader_at(pine, 8192, tree / "sunxi-spl.bin")
@@ -170,3 +173,47 @@ def test_arm64_cards_pine64_and_raspberry_pi(built: tuple[str, Built]) -> None:
     # The Pi 3's boot ROM reads only an MBR: the boot partition is there as FAT32.
     start, size = partition_offsets(_disk(b, arch, "rpi3"))["esp"]
     assert (0x0C, start // 512, size // 512) in mbr_entries(_disk(b, arch, "rpi3"))
+
+
+def test_the_build_time_checks_catch_a_damaged_card(armv7: Built, tmp_path: Path) -> None:
+    """The checks the build runs on every disk fail on a flipped loader byte, a damaged
+    table, or a missing DTB (so a card that would not boot is never listed)."""
+    from distbuild.core.arch import get_arch
+    from distbuild.core.bootctl.base import ImageFiles
+    from distbuild.disk.boards import BoardError, plan_loader
+    from distbuild.disk.layout import check_board_disk, check_loader, check_table, slot_dtb
+    from distbuild.model.recipe import load_recipe
+
+    board = load_recipe(armv7.project, get_arch("armv7")).board("bananapi")
+    loaders = plan_loader(board, armv7.boot_tree)
+    dtb = tmp_path / "board.dtb"
+    dtb.write_bytes(_dtb(armv7, "armv7", "bananapi"))
+
+    def copy() -> Path:
+        disk = tmp_path / "disk.img"
+        subprocess.run(
+            ["cp", "--sparse=always", str(_disk(armv7, "armv7", "bananapi")), str(disk)], check=True
+        )
+        return disk
+
+    disk = copy()
+    check_board_disk(board, disk, loaders, ("boot", 1), slot_dtb(dtb), armv7.boot_tree)
+    with disk.open("r+b") as f:
+        f.seek(8192 + 1000)
+        byte = f.read(1)
+        f.seek(8192 + 1000)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(BoardError, match="are not u"):
+        check_loader(disk, loaders)
+
+    disk = copy()
+    with disk.open("r+b") as f:  # the backup GPT header, at the last sector
+        f.seek(-512, 2)
+        f.write(bytes(512))
+    with pytest.raises(BoardError, match="finds problems"):
+        check_table(disk)
+
+    disk = copy()
+    ImageFiles(disk, partition_offsets(disk)["boot"][0]).remove("a/board.dtb")
+    with pytest.raises(BoardError, match=r"a/board\.dtb missing"):
+        check_board_disk(board, disk, loaders, ("boot", 1), slot_dtb(dtb), armv7.boot_tree)
