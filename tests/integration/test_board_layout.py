@@ -207,9 +207,7 @@ def test_the_build_time_checks_catch_a_damaged_card(armv7: Built, tmp_path: Path
         check_loader(disk, loaders)
 
     disk = copy()
-    with disk.open("r+b") as f:  # the backup GPT header, at the last sector
-        f.seek(-512, 2)
-        f.write(bytes(512))
+    _overlap_root_a_with_boot(disk)
     with pytest.raises(BoardError, match="finds problems"):
         check_table(disk)
 
@@ -217,3 +215,26 @@ def test_the_build_time_checks_catch_a_damaged_card(armv7: Built, tmp_path: Path
     ImageFiles(disk, partition_offsets(disk)["boot"][0]).remove("a/board.dtb")
     with pytest.raises(BoardError, match=r"a/board\.dtb missing"):
         check_board_disk(board, disk, loaders, ("boot", 1), slot_dtb(dtb), armv7.boot_tree)
+
+
+def _overlap_root_a_with_boot(disk: Path) -> None:
+    """Move root-a's first sector into the boot partition in the primary GPT, CRCs redone:
+    a table both verifiers must refuse."""
+    import struct
+    import zlib
+
+    with disk.open("r+b") as f:
+        f.seek(512)
+        header = bytearray(f.read(92))
+        lba, count, size = struct.unpack_from("<QII", header, 72)
+        f.seek(lba * 512)
+        table = bytearray(f.read(count * size))
+        boot_first = struct.unpack_from("<Q", table, 32)[0]
+        struct.pack_into("<Q", table, size + 32, boot_first + 8)
+        struct.pack_into("<I", header, 88, zlib.crc32(table))
+        struct.pack_into("<I", header, 16, 0)
+        struct.pack_into("<I", header, 16, zlib.crc32(header))
+        f.seek(lba * 512)
+        f.write(table)
+        f.seek(512)
+        f.write(header)
