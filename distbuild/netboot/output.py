@@ -1,6 +1,6 @@
 """The ``netboot`` output: what a machine boots from the network to install a node.
 
-Per arch, in a build (kinds in build.json; ``<board>`` for each of the recipe's boards):
+Per arch, in a build (kinds in build.json; ``<board>`` for each board built (``--board``)):
 
 - UEFI arches (amd64, arm64): ``<arch>/netboot/<board>/installer.efi``
   (kind ``netboot-uki``): systemd's EFI stub from the boot lock with the
@@ -82,25 +82,24 @@ def build_netboot(ctx: ArchBuild, out: BuildDir) -> list[Artifact]:
     if ctx.recipe.arch.efi_arch is not None:
         stub = _stub(ctx)
         osrel = os_release(ctx.image.name, ctx.version)
-        for board in ctx.recipe.boards:
+        for board in ctx.boards:
+            console = board.console or ctx.recipe.console
             uki = build_uki(
-                stub, arch, kernel, initrd, cmdline(board, ("tty0", ctx.recipe.console)), osrel
+                stub, arch, kernel, initrd, cmdline(board.name, ("tty0", console)), osrel
             )
-            artifacts.append(
-                out.artifact(arch, "netboot-uki", _write(base / board / UKI, uki), board)
-            )
+            path = _write(base / board.name / UKI, uki)
+            artifacts.append(out.artifact(arch, "netboot-uki", path, board.name))
         return artifacts
     artifacts += [
         out.artifact(arch, "netboot-kernel", _write(base / KERNEL, kernel)),
         out.artifact(arch, "netboot-initrd", _write(base / INITRD, initrd)),
     ]
     rel = PurePosixPath(arch, NETBOOT_DIR)
-    for board in ctx.recipe.boards:
-        text = uboot_script(
-            cmdline(board, (ctx.recipe.console,)), str(rel / KERNEL), str(rel / INITRD)
-        )
-        path = _write(base / board / SCRIPT, script_image(text, "distbuild network install"))
-        artifacts.append(out.artifact(arch, "netboot-script", path, board))
+    for board in ctx.boards:
+        console = board.console or ctx.recipe.console
+        text = uboot_script(cmdline(board.name, (console,)), str(rel / KERNEL), str(rel / INITRD))
+        path = _write(base / board.name / SCRIPT, script_image(text, "distbuild network install"))
+        artifacts.append(out.artifact(arch, "netboot-script", path, board.name))
     return artifacts
 
 

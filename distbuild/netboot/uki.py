@@ -22,6 +22,8 @@ _URL = re.compile(
     re.ASCII,
 )
 MAX_URL = 512
+# A kernel console: a device and its options, as boards name them (ttyS0,115200n8).
+_CONSOLE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}(?:,[A-Za-z0-9]{1,16})?", re.ASCII)
 
 # What the stub's machine must be, per distbuild arch.
 STUB_MACHINES = {"amd64": "x86_64", "arm64": "aarch64"}
@@ -38,6 +40,16 @@ def check_url(url: str, what: str = "channel URL") -> str:
     return url.rstrip("/")
 
 
+def check_console(console: str) -> str:
+    """``console`` if it is a device with optional options (``ttyS0,115200``), else an error."""
+    if _CONSOLE.fullmatch(console) is None:
+        raise UsageError(
+            f"invalid console {console!r}",
+            hint="a console is a device name with optional options, such as ttyS0,115200",
+        )
+    return console
+
+
 def installer_cmdline(
     channel_url: str, channel: str, image: str, board: str, consoles: tuple[str, ...]
 ) -> str:
@@ -48,7 +60,7 @@ def installer_cmdline(
         "distbuild.image": names.check_name(image, names.IMAGE),
         "distbuild.board": names.check_name(board, names.BOARD),
     }
-    words = [f"console={names.check_name(c, 'console')}" for c in consoles]
+    words = [f"console={check_console(c)}" for c in consoles]
     words += [f"{k}={v}" for k, v in values.items()]
     return " ".join(words)
 

@@ -132,6 +132,17 @@ def test_hostile_names_are_refused(field: tuple[str, str, str]) -> None:
         installer_cmdline("http://h:1", *field, ("ttyS0",))
 
 
+@pytest.mark.parametrize("console", ["ttyS0 x", "ttyS0,1;reboot", "tty\nS0", "ttyS0,115200,x", ""])
+def test_a_hostile_console_is_refused(console: str) -> None:
+    with pytest.raises(DistbuildError, match="console"):
+        installer_cmdline("http://h:1", "stable", "node", "qemu", (console,))
+
+
+def test_a_board_console_with_its_speed_goes_on_the_command_line() -> None:
+    line = installer_cmdline("http://h:1", "stable", "node", "orangepi-pc-qemu", ("ttyS0,115200",))
+    assert line.split()[0] == "console=ttyS0,115200"
+
+
 def test_good_urls_pass_and_lose_a_trailing_slash() -> None:
     assert check_url("https://example.org:8443/channels/") == "https://example.org:8443/channels"
     assert check_url("http://[fd00::1]:8080") == "http://[fd00::1]:8080"
