@@ -71,10 +71,11 @@ class NodeBuilds:
 
     def bad_containerd(self, arch: str, wait: bool = True) -> Path | None:
         """Node 2.5.0 from a copy of the project whose containerd config is invalid."""
-        future = self.builds.later(("bad-containerd", arch), lambda: self._bad(arch))
+        extra = follow_args(self.channels, arch)  # here: it may create the channel
+        future = self.builds.later(("bad-containerd", arch), lambda: self._bad(arch, extra))
         return future.result() if wait else None
 
-    def _bad(self, arch: str) -> Path:
+    def _bad(self, arch: str, extra: list[str]) -> Path:
         out = self.builds.out_dir(f"bad-containerd-{arch}")
         bad = out / "project"
         # With the locks the good builds resolved (same packages): resolve them first.
@@ -84,9 +85,7 @@ class NodeBuilds:
         text = definition.read_text()
         assert text.count(GOOD_CONTAINERD) == 1, "images/node.yaml's containerd config moved"
         definition.write_text(text.replace(GOOD_CONTAINERD, BAD_CONTAINERD))
-        args = image_args(
-            bad, out / "build", "node", arch, "2.5.0", extra=follow_args(self.channels, arch)
-        )
+        args = image_args(bad, out / "build", "node", arch, "2.5.0", extra=extra)
         self.builds.process(args, f"build of the bad-containerd node for {arch}", out / "build.log")
         return out / "build" / "node" / "2.5.0"
 
