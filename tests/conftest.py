@@ -11,7 +11,9 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,33 +165,140 @@ def node_channels(tmp_path_factory: pytest.TempPathFactory) -> NodeChannels:
 
 
 Builder = Callable[..., Path]
+BuildKey = tuple[str, ...]  # image, arch, version, epoch, *extra; or any name of a build
+# Builds at once: CI has two cores, and a build is mostly one busy process
+# (unpacking, gzip, Python), so two side by side take little more than one.
+PARALLEL_BUILDS = 2
 
 
-@pytest.fixture(scope="session")
-def build_image(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Builder]:
-    """Build (once per session and arguments) and return the build directory.
+def build_key(
+    image: str, arch: str, version: str = "1.0.0", epoch: int = EPOCH, extra: Sequence[str] = ()
+) -> BuildKey:
+    return (image, arch, version, str(epoch), *extra)
 
-    ``extra``: more ``distbuild image`` arguments, e.g. the channel a node follows
-    (``build_node`` in tests/e2e/conftest.py).
+
+class Builds:
+    """Builds of the session's project, each made once per arguments and shared.
+
+    Call it for one build. :meth:`ahead` starts builds the session will need
+    in the background (each a ``distbuild image`` process, two at a time), so
+    that they run beside the tests before them (a TCG guest keeps one core
+    busy, a build the other); :meth:`many` waits for several at once.
     """
-    done: dict[tuple[str, ...], Path] = {}
 
-    def build(
+    def __init__(
+        self, project: Path, cache: Path, tmp_path_factory: pytest.TempPathFactory
+    ) -> None:
+        self.project = project
+        self.tmp = tmp_path_factory
+        self.futures: dict[BuildKey, Future[Path]] = {}
+        self.pool = ThreadPoolExecutor(PARALLEL_BUILDS, thread_name_prefix="build")
+        self.procs: set[subprocess.Popen[str]] = set()
+        self.guard = threading.Lock()  # mktemp, procs
+        self.resolving = threading.Lock()  # one lock resolution (apt's index) at a time
+        # Not a test's monkeypatched variables: the session's cache, the flag's epoch.
+        self.env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
+        self.env["DISTBUILD_CACHE"] = str(cache)
+        self.closed = False
+
+    def __call__(
+        self,
         image: str,
         arch: str,
         version: str = "1.0.0",
         epoch: int = EPOCH,
         extra: Sequence[str] = (),
     ) -> Path:
-        key = (image, arch, version, str(epoch), *extra)
-        if key not in done:
-            out = tmp_path_factory.mktemp(f"out-{image}-{arch}")
-            rc = run_cli(*image_args(project, out, image, arch, version, epoch, extra))
-            assert rc == 0, f"build of {image} for {arch} failed"
-            done[key] = out / image / version
-        return done[key]
+        return self.many(build_key(image, arch, version, epoch, extra))[0]
 
-    yield build
+    def many(self, *keys: BuildKey) -> list[Path]:
+        """The builds of ``keys`` (from :func:`build_key`), the missing ones side by side."""
+        self.ahead(*keys)
+        return [self.futures[k].result() for k in keys]
+
+    def ahead(self, *keys: BuildKey) -> None:
+        """Start the builds of ``keys`` that are not made or under way."""
+        for key in keys:
+            if key not in self.futures:
+                self.later(key, lambda key=key: self._build(key))  # type: ignore[misc]
+
+    def later(self, key: BuildKey, make: Callable[[], Path]) -> Future[Path]:
+        """Run ``make`` in the background once, as the build named ``key``."""
+        if key not in self.futures:
+            self.futures[key] = self.pool.submit(make)
+        return self.futures[key]
+
+    def out_dir(self, name: str) -> Path:
+        with self.guard:
+            return self.tmp.mktemp(name)
+
+    def process(self, argv: Sequence[str | os.PathLike[str]], what: str, log: Path) -> None:
+        """Run the ``distbuild`` CLI, its output into ``log`` (killed if the session
+        ends first)."""
+        with log.open("w") as err, self.guard:
+            assert not self.closed, f"{what}: the session is over"
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "distbuild.cli.main", *map(str, argv)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                cwd=REPO, env=self.env, text=True,
+            )  # fmt: skip
+            self.procs.add(proc)
+        try:
+            rc = proc.wait(timeout=3600)
+        finally:
+            proc.kill()
+            proc.wait()
+            with self.guard:
+                self.procs.discard(proc)
+        assert rc == 0, f"{what} failed (exit {rc}):\n{log.read_text()[-6000:]}"
+
+    def resolve(self, project: Path, image: str, arch: str) -> None:
+        """Resolve the locks of ``image`` for ``arch`` in ``project`` unless it has them
+        (so that builds side by side never resolve into one apt directory at once)."""
+        with self.resolving:
+            if arch != "all" and not (project / "images" / f"{image}.{arch}.lock.json").exists():
+                argv = ["--project", project, "lock", "--image", image, "--arch", arch]
+                log = self.out_dir(f"lock-{image}-{arch}") / "lock.log"
+                self.process(argv, f"resolving {image} for {arch}", log)
+
+    def _build(self, key: BuildKey) -> Path:
+        image, arch = key[:2]
+        self.resolve(self.project, image, arch)
+        if arch == "all":
+            with self.resolving:  # its arches' locks: resolved by this build
+                return self._build_now(key)
+        return self._build_now(key)
+
+    def _build_now(self, key: BuildKey) -> Path:
+        image, arch, version, epoch, *extra = key
+        out = self.out_dir(f"out-{image}-{arch}")
+        args = image_args(self.project, out, image, arch, version, int(epoch), extra)
+        self.process(args, f"build of {image} {version} for {arch}", out.with_suffix(".log"))
+        return out / image / version
+
+    def close(self) -> None:
+        """Stop what is under way (the session is over: nobody waits for it)."""
+        for future in self.futures.values():
+            future.cancel()
+        with self.guard:
+            self.closed = True
+            for proc in self.procs:
+                proc.kill()
+        self.pool.shutdown(wait=True)
+
+
+@pytest.fixture(scope="session")
+def build_image(
+    project: Path, cache_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Builds]:
+    """Build (once per session and arguments) and return the build directory.
+
+    ``extra``: more ``distbuild image`` arguments, e.g. the channel a node follows
+    (``build_node`` in tests/e2e/conftest.py).
+    """
+    builds = Builds(project, cache_dir, tmp_path_factory)
+    yield builds
+    builds.close()
 
 
 @pytest.fixture(scope="session")

@@ -8,11 +8,12 @@ addresses and the short update intervals; other tests' builds do not.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Builder, NodeChannels
+from tests.conftest import BuildKey, Builds, NodeChannels, build_key, image_args
 
 GUEST_HOST = "10.0.2.2"
 CHANNEL_PORT = 8080
@@ -44,12 +45,76 @@ def follow_args(channels: NodeChannels, arch: str) -> list[str]:
     return args
 
 
+# The bad release of the update story (tests/e2e/test_update.py): containerd's
+# config does not parse, so containerd exits at once ("failed to load TOML").
+GOOD_CONTAINERD = '    version = 2\n    root = "/data/containerd"\n'
+BAD_CONTAINERD = "    version = 2\n    root = [not toml\n"
+
+
+class NodeBuilds:
+    """Single-arch node images that follow their arch's e2e channel (each built
+    once per session and version, shared by every e2e test)."""
+
+    def __init__(self, builds: Builds, channels: NodeChannels) -> None:
+        self.builds = builds
+        self.channels = channels
+
+    def key(self, arch: str, version: str) -> BuildKey:
+        return build_key("node", arch, version, extra=follow_args(self.channels, arch))
+
+    def __call__(self, arch: str, version: str = "1.0.0") -> Path:
+        return self.builds.many(self.key(arch, version))[0]
+
+    def many(self, *wanted: tuple[str, str]) -> list[Path]:
+        """The builds of these (arch, version)s, the missing ones side by side."""
+        return self.builds.many(*(self.key(arch, version) for arch, version in wanted))
+
+    def bad_containerd(self, arch: str, wait: bool = True) -> Path | None:
+        """Node 2.5.0 from a copy of the project whose containerd config is invalid."""
+        extra = follow_args(self.channels, arch)  # here: it may create the channel
+        future = self.builds.later(("bad-containerd", arch), lambda: self._bad(arch, extra))
+        return future.result() if wait else None
+
+    def _bad(self, arch: str, extra: list[str]) -> Path:
+        out = self.builds.out_dir(f"bad-containerd-{arch}")
+        bad = out / "project"
+        # With the locks the good builds resolved (same packages): resolve them first.
+        self.builds.resolve(self.builds.project, "node", arch)
+        shutil.copytree(self.builds.project, bad)
+        definition = bad / "images" / "node.yaml"
+        text = definition.read_text()
+        assert text.count(GOOD_CONTAINERD) == 1, "images/node.yaml's containerd config moved"
+        definition.write_text(text.replace(GOOD_CONTAINERD, BAD_CONTAINERD))
+        args = image_args(bad, out / "build", "node", arch, "2.5.0", extra=extra)
+        self.builds.process(args, f"build of the bad-containerd node for {arch}", out / "build.log")
+        return out / "build" / "node" / "2.5.0"
+
+
 @pytest.fixture(scope="session")
-def build_node(build_image: Builder, node_channels: NodeChannels) -> Builder:
-    """Build a single-arch node image that follows its arch's e2e channel (once per
-    session and version, shared by every e2e test)."""
+def build_node(build_image: Builds, node_channels: NodeChannels) -> NodeBuilds:
+    return NodeBuilds(build_image, node_channels)
 
-    def build(arch: str, version: str = "1.0.0") -> Path:
-        return build_image("node", arch, version=version, extra=follow_args(node_channels, arch))
 
-    return build
+@pytest.fixture(scope="session", autouse=True)
+def builds_ahead(request: pytest.FixtureRequest, build_node: NodeBuilds) -> None:
+    """Start, in the background, the builds the session's e2e modules declare
+    (in the order they run): a TCG guest keeps one core busy, and the builds of
+    the tests after it use the other, instead of each test's setup waiting for
+    its builds alone.
+
+    A module declares ``NODE_BUILDS`` (its (arch, version) node builds),
+    ``BAD_CONTAINERD_BUILDS`` (arches) and ``IMAGE_BUILDS`` ((image, arch) of
+    the session's plain builds, e.g. the toolbox index).
+    """
+    modules = dict.fromkeys(
+        m for m in (getattr(item, "module", None) for item in request.session.items) if m
+    )
+    for module in modules:
+        build_node.builds.ahead(
+            *(build_node.key(arch, version) for arch, version in getattr(module, "NODE_BUILDS", ()))
+        )
+        for arch in getattr(module, "BAD_CONTAINERD_BUILDS", ()):
+            build_node.bad_containerd(arch, wait=False)
+        build_node.builds.ahead(
+            *(build_key(image, arch) for image, arch in getattr(module, "IMAGE_BUILDS", ()))
+        )

@@ -29,7 +29,8 @@ from distbuild.disk.diskimg import partition_offsets
 from distbuild.disk.slots import disk_bootctl, payload_from_build, write_slot
 from distbuild.model.recipe import Recipe, load_recipe
 from distbuild.qemu import BootResult, boot_disk
-from tests.conftest import EPOCH, REPO, Builder, read_record, run_cli
+from tests.conftest import EPOCH, REPO, read_record, run_cli
+from tests.e2e.conftest import NodeBuilds
 from tests.support.node_console import (
     assert_services_up,
     clock_after_floor,
@@ -39,6 +40,8 @@ from tests.support.node_console import (
 )
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow, pytest.mark.root, pytest.mark.network]
+# Built in the background before the module runs (tests/e2e/conftest.py).
+NODE_BUILDS = [(a, v) for a in ("amd64", "arm64") for v in ("1.0.0", "2.0.0")]
 
 BOOT = 120.0  # seconds for one good boot under TCG on a busy 2-core machine
 FAILED_TRY = 60.0  # one failing try: firmware, kernel, initramfs, panic=5
@@ -95,11 +98,10 @@ class Efi:
 
 @pytest.fixture(scope="module", params=["amd64", "arm64"])
 def efi(
-    request: pytest.FixtureRequest, build_node: Builder, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest, build_node: NodeBuilds, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Efi]:
     arch = request.param
-    v1 = build_node(arch, version="1.0.0")
-    v2 = build_node(arch, version="2.0.0")
+    v1, v2 = build_node.many((arch, "1.0.0"), (arch, "2.0.0"))
     yield Efi(
         arch, load_recipe(REPO, get_arch(arch)), v1, v2, tmp_path_factory.mktemp(f"efi-{arch}")
     )

@@ -24,7 +24,8 @@ from distbuild.core.bootctl.uboot import ENV_BACKUP, ENV_FILE, UBootControl
 from distbuild.core.run import run
 from distbuild.disk.diskimg import partition_offsets, partition_sha256
 from distbuild.model.recipe import Recipe, load_recipe
-from tests.conftest import EPOCH, Builder, read_record
+from tests.conftest import EPOCH, read_record
+from tests.e2e.conftest import NodeBuilds
 from tests.support.node_console import (
     RTC_1970,
     assert_services_up,
@@ -35,6 +36,8 @@ from tests.support.node_console import (
 from tests.support.qemu_guest import Console, start_qemu
 
 pytestmark = [pytest.mark.qemu, pytest.mark.root, pytest.mark.slow, pytest.mark.network]
+# Built in the background before the module runs (tests/e2e/conftest.py).
+NODE_BUILDS = [("armv7", "1.0.0"), ("armv7", "2.0.0")]
 
 BOOT_TIMEOUT = 60  # one boot: ~18 s from qemu start to "marked good" under TCG
 
@@ -111,10 +114,9 @@ def slot_boot(build: Path) -> SlotBoot:
 
 @pytest.fixture(scope="module")
 def node(
-    project: Path, build_node: Builder, tmp_path_factory: pytest.TempPathFactory
+    project: Path, build_node: NodeBuilds, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Node]:
-    v1 = build_node("armv7", version="1.0.0")
-    v2 = build_node("armv7", version="2.0.0")
+    v1, v2 = build_node.many(("armv7", "1.0.0"), ("armv7", "2.0.0"))
     workdir = tmp_path_factory.mktemp("uboot-node")
     disk = workdir / "disk.img"
     run(["cp", "--sparse=always", artifact(v1, "disk"), disk])

@@ -39,7 +39,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import threading
 import time
 import traceback
@@ -59,8 +58,8 @@ from distbuild.disk.diskimg import partition_sha256
 from distbuild.disk.slots import disk_bootctl
 from distbuild.model.recipe import Recipe, load_recipe
 from distbuild.qemu import Guest
-from tests.conftest import EPOCH, REPO, Builder, NodeChannels, image_args, read_record, run_cli
-from tests.e2e.conftest import CHANNEL_PORT, FLEETLOCK_PORT, follow_args
+from tests.conftest import EPOCH, REPO, NodeChannels, read_record
+from tests.e2e.conftest import CHANNEL_PORT, FLEETLOCK_PORT, NodeBuilds
 from tests.support.channel import channel
 from tests.support.netns import NIC, NetNs, netns
 from tests.support.node import (
@@ -161,39 +160,22 @@ class Story:
             yield g
 
 
-# The bad release's one change: containerd's config does not parse, so
-# containerd exits at once ("failed to load TOML"), however often restarted.
-GOOD_CONTAINERD = '    version = 2\n    root = "/data/containerd"\n'
-BAD_CONTAINERD = "    version = 2\n    root = [not toml\n"
-
-
-def build_bad_containerd(project: Path, out: Path, arch: str, channels: NodeChannels) -> Path:
-    """Node 2.5.0 from a copy of ``project`` whose containerd config is invalid."""
-    bad = out / "project"
-    shutil.copytree(project, bad)  # with the locks the good builds wrote: same packages
-    definition = bad / "images" / "node.yaml"
-    text = definition.read_text()
-    assert text.count(GOOD_CONTAINERD) == 1, "images/node.yaml's containerd config moved"
-    definition.write_text(text.replace(GOOD_CONTAINERD, BAD_CONTAINERD))
-    extra = follow_args(channels, arch)
-    rc = run_cli(*image_args(bad, out / "build", "node", arch, "2.5.0", extra=extra))
-    assert rc == 0, f"build of the bad-containerd node for {arch} failed"
-    return out / "build" / "node" / "2.5.0"
+# Built before the module runs (tests/e2e/conftest.py starts them in the background).
+NODE_BUILDS = [(arch, version) for arch in ARCHES for version in ("1.0.0", "2.0.0")]
+BAD_CONTAINERD_BUILDS = ARCHES  # 2.5.0, whose containerd config does not parse
 
 
 @pytest.fixture(scope="module")
 def stories(
-    build_node: Builder,
-    node_channels: NodeChannels,
-    project: Path,
-    tmp_path_factory: pytest.TempPathFactory,
+    build_node: NodeBuilds, node_channels: NodeChannels, tmp_path_factory: pytest.TempPathFactory
 ) -> list[Story]:
+    builds = build_node.many(*NODE_BUILDS)
     out = []
-    for arch in ARCHES:
-        v1 = build_node(arch, version="1.0.0")
-        v2 = build_node(arch, version="2.0.0")
+    for i, arch in enumerate(ARCHES):
+        v1, v2 = builds[2 * i : 2 * i + 2]
+        bad = build_node.bad_containerd(arch)
+        assert bad is not None
         workdir = tmp_path_factory.mktemp(f"update-{arch}")
-        bad = build_bad_containerd(project, workdir / "bad", arch, node_channels)
         chan = Channel(node_channels.repo, node_channels.keys, workdir, node_channels.name(arch))
         out.append(Story(arch, load_recipe(REPO, get_arch(arch)), v1, v2, bad, chan, workdir))
     return out
