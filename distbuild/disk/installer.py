@@ -11,8 +11,9 @@ unpacks them in order, a later file replacing an earlier one):
 2. an uncompressed archive (the root image is compressed already) with
    ``/root.img`` (the slot payload, its verity tree ignored), the ``loop``
    module, and the installer's ``/init``: it loop-mounts the image read-only,
-   puts tmpfs overlays on its /etc and /var, and runs
-   ``distbuild-update install-disk`` inside it; on success it reboots, on a
+   puts tmpfs overlays on its /etc and /var, and runs the installer
+   (``python3 -m distbuild.node.netinstall``, the same as ``distbuild-update
+   install-disk``) inside it; on success it reboots, on a
    refusal it stops with the reason on the console (the disk untouched).
 """
 
@@ -25,6 +26,7 @@ from distbuild.disk import trees
 from distbuild.disk.initramfs import Cpio
 from distbuild.disk.modules import ModuleIndex
 from distbuild.disk.rootimg import root_payload
+from distbuild.rootfs.install_updater import VENDOR_DIR
 
 ROOT_IMAGE = "root.img"
 INSTALLER_MODULES = ("loop",)
@@ -63,7 +65,8 @@ done
 for d in dev proc sys; do
     mount -o bind "/$d" "/newroot/$d"
 done
-if chroot /newroot /usr/bin/distbuild-update install-disk; then
+# The installer module alone (not the updater's CLI): seconds less of imports under TCG.
+if chroot /newroot /usr/bin/env PYTHONPATH=/@VENDOR@ /usr/bin/python3 -m distbuild.node.netinstall; then
     sync
     echo "distbuild-install: rebooting into the installed disk"
     reboot -f
@@ -89,7 +92,8 @@ def installer_archive(
         c.file(f"usr/lib/modules/{kernel_release}/{rel}", (modules_root / rel).read_bytes())
     conf = f"INSTALLER_MODULES='{' '.join(modules)}'\n"
     c.file("etc/distbuild/installer.conf", conf.encode())
-    c.file("init", INSTALLER_INIT.encode(), 0o755)
+    init = INSTALLER_INIT.replace("@VENDOR@", VENDOR_DIR.strip("/"))
+    c.file("init", init.encode(), 0o755)
     return c.finish()
 
 
