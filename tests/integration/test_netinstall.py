@@ -10,8 +10,14 @@ baked into the "node image" (the machine's root.json).
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
+import os
+import shutil
+import subprocess
+import threading
 from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -193,3 +199,58 @@ def test_refusal_before_a_channel_is_asked(tmp_path: Path) -> None:
     m.setup(b"{}", "console=ttyS0 distbuild.channel_url=file:///etc/passwd")
     code, out = run_cli(m)
     assert code == 2 and "refused: the kernel command line lacks" in out
+
+
+@contextlib.contextmanager
+def plain_server(directory: Path) -> Iterator[str]:
+    """A static server that ignores Range requests (Python's own: answers 200, whole files)."""
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(directory))
+    handler.log_message = lambda *a: None  # type: ignore[method-assign]
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_a_server_without_range_requests_still_installs(tmp_path: Path, chan: Channel) -> None:
+    with plain_server(chan.repo) as plain:
+        m = machine(tmp_path, chan, plain)
+        image, bm = image_of(chan.builds / "node/v1")
+        code, out = run_cli(m)
+    assert code == 0, out
+    assert mapped_equal(m.disk(), image, bm)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("losetup"), reason="needs root")
+def test_installs_onto_a_loop_device_after_a_power_cut(
+    tmp_path: Path, chan: Channel, url: str
+) -> None:
+    backing = tmp_path / "loop-backing.img"
+    with backing.open("wb") as f:
+        f.truncate(16 * MIB)
+    try:
+        loop = subprocess.run(
+            ["losetup", "--find", "--show", str(backing)],
+            capture_output=True,
+            check=True,
+            text=True,
+        ).stdout.strip()
+    except subprocess.CalledProcessError:
+        pytest.skip("no loop device available here")
+    try:
+        m = machine(tmp_path, chan, url, f"install_disk={Path(loop).name}", disks={})
+        (m.root / "dev").mkdir(parents=True, exist_ok=True)
+        m.disk(Path(loop).name).symlink_to(loop)
+        image, bm = image_of(chan.builds / "node/v1")
+        with pytest.raises(PowerCut):
+            install(params(m.paths), m.paths, Http(), lambda _: None, m.staging, cut_at_half)
+        assert Path(loop).read_bytes()[:4096] == bytes(4096)
+        code, out = run_cli(m)
+        assert code == 0, out
+        assert mapped_equal(Path(loop), image, bm)
+    finally:
+        subprocess.run(["losetup", "--detach", loop], check=False)
