@@ -21,7 +21,7 @@ from distbuild import scratch
 from distbuild.context import ArchBuild, BuildDir, BuildOptions, code_digest
 from distbuild.core import names, ui
 from distbuild.core.arch import Arch
-from distbuild.core.errors import DistbuildError
+from distbuild.core.errors import DistbuildError, UsageError
 from distbuild.core.names import check_name
 from distbuild.core.run import run
 from distbuild.disk.outputs import build_disk_output, build_root
@@ -237,6 +237,7 @@ def _build(opts: BuildOptions) -> tuple[BuildRecord, Path]:
     work = scratch.make_dir(opts.cache, "work-")
     try:
         code = code_digest()
+        check_boards(opts)
         with scratch.user_errors(opts.out, opts.cache):
             builds = [prepare(opts, arch, work, code) for arch in opts.arches]
         versions = {b.version for b in builds}
@@ -250,6 +251,22 @@ def _build(opts: BuildOptions) -> tuple[BuildRecord, Path]:
         return record, final
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def check_boards(opts: BuildOptions) -> None:
+    """Every board asked for is one of a built arch's (its recipe's ``boards:``), checked
+    before any lock is resolved or package fetched."""
+    recipes = [load_recipe(opts.project, arch, opts.allow_outside) for arch in opts.arches]
+    known = {b.name for recipe in recipes for b in recipe.boards}
+    for name in opts.boards:
+        if name == "all" or name in known:
+            continue
+        arches = ", ".join(arch.name for arch in opts.arches)
+        raise UsageError(
+            f"no arch being built ({arches}) has a board {name!r}",
+            hint=f"boards of these arches: {', '.join(sorted(known))}, or all "
+            "(a board is listed in its arch's recipe, boards:)",
+        )
 
 
 def _build_into(out: BuildDir, builds: list[ArchBuild]) -> BuildRecord:
