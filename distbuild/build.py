@@ -29,6 +29,7 @@ from distbuild.disk.trees import BOOT_LOCK, boot_packages
 from distbuild.locks import get_locks
 from distbuild.model.image import ImageDef, load_image
 from distbuild.model.recipe import Recipe, load_recipe
+from distbuild.netboot.output import build_netboot, check_options
 from distbuild.oci import layout as oci
 from distbuild.oci.layer import Layer, reuse_layer, store_layer, write_layer
 from distbuild.record import Artifact, BuildRecord
@@ -82,6 +83,9 @@ def prepare(opts: BuildOptions, arch: Arch, workdir: Path, code: str | None = No
     )
     # The version names OUT/<image>/<version>, which a finished build replaces: check it.
     version = check_name(opts.version or image.version or default_version(epoch), names.VERSION)
+    for kind in image.outputs:
+        if (check := OUTPUTS[kind].check) is not None:
+            check(opts, image)
     locks = plan_locks(opts, recipe, image)
     lock = locks.pop(image.name)
     DebCache(opts.cache).ensure(list(lock.packages), mirror=opts.mirror)
@@ -172,6 +176,8 @@ LockRequest = tuple[str, Callable[[Recipe, ImageDef], tuple[str, ...]]]
 class Output:
     build: Callable[[ArchBuild, BuildDir], list[Artifact]]
     locks: tuple[LockRequest, ...] = ()
+    # Refuses build options the output cannot work with, at plan (before any fetch).
+    check: Callable[[BuildOptions, ImageDef], None] | None = None
 
 
 _BOOT_LOCK: LockRequest = (BOOT_LOCK, boot_packages)
@@ -182,6 +188,7 @@ OUTPUTS: Mapping[str, Output] = {
     "oci": Output(build_oci),
     "root": Output(build_root, locks=(_BOOT_LOCK,)),
     "disk": Output(build_disk_output, locks=(_BOOT_LOCK,)),
+    "netboot": Output(build_netboot, locks=(_BOOT_LOCK,), check=check_options),
 }
 
 

@@ -33,6 +33,7 @@ from typing import Any
 
 from distbuild.channel.bounded import HEADER_LIMIT, BoundedServer, DeadlineReader
 
+NETBOOT_PREFIX = "netboot"
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -110,6 +111,8 @@ class RepoHandler(SimpleHTTPRequestHandler):
     """Files under the served directory, with single-range requests; no listings."""
 
     traffic: Traffic | None = None
+    # URL prefix -> another directory served under it (``serve --netboot``: /netboot/).
+    mounts: tuple[tuple[str, str], ...] = ()
     _remaining: int | None = None  # bytes left of a range answer
     _status = 0
     error_message_format = "%(code)d %(message)s\n"
@@ -129,12 +132,23 @@ class RepoHandler(SimpleHTTPRequestHandler):
 
     def parse_request(self) -> bool:
         ok = super().parse_request()
+        self._mount()
         self._reader.body()  # the headers are in (or refused): no deadline for what follows
         if ok and self._reader.too_long:
             self.close_connection = True
             self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "headers too large")
             return False
         return ok
+
+    def _mount(self) -> None:
+        """Serve a mounted directory's files for a path under its prefix (per request)."""
+        if not hasattr(self, "_home"):
+            self._home = self.directory
+        self.directory = self._home
+        for prefix, root in self.mounts:
+            if self.path.startswith(f"/{prefix}/"):
+                self.directory = root
+                self.path = self.path[len(prefix) + 1 :]
 
     def translate_path(self, path: str) -> str:
         """The file under the directory, resolved; links out of it resolve to nothing."""
@@ -252,11 +266,18 @@ def make_server(
     workers: int = 16,
     idle_timeout: float = 5.0,
     header_timeout: float = 10.0,
+    netboot: Path | None = None,
 ) -> Server:
-    """Bind a server for ``directory`` (port 0: any free port); call serve_forever."""
+    """Bind a server for ``directory`` (port 0: any free port); call serve_forever.
+
+    ``netboot``: a directory served under ``/netboot/`` too (the installer's boot files).
+    """
     traffic = Traffic()
+    mounts = ((NETBOOT_PREFIX, os.path.realpath(netboot)),) if netboot is not None else ()
     handler = type(
-        "Handler", (RepoHandler,), {"traffic": traffic, "header_timeout": header_timeout}
+        "Handler",
+        (RepoHandler,),
+        {"traffic": traffic, "header_timeout": header_timeout, "mounts": mounts},
     )
     root = os.path.realpath(directory)
     httpd = BoundedServer(

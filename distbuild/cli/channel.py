@@ -467,13 +467,20 @@ def channel_list(state: State, repo: Path, as_json: bool) -> None:
 @repo_option
 @click.option("--port", type=options.LISTEN_PORT, default=8080, show_default=True)
 @click.option("--bind", default="127.0.0.1", show_default=True, help="Address to listen on.")
-def serve_cmd(repo: Path, port: int, bind: str) -> None:
+@click.option(
+    "--netboot",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Also serve this 'distbuild netboot --dir' directory under /netboot/ (UEFI HTTP boot).",
+)
+def serve_cmd(repo: Path, port: int, bind: str, netboot: Path | None) -> None:
     """Serve the repository over HTTP (static files, Range requests) until interrupted."""
     from distbuild.channel.serve import make_server
 
     if not repo.is_dir():
         raise UsageError(f"no repository at {repo}", hint="publish a build first, or fix --repo")
-    server = make_server(repo, port, bind)
+    server = make_server(repo, port, bind, netboot=netboot)
+    if netboot is not None:
+        ui.note(f"netboot files: {server.url}/netboot/")
     for name in list_channels(repo):
         meta, targets = server.channel_urls(name)
         ui.note(f"{name}: metadata {meta}  targets {targets}")

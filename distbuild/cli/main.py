@@ -24,6 +24,7 @@ from distbuild.cli import build as build_cmds
 from distbuild.cli import channel as channel_cmds
 from distbuild.cli import disk as disk_cmds
 from distbuild.cli import docker as docker_cmds
+from distbuild.cli import netboot as netboot_cmds
 from distbuild.cli import options
 from distbuild.cli import registry as registry_cmds
 from distbuild.cli import sign as sign_cmds
@@ -50,7 +51,15 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, project: Path | None) -> 
 
 
 # Every area's commands, imported by name: a module missing is an error, not a lost command.
-for area in (build_cmds, registry_cmds, disk_cmds, channel_cmds, docker_cmds, sign_cmds):
+for area in (
+    build_cmds,
+    registry_cmds,
+    disk_cmds,
+    channel_cmds,
+    docker_cmds,
+    sign_cmds,
+    netboot_cmds,
+):
     for command in area.COMMANDS:
         cli.add_command(command)
 

@@ -28,7 +28,7 @@ from distbuild.model.schema import (
     refuse_numeric_mode,
 )
 
-OUTPUTS = ("oci", "root", "disk")
+OUTPUTS = ("oci", "root", "disk", "netboot")
 
 _BODY: Spec = {
     "packages": Field("str-list", doc="Debian package names"),
