@@ -23,7 +23,7 @@ from pathlib import Path
 
 from distbuild.context import ArchBuild
 from distbuild.disk import trees
-from distbuild.disk.initramfs import Cpio
+from distbuild.disk.initramfs import INIT, Cpio
 from distbuild.disk.modules import ModuleIndex
 from distbuild.disk.rootimg import root_payload
 from distbuild.rootfs.install_updater import VENDOR_DIR
@@ -31,15 +31,16 @@ from distbuild.rootfs.install_updater import VENDOR_DIR
 ROOT_IMAGE = "root.img"
 INSTALLER_MODULES = ("loop",)
 
-INSTALLER_INIT = r"""#!/usr/bin/busybox sh
-# distbuild installer: mount the node's root image, install a disk from the channel in it.
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin
-/usr/bin/busybox --install -s
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-. /etc/distbuild/initramfs.conf
-. /etc/distbuild/installer.conf
+# The node's /init's first lines: PATH, busybox's links, /proc /sys /dev, its initramfs.conf.
+_PROLOG = INIT[
+    INIT.index("export PATH=") : INIT.index("initramfs.conf\n") + len("initramfs.conf\n")
+]
+
+INSTALLER_INIT = (
+    "#!/usr/bin/busybox sh\n"
+    "# distbuild installer: mount the node's root image, install a disk from the channel in it.\n"
+    + _PROLOG
+    + r""". /etc/distbuild/installer.conf
 
 stop() {
     echo "distbuild-install: stopped: $*"
@@ -73,6 +74,7 @@ if chroot /newroot /usr/bin/env PYTHONPATH=/@VENDOR@ /usr/bin/python3 -m distbui
 fi
 stop "the install did not finish (the reason is above)"
 """
+)
 
 
 def installer_modules(ctx: ArchBuild) -> tuple[str, list[str]]:

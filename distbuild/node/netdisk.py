@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from distbuild.core.errors import DistbuildError
 from distbuild.node.config import NodePaths
+from distbuild.node.install import device_size
 from distbuild.node.tufclient import Refused
 
 SECTOR = 512
@@ -96,16 +96,9 @@ def pick(paths: NodePaths, requested: str | None) -> TargetDisk:
 
 def _size(device: Path) -> int:
     try:
-        st = os.stat(device)
-    except OSError as e:
-        raise DiskRefused(f"disk {device}: {e.strerror}", hint="is install_disk= right?") from None
-    if not (stat.S_ISBLK(st.st_mode) or stat.S_ISREG(st.st_mode)):
-        raise DiskRefused(f"{device} is not a block device")
-    fd = os.open(device, os.O_RDONLY)
-    try:
-        return os.lseek(fd, 0, os.SEEK_END)
-    finally:
-        os.close(fd)
+        return device_size(device)
+    except DistbuildError as e:
+        raise DiskRefused(f"disk {device}: {e.message}", hint="is install_disk= right?") from None
 
 
 def partitions(paths: NodePaths, disk: TargetDisk) -> list[str]:
