@@ -11,10 +11,13 @@ back: the *held* blocks (the image's first block: protective MBR and primary
 GPT header; the boot partition's first block: its FAT boot sector and the
 FAT32 backup; the image's last block: the backup GPT header) are written as
 zeros first, then every other mapped block, then all is synced and read back,
-and only then the held blocks, boot partition and backup header before the
-primary table, each synced. A power cut at any earlier moment leaves a disk
-with no partition table, which no firmware boots and which the next network
-boot installs again.
+and only then the held blocks: the boot partition's, the primary table (the
+commit: every other byte is on the disk and verified), the backup header,
+each synced. A power cut before the commit leaves a disk with no partition
+table, which no firmware boots and which the next network boot installs
+again (a backup GPT alone at the disk's end would make it refuse the disk as
+partitioned, hence the backup after the primary; a cut between the two leaves
+a complete disk whose backup header the node's grow-data rewrites on boot).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
+
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from distbuild.core import bmap
 from distbuild.node import gpt
@@ -92,6 +97,32 @@ def _range(http: Http, target: Target, extent: bmap.Extent) -> Iterator[bytes]:
         raise TransferError(f"{target.url}: the server's file ended inside a mapped range")
 
 
+def _retrying(http: Http) -> Retrying:
+    """A transfer that failed (not a refusal) is tried again with back-off, as the updater does."""
+    limits = http.limits
+    return Retrying(
+        stop=stop_after_attempt(max(1, limits.tries)),
+        wait=wait_random_exponential(multiplier=limits.retry_wait, max=limits.retry_wait_max),
+        retry=retry_if_exception(lambda e: isinstance(e, TransferError) and e.retryable),
+        reraise=True,
+    )
+
+
+def _fetch_extent(http: Http, target: Target, extent: bmap.Extent, out: BinaryIO) -> None:
+    """One extent into ``out`` at its offset, refused unless it hashes as the signed bmap says."""
+    digest = hashlib.sha256()
+    out.seek(extent.offset)
+    for piece in _range(http, target, extent):
+        digest.update(piece)
+        out.write(piece)
+    if digest.hexdigest() != extent.sha256:
+        raise Refused(
+            f"{target.path}: the bytes at {extent.offset} are not the signed ones "
+            "(their sha256 differs from the channel's bmap); nothing was written",
+            hint="the image on the server was altered or damaged",
+        )
+
+
 def fetch_image(http: Http, target: Target, bm: bmap.Bmap, staging: Path) -> Fetched:
     """The mapped ranges of ``target`` into ``staging``, each checked against the signed bmap."""
     if bm.image_size != target.length:
@@ -104,24 +135,16 @@ def fetch_image(http: Http, target: Target, bm: bmap.Bmap, staging: Path) -> Fet
     with staging.open("wb") as out:
         out.truncate(bm.image_size)
         for extent in bm.extents:
-            digest = hashlib.sha256()
-            out.seek(extent.offset)
-            for piece in _range(http, target, extent):
-                digest.update(piece)
-                out.write(piece)
-            if digest.hexdigest() != extent.sha256:
-                raise Refused(
-                    f"{target.path}: the bytes at {extent.offset} are not the signed ones "
-                    "(their sha256 differs from the channel's bmap); nothing was written",
-                    hint="the image on the server was altered or damaged",
-                )
+            for attempt in _retrying(http):
+                with attempt:
+                    _fetch_extent(http, target, extent, out)
     fetched = Fetched(bm, staging, received=http.received - before)
     fetched.held = held_spans(staging, bm)
     return fetched
 
 
 def held_spans(staging: Path, bm: bmap.Bmap) -> list[Span]:
-    """The blocks written last, in the order they are written (primary table last)."""
+    """The blocks written last, in the order they are written: boot, primary table, backup."""
     block = bm.block_size
     spans = [Span(0, min(block, bm.image_size))]
     with staging.open("rb") as f:
@@ -138,7 +161,7 @@ def held_spans(staging: Path, bm: bmap.Bmap) -> list[Span]:
     backup = table.header.alternate_lba * gpt.SECTOR
     if backup >= block and not any(s.offset <= backup < s.end for s in spans):
         first = backup // block * block
-        spans.insert(1, Span(first, min(block, bm.image_size - first)))
+        spans.append(Span(first, min(block, bm.image_size - first)))
     return spans
 
 

@@ -19,11 +19,12 @@ import threading
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from distbuild.channel.serve import serving
-from distbuild.node import gpt, netdisk
+from distbuild.node import gpt, netdisk, netinstall
 from distbuild.node.cli import main
 from distbuild.node.http import Http
 from distbuild.node.netinstall import install, params
@@ -35,7 +36,7 @@ from tests.support.netinstall import (
     mapped_equal,
     publish_disk,
 )
-from tests.support.node import Channel, make_channel, relabel
+from tests.support.node import Channel, Misbehave, fault_server, make_channel, relabel
 
 DISK = "node/v1/amd64/qemu/disk.img"
 
@@ -254,3 +255,41 @@ def test_installs_onto_a_loop_device_after_a_power_cut(
         assert mapped_equal(Path(loop), image, bm)
     finally:
         subprocess.run(["losetup", "--detach", loop], check=False)
+
+
+class CutAtCommit(io.FileIO):
+    """A disk that loses power as the primary partition table is about to be written."""
+
+    def write(self, data: Any) -> int:
+        if self.tell() == 0 and any(bytes(data)):
+            raise PowerCut
+        return super().write(data)
+
+
+def test_power_cut_at_the_commit_on_a_disk_of_the_image_size(
+    tmp_path: Path, chan: Channel, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image, bm = image_of(chan.builds / "node/v1")
+    m = machine(tmp_path, chan, url, disks={"vda": len(image)})
+    monkeypatch.setattr(netinstall, "open_disk", lambda device: CutAtCommit(device, "r+"))
+    with pytest.raises(PowerCut):
+        install(params(m.paths), m.paths, Http(), lambda _: None, m.staging)
+    monkeypatch.undo()
+    disk = m.disk().read_bytes()
+    assert disk[2048 * 512 : 2048 * 512 + 4096] == image[2048 * 512 : 2048 * 512 + 4096]
+    assert disk[:4096] == bytes(4096) and disk[-512:] == bytes(512), "no table, no backup"
+    m.staging.unlink()
+    code, out = run_cli(m)
+    assert code == 0, out
+    assert mapped_equal(m.disk(), image, bm)
+
+
+def test_a_connection_cut_inside_a_range_is_tried_again(tmp_path: Path, chan: Channel) -> None:
+    fault = Misbehave(path=r"\.disk\.img$", cut=1000, times=1)
+    with fault_server(chan.repo, fault) as server:
+        m = machine(tmp_path, chan, server.url)
+        image, bm = image_of(chan.builds / "node/v1")
+        code, out = run_cli(m)
+    assert code == 0, out
+    assert fault.hits > len(bm.extents), "the cut range was asked for again"
+    assert mapped_equal(m.disk(), image, bm)
