@@ -24,8 +24,7 @@ from distbuild.bootchain.uboot import script_image
 from distbuild.context import ArchBuild, BuildDir, BuildOptions
 from distbuild.core.errors import DistbuildError
 from distbuild.disk import trees
-from distbuild.disk.initramfs import INIT_MODULES, build_initramfs
-from distbuild.disk.modules import ModuleIndex
+from distbuild.disk.installer import installer_initramfs
 from distbuild.model.image import ImageDef
 from distbuild.netboot.uki import build_uki, check_url, installer_cmdline, os_release
 from distbuild.record import Artifact
@@ -47,19 +46,10 @@ def check_options(opts: BuildOptions, image: ImageDef) -> None:
     check_url(opts.updater.channel_url)  # it goes on a kernel command line
 
 
-def installer_initrd(ctx: ArchBuild, kernel: trees.KernelTree) -> bytes:
-    """The initramfs the network boot runs (the boundary with the installer's own build).
-
-    Until the installer initramfs (distbuild/node/netinstall.py's) is built here,
-    this is the node's initramfs (the same bytes as the root output's ``initrd``),
-    which boots to its /init; built on its own, without the root image.
-    """
-    recipe = ctx.recipe
-    index = ModuleIndex.load(kernel.modules)
-    modules = index.load_order([*recipe.kernel_modules, *INIT_MODULES], where=str(recipe.path))
-    tools = trees.boot_tools(ctx)
-    fs = ctx.options.root_fs
-    return build_initramfs(recipe, tools, kernel.version, kernel.modules, modules, fs, ctx.epoch)
+def installer_initrd(ctx: ArchBuild) -> bytes:
+    """The installer initramfs (:mod:`distbuild.disk.installer`): the node's initramfs with
+    the node's root image, whose /init runs the network installer."""
+    return installer_initramfs(ctx).read_bytes()
 
 
 def build_netboot(ctx: ArchBuild, out: BuildDir) -> list[Artifact]:
@@ -68,7 +58,7 @@ def build_netboot(ctx: ArchBuild, out: BuildDir) -> list[Artifact]:
     assert opts.updater is not None
     tree = trees.kernel_tree(ctx)
     kernel = tree.image.read_bytes()
-    initrd = installer_initrd(ctx, tree)
+    initrd = installer_initrd(ctx)
     base = out.path / ctx.arch.name / NETBOOT_DIR
     arch = ctx.arch.name
 

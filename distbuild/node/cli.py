@@ -77,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     gd = sub.add_parser("grow-data", help="grow the data partition to the end of its disk (rcS)")
     _json_flag(gd)
     _add_workloads(sub)
+    _add_install_disk(sub)
 
     r = sub.add_parser("run", help="the daemon: poll, apply, reboot per policy")
     r.add_argument("--once", action="store_true", help="one round, then exit")
@@ -102,6 +103,28 @@ def _add_workloads(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "a supervisor does not start them again)",
     )
     _json_flag(w)
+
+
+def _add_install_disk(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    i = sub.add_parser(
+        "install-disk",
+        help="network installer: write this machine's disk from the channel named on the "
+        "kernel command line (distbuild.channel_url=, …, install_disk=, install_wipe=1)",
+    )
+    i.add_argument("--no-network", action="store_true", help="the network is up already")
+    i.add_argument(
+        "--staging",
+        type=Path,
+        default=Path("/run/distbuild-install/disk.img"),  # netinstall.STAGING
+        help="where the verified image is kept before it is written (RAM)",
+    )
+
+
+def _install_disk(args: argparse.Namespace) -> int:
+    """``install-disk``: every step and refusal is a ``distbuild-install:`` console line."""
+    from distbuild.node.netinstall import run_install
+
+    return run_install(NodePaths(args.root), args.staging, network=not args.no_network)
 
 
 def _json_flag(parser: argparse.ArgumentParser) -> None:
@@ -286,6 +309,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_provision(NodePaths(args.root), args.source_dir, args.json)
     if args.command == "grow-data":
         return _grow_data(args)
+    if args.command == "install-disk":
+        return _install_disk(args)
     if args.command == "workloads":
         return run_workloads(NodePaths(args.root), args.console, args.until_done, args.json)
     config, paths = _load(args)

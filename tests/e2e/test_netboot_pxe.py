@@ -32,7 +32,7 @@ from tests.support.qemu_guest import Console
 pytestmark = [pytest.mark.qemu, pytest.mark.slow, pytest.mark.root, pytest.mark.network]
 
 BOOT = 150.0  # one phase (firmware + download, kernel + initramfs) under TCG on a busy machine
-INIT_LINE = "distbuild-initramfs:"  # the initramfs's /init, first words on the console
+INIT_LINE = "distbuild-install: installer started"  # the installer initramfs's /init, first words
 UKI = "amd64/netboot/qemu/installer.efi"
 
 
