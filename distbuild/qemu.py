@@ -4,6 +4,13 @@ The disk is used through qemu's copy-on-write snapshot unless ``write`` is
 set, so trying an image never changes it. Guest reboots (a panic with
 ``panic=N``, a failed try) stay inside one run: firmware variables and disk
 writes persist across them, which is what boot counting needs.
+
+A board that qemu emulates (:data:`BOARD_MACHINES`) boots as the board does:
+no firmware from the host, the SoC's boot ROM reads the SPL from the card
+(``-drive if=sd``), and the SoC's own Ethernet takes ``-nic``. qemu's SD
+card must be a power of two in size, so the card is the disk image seen
+through a qcow2 overlay of that size (with ``write``, the image file itself
+is grown, sparse, to it).
 """
 
 from __future__ import annotations
@@ -21,8 +28,73 @@ from typing import TextIO
 
 from distbuild.bootchain import get_chain
 from distbuild.core.errors import DistbuildError
-from distbuild.core.run import popen, which
+from distbuild.core.run import popen, run, which
 from distbuild.model.recipe import Recipe
+
+
+@dataclass(frozen=True)
+class BoardMachine:
+    """A qemu machine that emulates a real board: its SoC, fixed memory and CPUs."""
+
+    machine: str
+    memory: int  # MiB: the board's RAM, which the machine requires exactly
+    cpus: int  # the SoC's cores: the machine refuses fewer
+
+
+BOARD_MACHINES = {
+    # nanopi_neo's U-Boot on qemu's Orange Pi PC (H3): the SPL at 8 KiB on the card.
+    "orangepi-pc-qemu": BoardMachine("orangepi-pc", memory=1024, cpus=4),
+}
+
+
+def board_machine(board: str) -> BoardMachine:
+    try:
+        return BOARD_MACHINES[board]
+    except KeyError:
+        raise DistbuildError(
+            f"qemu does not emulate the board {board!r}",
+            hint="boards that boot in qemu: " + ", ".join(sorted(BOARD_MACHINES)),
+        ) from None
+
+
+def card_size(size: int) -> int:
+    """The smallest power of two holding ``size`` bytes: what qemu's SD card takes."""
+    return 1 << max(0, size - 1).bit_length()
+
+
+def sd_card(disk: Path, state: Path, write: bool) -> tuple[Path, str]:
+    """The disk as qemu's SD card (a power of two in size): the file and its format.
+
+    Without ``write`` a qcow2 overlay in ``state`` (the image is only read);
+    with it, the image file grown in place (sparse: the new end reads as zeros).
+    """
+    size = disk.stat().st_size
+    want = card_size(size)
+    if write:
+        if size != want:
+            with disk.open("r+b") as f:
+                f.truncate(want)
+        return disk, "raw"
+    overlay = state / "card.qcow2"
+    qemu_img = which("qemu-img", "qemu-utils")
+    run([qemu_img, "create", "-q", "-f", "qcow2", "-F", "raw", "-b", disk, overlay, str(want)])
+    return overlay, "qcow2"
+
+
+def board_args(board: str, disk: Path, state: Path, write: bool) -> list[str]:
+    """qemu's arguments for a board machine: SoC, memory, cores and the SD card."""
+    m = board_machine(board)
+    card, fmt = sd_card(disk, state, write)
+    return [
+        "-M",
+        m.machine,
+        "-m",
+        str(m.memory),
+        "-smp",
+        str(m.cpus),
+        "-drive",
+        f"if=sd,format={fmt},file={card}",
+    ]
 
 
 @dataclass
@@ -45,17 +117,20 @@ def qemu_argv(
     write: bool,
     nic: str | None = None,
     extra: Sequence[str] = (),
+    board: str | None = None,
 ) -> list[str]:
-    chain = get_chain(recipe.boot_chain)
+    """qemu's argv; ``board``: boot as that emulated board (:data:`BOARD_MACHINES`)."""
     binary = which(f"qemu-system-{recipe.arch.qemu_system}", "qemu-system")
+    if board is None:
+        chain = get_chain(recipe.boot_chain)
+        machine = ["-m", str(recipe.qemu_memory), "-smp", "1"]
+        machine += chain.qemu_args(recipe, disk, state)
+    else:
+        machine = board_args(board, disk, state, write)
     argv = [
         binary,
         "-accel",
         "tcg",  # never KVM: guests hang on it here, and TCG is what CI has
-        "-m",
-        str(recipe.qemu_memory),
-        "-smp",
-        "1",
         "-nographic",
         "-no-user-config",
         "-nodefaults",
@@ -65,8 +140,8 @@ def qemu_argv(
         "none",
         "-nic",
         nic or "none",
-        *chain.qemu_args(recipe, disk, state),
-        *recipe.qemu_extra,
+        *machine,
+        *(recipe.qemu_extra if board is None else ()),
         *extra,
     ]
     if not write:
@@ -82,6 +157,8 @@ class Guest:
     network only inside a namespace. :meth:`power_cut` kills qemu at once,
     which is what pulling the plug does to the guest's disk writes.
     ``extra`` is more qemu arguments (e.g. ``-rtc base=1970-01-01``).
+    ``board``: boot as that emulated board (its SoC's NIC takes ``nic``,
+    so give it no ``model=``).
     """
 
     def __init__(
@@ -94,6 +171,7 @@ class Guest:
         nic: str | None = None,
         wrap: Sequence[str] = (),
         extra: Sequence[str] = (),
+        board: str | None = None,
     ) -> None:
         if not disk.is_file():
             raise DistbuildError(f"disk image {disk} not found")
@@ -102,7 +180,8 @@ class Guest:
         self._raw = bytearray()
         self.pos = 0
         self._state = Path(tempfile.mkdtemp(prefix="distbuild-boot-"))
-        argv = [*wrap, *qemu_argv(recipe, disk.resolve(), self._state, write, nic, extra)]
+        argv = qemu_argv(recipe, disk.resolve(), self._state, write, nic, extra, board)
+        argv = [*wrap, *argv]
         self.start = time.monotonic()
         self.proc = popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
@@ -216,13 +295,16 @@ def boot_disk(
     write: bool = False,
     echo: TextIO | None = None,
     extra: Sequence[str] = (),
+    board: str | None = None,
 ) -> BootResult:
     """Boot ``disk`` until every text in ``expect`` appeared in order (or qemu exits).
+
+    ``board``: boot it as that emulated board (:data:`BOARD_MACHINES`).
 
     Raises a :class:`DistbuildError` on timeout, or when qemu exits before
     the expected texts appeared.
     """
-    guest = Guest(recipe, disk, write=write, echo=echo, extra=extra)
+    guest = Guest(recipe, disk, write=write, echo=echo, extra=extra, board=board)
     exited = None
     try:
         deadline = time.monotonic() + timeout
