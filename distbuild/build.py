@@ -21,7 +21,7 @@ from distbuild import scratch
 from distbuild.context import ArchBuild, BuildDir, BuildOptions, code_digest
 from distbuild.core import names, ui
 from distbuild.core.arch import Arch
-from distbuild.core.errors import DistbuildError
+from distbuild.core.errors import DistbuildError, UsageError
 from distbuild.core.names import check_name
 from distbuild.core.run import run
 from distbuild.disk.outputs import build_disk_output, build_root
@@ -239,6 +239,7 @@ def _build(opts: BuildOptions) -> tuple[BuildRecord, Path]:
         code = code_digest()
         with scratch.user_errors(opts.out, opts.cache):
             builds = [prepare(opts, arch, work, code) for arch in opts.arches]
+        check_boards(opts, builds)
         versions = {b.version for b in builds}
         if len(versions) != 1:
             raise DistbuildError(
@@ -250,6 +251,20 @@ def _build(opts: BuildOptions) -> tuple[BuildRecord, Path]:
         return record, final
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def check_boards(opts: BuildOptions, builds: list[ArchBuild]) -> None:
+    """Every board asked for belongs to an arch being built (and is one of its recipe's)."""
+    known = {b.name: b for ctx in builds for b in ctx.recipe.boards}
+    for name in opts.boards:
+        if name == "all" or name in known:
+            continue
+        arches = ", ".join(ctx.arch.name for ctx in builds)
+        raise UsageError(
+            f"no arch being built ({arches}) has a board {name!r}",
+            hint=f"boards of these arches: {', '.join(sorted(known))}, or all "
+            "(a board is listed in its arch's recipe, boards:)",
+        )
 
 
 def _build_into(out: BuildDir, builds: list[ArchBuild]) -> BuildRecord:

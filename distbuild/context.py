@@ -24,6 +24,7 @@ import distbuild
 from distbuild.core import ui
 from distbuild.core.arch import Arch
 from distbuild.core.errors import UsageError
+from distbuild.model.board import Board
 from distbuild.model.image import ImageDef
 from distbuild.model.recipe import Recipe
 from distbuild.oci import layout as oci
@@ -56,6 +57,7 @@ class BuildOptions:
     allow_outside: tuple[Path, ...] = ()  # paths outside the project definitions may read
     root_fs: str = ROOT_FILESYSTEMS[0]  # the root output's file system
     provision: bytes | None = None  # a checked provisioning file baked into the node's root
+    boards: tuple[str, ...] = ("qemu",)  # the boards to make disks for ("all": every board)
 
     def __post_init__(self) -> None:
         if self.root_fs not in ROOT_FILESYSTEMS:
@@ -85,6 +87,14 @@ class ArchBuild:
     @property
     def arch(self) -> Arch:
         return self.recipe.arch
+
+    @property
+    def boards(self) -> tuple[Board, ...]:
+        """The boards of this arch to make disks for: those asked for that the arch has."""
+        asked = self.options.boards
+        if "all" in asked:
+            return self.recipe.boards
+        return tuple(b for b in self.recipe.boards if b.name in asked)
 
     def release(self) -> dict[str, str]:
         # EPOCH (SOURCE_DATE_EPOCH) is the node's clock floor at boot.

@@ -17,9 +17,10 @@ It relies only on distro boot's variables (``devtype``, ``devnum``,
 every stock U-Boot build has (``load``, ``fatwrite``, ``env import/export``,
 ``setexpr``, ``bootz``), not on a bootcount driver, so the same logic carries
 over to a board such as a Banana Pi. The device tree is the slot's
-``dtbs/${fdtfile}`` when the board names one and the slot ships it (nothing
-installs board DTBs yet), else the one U-Boot runs with (on qemu: the
-machine's own). Tested on qemu's virt machine only.
+``<slot>/board.dtb`` when it ships one (a board disk, or an update that
+installs the board's DTB), else the one U-Boot runs with (on qemu: the
+machine's own). ``board.env`` (``distbuild_board``, ``distbuild_console``),
+written once when a board's disk is made, adds the board's console.
 """
 
 from __future__ import annotations
@@ -50,7 +51,11 @@ from distbuild.core.bootctl.uboot import (
 from distbuild.model.recipe import Recipe
 
 SCRIPT = "boot.scr"
-DTB_DIR = "dtbs"
+BOARD_DTB = "board.dtb"
+"""A slot's device tree, ``<slot>/board.dtb``, loaded when present."""
+BOARD_ENV = "board.env"
+"""The board's variables (``env import -t`` text) at the boot partition's root."""
+BOARD_VARS = ("distbuild_board", "distbuild_console")
 
 # Legacy uImage header (include/image.h): magic, header CRC, time, data size,
 # load address, entry point, data CRC, OS, arch, type, compression, name.
@@ -97,7 +102,13 @@ def _load_state(tries: int) -> list[str]:
         'echo "distbuild: A/B boot script"',
     ]
     # Start from a clean slate: stale values in U-Boot's own env must not leak in.
-    lines += [f"setenv {v}" for v in STATE_VARS]
+    lines += [f"setenv {v}" for v in (*STATE_VARS, *BOARD_VARS)]
+    # The board's variables (console), written once when the disk was made.
+    lines += [
+        f"if load {_PART} ${{kernel_addr_r}} {BOARD_ENV} && env import -t ${{kernel_addr_r}} ${{filesize}} {' '.join(BOARD_VARS)}; then",
+        '  echo "distbuild: board ${distbuild_board}"',
+        "fi",
+    ]
     lines += [
         f"if load {_PART} ${{kernel_addr_r}} {ENV_FILE} && env import -c ${{kernel_addr_r}} ${{filesize}} {state_vars}; then",
         f'  echo "distbuild: boot state from {ENV_FILE}"',
@@ -163,10 +174,15 @@ def _boot_slot() -> list[str]:
         '  echo "distbuild: slot ${distbuild_slot} has no boot entry; resetting"',
         "  reset",
         "fi",
-        # A board's own DTB when the slot ships one, else the one U-Boot runs with
+        # The board's console (board.env), after the slot's own arguments: the
+        # last console= is the one the kernel makes /dev/console.
+        'if test -n "${distbuild_console}"; then',
+        '  setenv bootargs "${bootargs} console=${distbuild_console}"',
+        "fi",
+        # The slot's board DTB when it ships one, else the one U-Boot runs with
         # (on qemu, the machine's generated DTB).
         "setenv distbuild_fdt ${fdtcontroladdr}",
-        f'if test -n "${{fdtfile}}" && load {_PART} ${{fdt_addr_r}} ${{distbuild_slot}}/{DTB_DIR}/${{fdtfile}}; then',
+        f"if load {_PART} ${{fdt_addr_r}} ${{distbuild_slot}}/{BOARD_DTB}; then",
         "  setenv distbuild_fdt ${fdt_addr_r}",
         "fi",
         f"if load {_PART} ${{ramdisk_addr_r}} ${{distbuild_slot}}/{INITRD}; then",

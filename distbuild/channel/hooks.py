@@ -26,7 +26,8 @@ from distbuild.record import BuildRecord
 
 @dataclass(frozen=True)
 class NewTarget:
-    """A file to publish as target ``<image>/<version>/<arch>/<file>``."""
+    """A file to publish as target ``<image>/<version>/<arch>/<file>``, or
+    ``<image>/<version>/<arch>/<board>/<file>`` for a file made for one board."""
 
     image: str
     version: str
@@ -37,6 +38,7 @@ class NewTarget:
     length: int
     file: str = ""  # the basename in the target name; default: the source's
     extra: Mapping[str, str] = field(default_factory=dict)  # more custom metadata
+    board: str | None = None  # the board the file is made for (build record's ``board``)
 
     @property
     def name(self) -> str:
@@ -44,21 +46,24 @@ class NewTarget:
 
     @property
     def path(self) -> str:
-        return target_path(self.image, self.version, self.arch, self.name)
+        return target_path(self.image, self.version, self.arch, self.name, self.board)
 
     @property
     def custom(self) -> dict[str, str]:
-        """The target's custom metadata: image, version, arch, kind and extras."""
-        return {
+        """The target's custom metadata: image, version, arch, kind, board (if any) and extras."""
+        custom = {
             **self.extra,
             "image": self.image,
             "version": self.version,
             "arch": self.arch,
             "kind": self.kind,
         }
+        if self.board is not None:
+            custom["board"] = self.board
+        return custom
 
     def sibling(self, source: Path, kind: str, file: str = "") -> NewTarget:
-        """A target for another file of the same image, version and arch (hashed now)."""
+        """A target for another file of the same image, version, arch and board (hashed now)."""
         digest = hashlib.sha256()
         with open(source, "rb") as f:
             while chunk := f.read(1 << 20):

@@ -1,7 +1,9 @@
 """Publishing builds into channels, promoting releases between them, retention.
 
 ``publish`` turns a build record's files into targets
-``<image>/<version>/<arch>/<file>`` of one channel; ``promote`` re-signs the
+``<image>/<version>/<arch>/<file>`` of one channel (a board's files into
+``<image>/<version>/<arch>/<board>/<file>``, listed under the release's
+``boards`` in the index: see distbuild.core.releases); ``promote`` re-signs the
 targets of a release of one channel into another, copying (hard-linking) the
 files by hash, never rebuilding. Both keep at most ``keep`` releases per
 image: older ones are unlisted and their files in *this* channel deleted
@@ -27,13 +29,17 @@ from distbuild.channel.pipeline import release_pipeline
 from distbuild.channel.repo import ChannelRepo, Update, init_channel, sha256_of
 from distbuild.channel.trust import ONLINE_SIGNING
 from distbuild.channel.tufapi import TargetFile
+from distbuild.core import names
 from distbuild.core.errors import DistbuildError, UsageError
+from distbuild.core.names import check_name
 from distbuild.core.releases import (
     INDEX_KIND,
     INDEX_TARGET,
     WINDOW,
+    IndexNameError,
     Release,
     ReleaseIndex,
+    target_path,
     version_key,
 )
 from distbuild.record import BuildRecord, load_record
@@ -261,11 +267,16 @@ def _land(
     history = History(update.repo.path)
     _check_not_dropped_at_once(index, history, channel, image, version)
     files: dict[str, dict[str, str]] = {}
+    boards: dict[str, dict[str, dict[str, str]]] = {}
     for info, source in targets:
-        custom = info.custom
-        files.setdefault(custom["arch"], {})[info.path.rpartition("/")[2]] = custom["kind"]
+        arch, board, name, kind = _listing(info, image, version)
+        if board is None:
+            files.setdefault(arch, {})[name] = kind
+        else:
+            boards.setdefault(arch, {}).setdefault(board, {})[name] = kind
         update.add(info, source, link=link)
-    release = Release(image, version, int(update.now.timestamp()), channel.waves, files)
+    stamp = int(update.now.timestamp())
+    release = Release(image, version, stamp, channel.waves, files, boards)
     index, overflow, pruned = _retain(update, index.with_release(release), history, channel, image)
     _write_index(update, index)
     update.commit()
@@ -273,6 +284,28 @@ def _land(
     history.push(overflow)
     history.drop(pruned)
     return Outcome(channel.name, image, version, paths, tuple(r.version for r in pruned))
+
+
+def _listing(info: TargetFile, image: str, version: str) -> tuple[str, str | None, str, str]:
+    """``(arch, board, file, kind)`` of a target, as the release index lists it.
+
+    The custom metadata (from a build record, or from another channel's
+    metadata on promote) must name this release, and the target's name must be
+    exactly the one those names make: a board or file name outside the grammar
+    is refused, and no target is listed under a name it was not signed as.
+    """
+    custom = info.custom
+    arch, board, kind = custom.get("arch"), custom.get("board"), custom.get("kind")
+    name = info.path.rpartition("/")[2]
+    check_name(kind, names.KIND, error=IndexNameError, where=info.path)
+    want = target_path(image, version, str(arch), name, None if board is None else str(board))
+    if want != info.path or custom.get("image") != image or custom.get("version") != version:
+        raise DistbuildError(
+            f"target {info.path} is signed as {custom.get('image')} {custom.get('version')} "
+            f"{arch}" + (f" board {board}" if board is not None else "") + f", not {want}",
+            hint="the source channel's metadata is inconsistent; republish the build",
+        )
+    return str(arch), None if board is None else str(board), name, str(kind)
 
 
 def _already_landed(

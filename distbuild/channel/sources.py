@@ -1,7 +1,8 @@
 """The target sources of ``distbuild publish``: what of a build becomes channel targets.
 
 * :func:`record_targets`: the build record's file artifacts (not OCI content,
-  which goes to a registry, nor arch ``all``);
+  which goes to a registry, nor arch ``all``); an artifact with a ``board``
+  becomes ``<image>/<version>/<arch>/<board>/<file>`` (distbuild.core.releases);
 * :func:`bundle_targets`: CI's Sigstore bundle of each of those files, as
   ``<file>.sigstore.json`` beside the file it signs (see distbuild.sign.bundles).
 """
@@ -39,6 +40,7 @@ def record_targets(record: BuildRecord, directory: Path) -> Iterator[NewTarget]:
             source=directory / a.path,
             sha256=a.sha256,
             length=a.size,
+            board=a.board,
         )
 
 
@@ -58,4 +60,5 @@ def bundle_targets(record: BuildRecord, directory: Path) -> Iterator[NewTarget]:
             length=bundle.stat().st_size,
             file=Path(a.path).name + SUFFIX,
             extra={"signs": Path(a.path).name},
+            board=a.board,  # beside the file it signs, in the board's directory
         )

@@ -11,17 +11,19 @@ from distbuild.cli import options
 from distbuild.cli.common import State, pass_state
 from distbuild.cli.options import arch_option, json_option, print_json
 from distbuild.context import ROOT_FILESYSTEMS, BuildOptions
-from distbuild.core import ui
+from distbuild.core import names, ui
 from distbuild.core.arch import parse_arches
 from distbuild.core.errors import UsageError
 from distbuild.disk.provision import check_provision_file
 from distbuild.merge import merge
+from distbuild.model.board import DEFAULT_BOARD
 from distbuild.model.image import check_all, load_image
 from distbuild.model.recipe import load_recipe
 from distbuild.paths import cache_dir
 from distbuild.rootfs.install_updater import UpdaterSetup
 from distbuild.rootfs.lock import lock_path
 
+BOARD_NAME = options.Name(names.BOARD)
 arches_option = arch_option(multiple=True, allow_all=True, required=True)
 allow_outside_option = click.option(
     "--allow-outside-project",
@@ -115,6 +117,14 @@ def _updater_setup(
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="A provisioning file baked into the node (read if the boot partition has none).",
 )
+@click.option(
+    "--board",
+    "boards",
+    multiple=True,
+    type=BOARD_NAME,
+    metavar="BOARD",
+    help="Make a disk for this board (repeatable; all = every board of each arch). Default: qemu.",
+)
 @mirror_option
 @allow_outside_option
 @pass_state
@@ -137,10 +147,11 @@ def image_cmd(
     trust_root: Path | None,
     update_settings: tuple[str, ...],
     provision: Path | None,
+    boards: tuple[str, ...],
     mirror: str | None,
     allow_outside: tuple[Path, ...],
 ) -> None:
-    """Build an image for one or more architectures."""
+    """Build an image for one or more architectures (disks: one per board)."""
     if platform and not load:
         raise UsageError(
             "--platform only applies with --load", hint="add --load, or drop --platform"
@@ -163,6 +174,7 @@ def image_cmd(
         updater=updater,
         allow_outside=allow_outside,
         provision=baked,
+        boards=tuple(dict.fromkeys(boards)) or (DEFAULT_BOARD,),
     )
     record, directory = build(opts)
     if load:

@@ -7,6 +7,35 @@ fetches it through TUF (so it is verified like any target), picks the newest
 release for its image and arch whose wave has come for its seed, and then
 fetches that release's targets by name (``<image>/<version>/<arch>/<file>``).
 
+Files made for one board (a board's disk image and its bmap, its device tree)
+are targets ``<image>/<version>/<arch>/<board>/<file>`` with the custom
+metadata ``board`` besides ``image``, ``version``, ``arch`` and ``kind``. The
+index lists them apart from the arch's own files, under ``boards``::
+
+    {"format": 1, "channel": "stable", "totals": {"node": 1},
+     "releases": [{
+       "image": "node", "version": "2.0.0", "published": "2026-11-30T18:00:00Z",
+       "waves": [],
+       "files": {"armv7": {"root.img": "root", "zImage": "kernel",
+                           "initrd.img": "initrd", "boot.json": "boot"}},
+       "boards": {"armv7": {
+         "orangepi-pc-qemu": {"disk.img": "disk", "disk.img.bmap": "disk-bmap",
+                              "board.dtb": "dtb"},
+         "qemu": {"disk.img": "disk", "disk.img.bmap": "disk-bmap"}}}}]}
+
+so ``armv7/orangepi-pc-qemu/board.dtb`` of that release is the target
+``node/2.0.0/armv7/orangepi-pc-qemu/board.dtb``. A reader finds a board's file
+by kind with :meth:`Release.board_target` (``dtb`` for the node updater,
+``disk`` and ``disk-bmap`` for ``distbuild flash``) and the newest release
+that has one with :meth:`ReleaseIndex.latest_for_board`.
+
+``boards`` is an addition to format 1, not a format 2: readers that predate
+it ignore the key (they read only the keys they know), so nodes already in
+the field keep updating from a channel that also serves board files, exactly
+as before; a format bump would make every one of them refuse the index and
+never update again. ``boards`` is left out when a release has none, so a
+channel without boards writes the same bytes as before.
+
 Waves follow Bottlerocket's model: a node has a seed in ``[0, MAX_SEED)``; a
 wave opens ``after`` seconds past the publication and covers every seed below
 its ``max_seed``. Seeds beyond the last wave may update once the last wave has
@@ -56,23 +85,48 @@ class Release:
     waves: tuple[Wave, ...] = ()
     # arch -> file basename -> artifact kind
     files: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # arch -> board -> file basename -> artifact kind: the files made for one board
+    boards: Mapping[str, Mapping[str, Mapping[str, str]]] = field(default_factory=dict)
 
     @property
     def arches(self) -> list[str]:
-        return sorted(self.files)
+        return sorted(set(self.files) | set(self.boards))
 
-    def target_path(self, arch: str, file: str) -> str:
-        """The TUF target name of one file of this release."""
-        return target_path(self.image, self.version, arch, file)
+    def target_path(self, arch: str, file: str, board: str | None = None) -> str:
+        """The TUF target name of one file of this release (of ``board``, if given)."""
+        return target_path(self.image, self.version, arch, file, board)
 
     def target_paths(self, arch: str | None = None) -> list[str]:
-        """Every target name of this release (of one arch, if given)."""
-        return [
+        """Every target name of this release, board files included (of one arch, if given)."""
+        paths = [
             self.target_path(a, f)
             for a in sorted(self.files)
             if arch is None or a == arch
             for f in sorted(self.files[a])
         ]
+        for a in sorted(self.boards):
+            if arch is None or a == arch:
+                for b in sorted(self.boards[a]):
+                    paths += [self.target_path(a, f, b) for f in sorted(self.boards[a][b])]
+        return paths
+
+    def board_names(self, arch: str | None = None) -> list[str]:
+        """The boards this release has files for (of one arch, if given)."""
+        return sorted({b for a, bs in self.boards.items() if arch in (None, a) for b in bs})
+
+    def board_target(self, arch: str, board: str, kind: str) -> str | None:
+        """The target name of ``board``'s file of ``kind`` for ``arch``, None if it has none.
+
+        One file per kind and board: a release listing two is refused.
+        """
+        found = sorted(f for f, k in self.boards.get(arch, {}).get(board, {}).items() if k == kind)
+        if len(found) > 1:
+            raise IndexNameError(
+                f"{self.image} {self.version} lists {len(found)} {kind} files for board "
+                f"{board} ({arch}): {', '.join(found)}",
+                hint="a release has at most one file of each kind per board; republish it",
+            )
+        return self.target_path(arch, found[0], board) if found else None
 
     def opens_at(self, seed: int) -> int:
         """When a node with ``seed`` may install this release (epoch seconds)."""
@@ -100,22 +154,26 @@ class Release:
             version=_name(r["version"], names.VERSION),
             published=parse_iso(r["published"]),
             waves=tuple(Wave(int(w["after"]), int(w["max_seed"])) for w in r["waves"]),
-            files={
-                _name(a, names.ARCH): {
-                    _name(f, names.FILE): _name(k, names.KIND) for f, k in fs.items()
-                }
-                for a, fs in r["files"].items()
+            files={_name(a, names.ARCH): _files(fs) for a, fs in r["files"].items()},
+            boards={
+                _name(a, names.ARCH): {_name(b, names.BOARD): _files(fs) for b, fs in bs.items()}
+                for a, bs in r.get("boards", {}).items()
             },
         )
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "image": self.image,
             "version": self.version,
             "published": iso(self.published),
             "waves": [{"after": w.after, "max_seed": w.max_seed} for w in self.waves],
             "files": {a: dict(fs) for a, fs in self.files.items()},  # to_json sorts keys
         }
+        if self.boards:
+            out["boards"] = {
+                a: {b: dict(fs) for b, fs in bs.items()} for a, bs in self.boards.items()
+            }
+        return out
 
 
 @dataclass(frozen=True)
@@ -154,11 +212,22 @@ class ReleaseIndex:
     ) -> Release | None:
         """The newest release of ``image`` for ``arch`` (open to ``seed`` at ``now``)."""
         for r in self.of(image):
-            if arch not in r.files:
+            if arch not in r.arches:
                 continue
             if seed is not None and now is not None and not r.is_open(seed, now):
                 continue
             return r
+        return None
+
+    def latest_for_board(
+        self, image: str, arch: str, board: str, kind: str
+    ) -> tuple[Release, str] | None:
+        """The newest release of ``image`` with a ``kind`` file for ``board`` on
+        ``arch``, and that file's target name; None if no listed release has one."""
+        for r in self.of(image):
+            path = r.board_target(arch, board, kind)
+            if path is not None:
+                return r, path
         return None
 
     def with_release(self, release: Release) -> ReleaseIndex:
@@ -228,17 +297,28 @@ class IndexNameError(DistbuildError):
     """A release index or a target names something outside the grammar of names."""
 
 
-def target_path(image: str, version: str, arch: str, file: str) -> str:
-    """The target name of a release file: ``<image>/<version>/<arch>/<file>``.
+def target_path(image: str, version: str, arch: str, file: str, board: str | None = None) -> str:
+    """The target name of a release file: ``<image>/<version>/<arch>/<file>``, or
+    ``<image>/<version>/<arch>/<board>/<file>`` for a file made for one board.
 
     Each part must be a name (:mod:`distbuild.core.names`): a bad one is refused,
     never rewritten, so no target leaves its release's directory.
     """
-    hint = "a target name is <image>/<version>/<arch>/<file>, each part a name: " + names.GRAMMAR
-    for value, what in ((image, names.IMAGE), (version, names.VERSION), (arch, names.ARCH)):
+    hint = (
+        "a target name is <image>/<version>/<arch>[/<board>]/<file>, each part a name: "
+        + names.GRAMMAR
+    )
+    parts = [(image, names.IMAGE), (version, names.VERSION), (arch, names.ARCH)]
+    if board is not None:
+        parts.append((board, names.BOARD))
+    for value, what in (*parts, (file, names.FILE)):
         check_name(value, what, error=IndexNameError, where="target name", hint=hint)
-    check_name(file, names.FILE, error=IndexNameError, where="target name", hint=hint)
-    return f"{image}/{version}/{arch}/{file}"
+    return "/".join(value for value, _ in parts) + f"/{file}"
+
+
+def _files(files: Mapping[str, str]) -> dict[str, str]:
+    """A ``{file: kind}`` of the index, every name checked."""
+    return {_name(f, names.FILE): _name(k, names.KIND) for f, k in files.items()}
 
 
 def _name(value: object, what: str) -> str:

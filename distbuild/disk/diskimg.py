@@ -18,18 +18,22 @@ from pathlib import Path
 from typing import BinaryIO
 
 from distbuild.bootchain import BootChain, get_chain
+from distbuild.bootchain.uboot import BOARD_DTB
 from distbuild.context import ArchBuild
 from distbuild.core import ui
 from distbuild.core.bootctl.base import ImageFiles, open_bootctl
 from distbuild.core.errors import DistbuildError
 from distbuild.core.run import run, which
-from distbuild.disk import trees
+from distbuild.disk import boards, trees
+from distbuild.disk.layout import check_board_disk, slot_dtb
 from distbuild.disk.rootimg import RootPayload
+from distbuild.model.board import Board
 from distbuild.model.recipe import Recipe
 
 MIB = 1 << 20
 SECTOR = 512
 CHUNK = MIB
+DEFAULT_GPT_ENTRIES = 128
 
 
 @dataclass(frozen=True)
@@ -41,19 +45,20 @@ class Partition:
     size: int  # bytes
 
 
-def layout(recipe: Recipe, chain: BootChain) -> tuple[list[Partition], int]:
-    """The partitions and the image size: 1 MiB aligned, 1 MiB spare at the end for the backup GPT."""
+def layout(recipe: Recipe, chain: BootChain, first: int = MIB) -> tuple[list[Partition], int]:
+    """The partitions (from byte ``first``, the board's) and the image size, 1 MiB spare at
+    the end for the backup GPT."""
     sizes = [
         (chain.partition_label, chain.partition_type, recipe.esp_mib),
         ("root-a", "8300", recipe.root_mib),
         ("root-b", "8300", recipe.root_mib),
         ("data", "8300", recipe.data_mib),
     ]
-    parts, start = [], MIB
+    parts, start = [], first
     for n, (label, code, mib) in enumerate(sizes, 1):
         parts.append(Partition(n, label, code, start, mib * MIB))
         start += mib * MIB
-    return parts, start + MIB
+    return parts, -(-start // MIB) * MIB + MIB
 
 
 def _guid(*parts: str) -> str:
@@ -86,26 +91,35 @@ def check_boot_fits(recipe: Recipe, payload: RootPayload) -> None:
         )
 
 
-def build_disk(ctx: ArchBuild, payload: RootPayload, out: Path) -> Path:
-    """Write ``out`` (the raw disk image) and ``out.bmap``."""
+def build_disk(ctx: ArchBuild, payload: RootPayload, out: Path, board: Board) -> Path:
+    """Write ``out`` (the raw disk image of ``board``) and ``out.bmap``, then check its layout."""
     recipe = ctx.recipe
     chain = get_chain(recipe.boot_chain)
     check_fits(recipe, payload)
     check_boot_fits(recipe, payload)
-    parts, total = layout(recipe, chain)
-    work = ctx.workdir / f"disk-{ctx.arch.name}"
+    tools = trees.boot_tools(ctx)
+    # Everything the board asks for is checked before a byte is written.
+    loaders = boards.plan_loader(board, tools)
+    kernel = trees.kernel_tree(ctx)
+    dtb = boards.kernel_dtb(board, kernel.root, kernel.version)
+    uboot = recipe.boot_chain == "u-boot"
+    extra = boards.partition_files(board, tools, uboot)
+    parts, total = layout(recipe, chain, board.first_partition)
+    work = ctx.workdir / f"disk-{ctx.arch.name}-{board.name}"
     work.mkdir(parents=True, exist_ok=True)
     seed = (ctx.image.name, ctx.version, ctx.arch.name)
 
-    ui.note(f"{ctx.arch.name}: writing the disk image ({total // MIB} MiB, sparse)")
+    ui.note(f"{ctx.arch.name}: writing the {board.name} disk image ({total // MIB} MiB, sparse)")
     boot = work / "boot.img"
     _fat(boot, parts[0].size, _guid(*seed, "fat")[:8])
     files = ImageFiles(boot, epoch=ctx.epoch)
-    tools = trees.boot_tools(ctx)
-    for path, content in sorted(chain.loader_files(recipe, tools).items()):
+    loader_files = {**chain.loader_files(recipe, tools), **extra}
+    for path, content in sorted(loader_files.items()):
         files.write(path, content.read_bytes() if isinstance(content, Path) else content)
     bootctl = open_bootctl(recipe.boot_chain, files, "")
     bootctl.install("a", payload.boot())
+    if dtb is not None:
+        files.write(f"a/{BOARD_DTB}", dtb.read_bytes())
     bootctl.set_next("a", recipe.boot_tries)
     bootctl.mark_good("a")
 
@@ -114,7 +128,23 @@ def build_disk(ctx: ArchBuild, payload: RootPayload, out: Path) -> Path:
 
     with out.open("wb") as f:
         f.truncate(total)
+    _partition(out, parts, seed, board)
+    copy_sparse(boot, out, parts[0].start)
+    copy_sparse(payload.image, out, parts[1].start)
+    copy_sparse(data, out, parts[3].start)
+    boards.write_loader(out, loaders)
+    want = {p: c.read_bytes() if isinstance(c, Path) else c for p, c in extra.items()}
+    check_board_disk(board, out, loaders, (parts[0].label, 1), {**want, **slot_dtb(dtb)}, tools)
+    bmap = out.with_name(out.name + ".bmap")
+    run([which("bmaptool", "bmap-tools"), "create", "-o", bmap, out], capture=True)
+    return out
+
+
+def _partition(disk: Path, parts: list[Partition], seed: tuple[str, ...], board: Board) -> None:
+    """Write the GPT (the board's entry count; 128, sgdisk's default, leaves argv as it was)."""
     argv: list[str] = [which("sgdisk", "gdisk"), "--clear", f"--disk-guid={_guid(*seed, 'disk')}"]
+    if board.gpt_entries != DEFAULT_GPT_ENTRIES:
+        argv.append(f"--resize-table={board.gpt_entries}")
     for p in parts:
         first, last = p.start // SECTOR, (p.start + p.size) // SECTOR - 1
         argv += [
@@ -123,13 +153,10 @@ def build_disk(ctx: ArchBuild, payload: RootPayload, out: Path) -> Path:
             f"--change-name={p.number}:{p.label}",
             f"--partition-guid={p.number}:{_guid(*seed, p.label)}",
         ]
-    run([*argv, out], capture=True)
-    copy_sparse(boot, out, parts[0].start)
-    copy_sparse(payload.image, out, parts[1].start)
-    copy_sparse(data, out, parts[3].start)
-    bmap = out.with_name(out.name + ".bmap")
-    run([which("bmaptool", "bmap-tools"), "create", "-o", bmap, out], capture=True)
-    return out
+    if board.hybrid_mbr:
+        # Firmware that reads only an MBR (the Raspberry Pi's) finds the boot partition there.
+        argv.append("--hybrid=1")
+    run([*argv, disk], capture=True)
 
 
 def _fat(path: Path, size: int, volume_id: str) -> None:

@@ -100,9 +100,9 @@ def build_payload(ctx: ArchBuild) -> RootPayload:
     tools = trees.boot_tools(ctx)
     index = ModuleIndex.load(kernel.modules)
     where = str(recipe.path)
-    init_modules = index.load_order([*recipe.kernel_modules, *INIT_MODULES], where=where)
+    init_modules = index.load_order([*recipe.initramfs_modules, *INIT_MODULES], where=where)
     node_modules = index.load_order(
-        [*recipe.kernel_modules, *INIT_MODULES, *RUNTIME_MODULES], where=where
+        [*recipe.initramfs_modules, *INIT_MODULES, *RUNTIME_MODULES], where=where
     )
     out = ctx.workdir / f"root-{ctx.arch.name}"
     if out.exists():

@@ -140,13 +140,15 @@ BOOT_LOCK = "-boot"
 
 
 def boot_packages(recipe: Recipe, image: ImageDef) -> tuple[str, ...]:
-    """What the boot lock holds: the initramfs tools and the boot chain's loader packages.
+    """What the boot lock holds: the initramfs tools, the boot chain's and the boards' loader packages.
 
     Planned before anything is resolved, so an image without a kernel is
     refused here, before the mirror is asked or a lock is written.
     """
     require_kernel(image)
-    return tuple(sorted({*INITRAMFS_PACKAGES, *get_chain(recipe.boot_chain).packages}))
+    # Every board of the arch, built or not: the lock is the same for any --board.
+    loaders = [p for board in recipe.boards for p in board.packages]
+    return tuple(sorted({*INITRAMFS_PACKAGES, *get_chain(recipe.boot_chain).packages, *loaders}))
 
 
 def boot_tools(ctx: ArchBuild) -> Path:

@@ -11,6 +11,7 @@ from distbuild.core import names
 from distbuild.core.arch import ARCHES, BOOT_CHAINS, Arch, Platform, normalize
 from distbuild.core.errors import RecipeError
 from distbuild.model import loader
+from distbuild.model.board import DEFAULT_BOARD, Board, boards_dir, load_board, qemu_board
 from distbuild.model.boundary import Boundary
 from distbuild.model.schema import Field, check
 
@@ -90,7 +91,7 @@ class Recipe:
     qemu_memory: int
     qemu_extra: tuple[str, ...]
     platform: Platform
-    boards: tuple[str, ...]
+    boards: tuple[Board, ...]  # the first is the default
     esp_mib: int
     root_mib: int
     data_mib: int
@@ -98,6 +99,22 @@ class Recipe:
     @property
     def debian_arch(self) -> str:
         return self.arch.debian
+
+    @property
+    def initramfs_modules(self) -> tuple[str, ...]:
+        """The recipe's modules, then every board's SoC drivers: one initramfs boots them all."""
+        extra = [m for b in self.boards for m in b.modules]
+        return tuple(dict.fromkeys([*self.kernel_modules, *extra]))
+
+    def board(self, name: str) -> Board:
+        for board in self.boards:
+            if board.name == name:
+                return board
+        raise RecipeError(
+            f"{self.arch.name} has no board {name!r}",
+            hint=f"its boards: {', '.join(b.name for b in self.boards)} "
+            f"(recipe key boards: in {self.path.name})",
+        )
 
 
 def load_recipe(project: Path, arch: Arch, allow: Sequence[Path] = ()) -> Recipe:
@@ -113,6 +130,7 @@ def load_recipe(project: Path, arch: Arch, allow: Sequence[Path] = ()) -> Recipe
     data = check(doc, RECIPE_SPEC)
     _check_arch(doc, data, arch)
     _check_boards(doc, data["boards"])
+    boards = _load_boards(doc, project, arch, data["boards"], tuple(allow))
     d, k, q, disk = data["debian"], data["kernel"], data["qemu"], data["disk"]
     return Recipe(
         arch=arch,
@@ -132,7 +150,7 @@ def load_recipe(project: Path, arch: Arch, allow: Sequence[Path] = ()) -> Recipe
         qemu_memory=q["memory"],
         qemu_extra=tuple(q["extra"]),
         platform=arch.platform,
-        boards=tuple(data["boards"]),
+        boards=boards,
         esp_mib=disk["esp_mib"],
         root_mib=disk["root_mib"],
         data_mib=disk["data_mib"],
@@ -176,3 +194,27 @@ def _check_boards(doc: loader.Document, boards: list[str]) -> None:
                 f"{board!r} is not a valid board: {reason}",
                 hint=f"a board is {names.GRAMMAR}",
             )
+
+
+def _load_boards(
+    doc: loader.Document, project: Path, arch: Arch, names_: list[str], allow: tuple[Path, ...]
+) -> tuple[Board, ...]:
+    """The recipe's boards, each from ``recipes/boards/<board>.yaml`` and made for ``arch``."""
+    boards = []
+    for i, name in enumerate(names_):
+        if name == DEFAULT_BOARD and not (boards_dir(project) / f"{name}.yaml").is_file():
+            boards.append(qemu_board((arch.name,)))
+            continue
+        board = load_board(project, name, allow)
+        if arch.name not in board.arches:
+            raise doc.error(
+                ("boards", i),
+                f"board {name!r} is for {', '.join(board.arches)}, not {arch.name}",
+                hint=f"add {arch.name} to arches: in {board.where}, or drop it here",
+            )
+        boards.append(board)
+    if len({b.name for b in boards}) != len(boards):
+        raise doc.error(("boards",), "names a board twice")
+    if not boards:
+        raise doc.error(("boards",), "is empty", hint=f"list at least {DEFAULT_BOARD}")
+    return tuple(boards)

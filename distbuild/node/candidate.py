@@ -2,8 +2,9 @@
 
 The channel's signed metadata names every file of a release; the custom
 fields of each target must say this node's image, version and arch (and board,
-when the release names boards). The slot's small boot files (``boot.json``,
-kernel, initramfs) are fetched whole and checked against their signed length
+when the release names boards; the device tree must be signed as this node's
+board's). The slot's small boot files (``boot.json``, kernel, initramfs, the
+board's device tree) are fetched whole and checked against their signed length
 and sha256, and ``boot.json``'s kernel command line must agree with the root
 image's dm-verity parameters, or the slot would never boot.
 """
@@ -16,10 +17,20 @@ from typing import Any
 
 from distbuild.core.bootctl.base import SlotBoot
 from distbuild.node.http import Http
-from distbuild.node.tufclient import BOOT, INITRD, KERNEL, ROOT_IMAGE, Candidate, Refused, Target
+from distbuild.node.tufclient import (
+    BOOT,
+    DTB,
+    INITRD,
+    KERNEL,
+    ROOT_IMAGE,
+    Candidate,
+    Refused,
+    Target,
+)
 from distbuild.node.verity import VerityParams
 
 BOOT_FILE_LIMIT = 256 << 20  # a kernel or initramfs larger than this is not one
+DTB_LIMIT = 16 << 20  # device trees are tens of KiB; U-Boot and Linux cap them far lower
 
 
 def check_targets(candidate: Candidate, image: str, arch: str, board: str | None) -> None:
@@ -42,11 +53,19 @@ def check_targets(candidate: Candidate, image: str, arch: str, board: str | None
             )
         if role == ROOT_IMAGE and t.length <= 0:
             raise Refused(f"{t.path} is empty")
+        if role == DTB and (custom.get("board") != board or custom.get("kind") != DTB):
+            raise Refused(
+                f"{t.path} is signed as {custom.get('kind')!r} of board "
+                f"{custom.get('board')!r}, not as the device tree of {board!r}; refused "
+                "before writing",
+                hint="the channel lists another file as this board's device tree",
+            )
 
 
 def slot_boot(http: Http, candidate: Candidate) -> tuple[SlotBoot, VerityParams | None]:
-    """Fetch and verify the slot's boot entry, kernel and initramfs, and the root
-    image's dm-verity parameters from the boot entry (None if it has none)."""
+    """Fetch and verify the slot's boot entry, kernel, initramfs and device tree
+    (if the candidate has one for this node's board), and the root image's
+    dm-verity parameters from the boot entry (None if it has none)."""
     path = candidate.files[BOOT].path
     try:
         meta = json.loads(fetch_signed(http, candidate.files[BOOT], 1 << 20))
@@ -66,7 +85,9 @@ def slot_boot(http: Http, candidate: Candidate) -> tuple[SlotBoot, VerityParams 
         _check_cmdline(path, cmdline, verity)
     kernel = fetch_signed(http, candidate.files[KERNEL], BOOT_FILE_LIMIT)
     initrd = fetch_signed(http, candidate.files[INITRD], BOOT_FILE_LIMIT)
-    return SlotBoot(candidate.version, kernel, initrd, cmdline.strip()), verity
+    dtb = candidate.files.get(DTB)
+    blob = fetch_signed(http, dtb, DTB_LIMIT) if dtb is not None else None
+    return SlotBoot(candidate.version, kernel, initrd, cmdline.strip(), dtb=blob), verity
 
 
 def _check_cmdline(path: str, cmdline: str, verity: VerityParams) -> None:

@@ -37,6 +37,9 @@ ROOT_IMAGE = "root"
 KERNEL = "kernel"
 INITRD = "initrd"
 BOOT = "boot"
+# The node's board's device tree: the release's ``dtb`` file for (arch, board),
+# target ``<image>/<version>/<arch>/<board>/<file>`` (distbuild.core.releases).
+DTB = "dtb"
 _NAMES = {
     ROOT_IMAGE: ("root.img",),
     KERNEL: ("linux", "vmlinuz", "zImage", "Image"),
@@ -287,8 +290,12 @@ class ChannelClient:
         except (OSError, ValueError, KeyError):
             return True
 
-    def candidate(self, release: Release, arch: str) -> Candidate:
-        """The signed target info of every file a slot needs from ``release``."""
+    def candidate(self, release: Release, arch: str, board: str | None = None) -> Candidate:
+        """The signed target info of every file a slot needs from ``release``.
+
+        With ``board``, that board's device tree too, if the release has one
+        for it; a board without one boots as before (no DTB in the slot).
+        """
         roles = file_roles(release, arch)
         missing = [r for r in (ROOT_IMAGE, KERNEL, INITRD, BOOT) if r not in roles]
         if missing:
@@ -298,6 +305,9 @@ class ChannelClient:
                 hint="publish a build whose image has the 'root' output",
             )
         files = {role: self.target(release.target_path(arch, name)) for role, name in roles.items()}
+        dtb = release.board_target(arch, board, DTB) if board is not None else None
+        if dtb is not None:
+            files[DTB] = self.target(dtb)
         return Candidate(release, arch, files)
 
 

@@ -7,8 +7,8 @@ version is recorded as rolled back here so it is never installed again.
 
 The install order is DESIGN.md §4's: the inactive slot is marked unbootable
 before the first byte is written, its payload is streamed and verified
-(hash while writing, then a read-back), its kernel, initramfs and boot entry
-are written, and only then is it set to boot next with N tries.
+(hash while writing, then a read-back), its kernel, initramfs, the node's
+board's device tree (if the release has one for it) and boot entry are written, and only then is it set to boot next with N tries.
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ class NodeUpdater:
             if selection.release is None:
                 ok = not selection.reason.startswith("refusing")
                 return self._result(state, "check", ok, selection.reason), None
-            candidate = client.candidate(selection.release, self.arch)
+            candidate = client.candidate(selection.release, self.arch, self.board)
             check_targets(candidate, self.image, self.arch, self.board)
         except DistbuildError as e:
             self._result(state, "check", False, _reason(e))

@@ -56,16 +56,20 @@ class SlotState:
 
 @dataclass(frozen=True)
 class SlotBoot:
-    """What a slot boots: its kernel, initramfs and command line.
+    """What a slot boots: its kernel, initramfs, command line and device tree.
 
     ``cmdline`` is the root output's command line *without* ``distbuild.slot=``;
-    the backend adds the slot when it installs the files.
+    the backend adds the slot when it installs the files. ``dtb``: the board's
+    device tree for this slot's kernel (a release's ``dtb`` target for the
+    node's board), or None for a board that needs none (the firmware's own);
+    the backend installs it with the kernel and removes a stale one.
     """
 
     version: str
     kernel: bytes
     initrd: bytes
     cmdline: str
+    dtb: bytes | None = None
 
 
 class BootFiles(Protocol):
@@ -268,7 +272,7 @@ class BootControl(ABC):
 
     @abstractmethod
     def install(self, slot: str, boot: SlotBoot) -> None:
-        """Write ``slot``'s kernel, initramfs and boot entry; leaves it unbootable.
+        """Write ``slot``'s kernel, initramfs, device tree and boot entry; leaves it unbootable.
 
         The slot is marked unbootable first; call :meth:`set_next` once the
         slot's root partition has been written and verified.

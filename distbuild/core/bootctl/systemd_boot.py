@@ -54,6 +54,11 @@ def initrd_path(slot: str) -> str:
     return f"distbuild/{slot}/initrd"
 
 
+def dtb_path(slot: str) -> str:
+    """The slot's device tree, beside its kernel; its entry names it (``devicetree``)."""
+    return f"distbuild/{slot}/board.dtb"
+
+
 def disabled_name(slot: str) -> str:
     return f"distbuild-{slot}.conf.off"
 
@@ -67,11 +72,13 @@ def entry_name(slot: str, rank: int, left: int | None = None, done: int | None =
 
 def entry_text(slot: str, boot: SlotBoot) -> str:
     """A Boot Loader Specification Type #1 entry for ``slot``."""
+    devicetree = f"devicetree /{dtb_path(slot)}\n" if boot.dtb is not None else ""
     return (
         f"title distbuild {boot.version} (slot {slot})\n"
         f"version {boot.version}\n"
         f"linux /{kernel_path(slot)}\n"
         f"initrd /{initrd_path(slot)}\n"
+        f"{devicetree}"
         f"options {boot.cmdline.strip()} distbuild.slot={slot}\n"
     )
 
@@ -221,6 +228,10 @@ class SystemdBoot(BootControl):
                 self.files.remove(self._path(name))
         self.files.write(kernel_path(slot), boot.kernel)
         self.files.write(initrd_path(slot), boot.initrd)
+        if boot.dtb is not None:
+            self.files.write(dtb_path(slot), boot.dtb)
+        else:
+            self.files.remove(dtb_path(slot))
         self.files.write(self._path(disabled_name(slot)), entry_text(slot, boot).encode())
 
     def set_next(self, slot: str, tries: int = 3) -> None:

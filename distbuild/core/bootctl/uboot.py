@@ -51,6 +51,8 @@ on single digits only, so try counters stay within 0..9."""
 # A slot's files, under ``<slot>/`` on the boot partition.
 KERNEL = "zImage"
 INITRD = "initrd.img"
+DTB = "board.dtb"
+"""The slot's device tree; the boot script boots with it when present."""
 BOOTARGS_FILE = "bootargs.env"
 BOOTARGS_VAR = "distbuild_bootargs"
 """The kernel command line, in the slot's ``bootargs.env`` (``env import -t`` text)."""
@@ -77,6 +79,11 @@ STATE_VARS = (
     *(good_var(s) for s in SLOTS),
 )
 """Every variable kept in the env file; the boot script imports and exports these."""
+
+
+def dtb_path(slot: str) -> str:
+    """The slot's device tree (``<slot>/board.dtb``), written with its kernel."""
+    return f"{slot}/{DTB}"
 
 
 def bootargs_path(slot: str) -> str:
@@ -277,6 +284,11 @@ class UBootControl(BootControl):
         self.files.remove(bootargs_path(slot))
         self.files.write(f"{slot}/{KERNEL}", boot.kernel)
         self.files.write(f"{slot}/{INITRD}", boot.initrd)
+        if boot.dtb is not None:
+            self.files.write(dtb_path(slot), boot.dtb)
+        else:
+            # A DTB of an older release must not boot this slot's kernel.
+            self.files.remove(dtb_path(slot))
         self.files.write(bootargs_path(slot), entry)
 
     def set_next(self, slot: str, tries: int = DEFAULT_TRIES) -> None:
