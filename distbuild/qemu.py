@@ -39,11 +39,22 @@ class BoardMachine:
     machine: str
     memory: int  # MiB: the board's RAM, which the machine requires exactly
     cpus: int  # the SoC's cores: the machine refuses fewer
+    # Console lines after which the guest has asked for a reset that the machine
+    # does not emulate (no watchdog): the runner power-cycles it, as the board's
+    # watchdog would reset it. Empty: the machine resets itself.
+    halts: tuple[bytes, ...] = ()
 
 
 BOARD_MACHINES = {
     # nanopi_neo's U-Boot on qemu's Orange Pi PC (H3): the SPL at 8 KiB on the card.
-    "orangepi-pc-qemu": BoardMachine("orangepi-pc", memory=1024, cpus=4),
+    # qemu 7.2 emulates no H3 watchdog (8.0 does): Linux's restart and U-Boot's
+    # reset both halt; the runner cuts and restores power instead.
+    "orangepi-pc-qemu": BoardMachine(
+        "orangepi-pc",
+        memory=1024,
+        cpus=4,
+        halts=(b"Reboot failed -- System halted", b"resetting ...\r\n"),
+    ),
 }
 
 
@@ -144,7 +155,7 @@ def qemu_argv(
         *(recipe.qemu_extra if board is None else ()),
         *extra,
     ]
-    if not write:
+    if not write and board is None:  # a board's card is a throwaway overlay already
         argv.append("-snapshot")
     return argv
 
@@ -181,11 +192,34 @@ class Guest:
         self.pos = 0
         self._state = Path(tempfile.mkdtemp(prefix="distbuild-boot-"))
         argv = qemu_argv(recipe, disk.resolve(), self._state, write, nic, extra, board)
-        argv = [*wrap, *argv]
+        self._argv = [*wrap, *argv]
+        self._halts = () if board is None else board_machine(board).halts
+        self._scanned = 0  # console bytes already searched for a halt
+        self.power_cycles = 0
         self.start = time.monotonic()
-        self.proc = popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        self.proc = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return popen(
+            self._argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
+
+    def _power_cycle_if_halted(self) -> None:
+        """A board that halted where it asked for a reset gets its power cut and restored."""
+        if not any(self._raw.find(h, self._scanned) >= 0 for h in self._halts):
+            self._scanned = max(0, len(self._raw) - 64)  # a line may arrive in pieces
+            return
+        self.proc.kill()
+        self.proc.wait()
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+        note = b"\r\ndistbuild-qemu: the board halted instead of resetting; power-cycling it\r\n"
+        self._raw += note
+        if self.echo is not None:
+            self.echo.write(note.decode())
+        self._scanned = len(self._raw)
+        self.power_cycles += 1
+        self.proc = self._spawn()
 
     def __enter__(self) -> Guest:
         return self
@@ -214,6 +248,8 @@ class Guest:
         if self.echo is not None:
             self.echo.write(chunk.decode(errors="replace"))
             self.echo.flush()
+        if self._halts:
+            self._power_cycle_if_halted()
         return True
 
     def expect(self, text: str, timeout: float) -> float:

@@ -1,0 +1,202 @@
+"""The orangepi-pc-qemu board end to end: a real board's boot chain in qemu's ``-M orangepi-pc``.
+
+One story on one SD card (the board's disk from ``distbuild image --board
+orangepi-pc-qemu``; the only block device the machine has is that card,
+``mmcblk0``): the H3 boot ROM loads nanopi_neo's SPL from 8 KiB on the card,
+SPL loads U-Boot, distro boot runs distbuild's A/B script, which boots slot
+a's kernel with the board's own device tree (``a/board.dtb``; U-Boot reports
+the bytes it read) and console (``board.env``); the initramfs loads
+sunxi-mmc, maps the dm-verity root and switches to it.
+
+1. 1.0.0 boots from A and is blessed.
+2. 2.0.0, published meanwhile, is fetched over the board's emulated Ethernet
+   (dwmac-sun8i on qemu's user network, inside a network namespace of the
+   test's, as in test_update.py), written into B with its board DTB, FleetLock
+   taken, reboot, ``booted slot=b version=2.0.0``, blessed, lock released.
+3. 3.0.0, whose init fails, is installed into A and boots; it fails every
+   try and U-Boot falls back to 2.0.0 in B by itself.
+
+The releases are the board build's own root payload under other versions (as
+test_update.py makes its 3.0.0): only the boot entry's version and init
+differ, so one extra build (this board's disk) is all the test costs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from distbuild.channel.admin import create_channel
+from distbuild.channel.publish import publish
+from distbuild.core.arch import get_arch
+from distbuild.core.run import run
+from distbuild.disk.slots import disk_bootctl
+from distbuild.model.recipe import Recipe, load_recipe
+from distbuild.qemu import Guest
+from tests.conftest import REPO, Builder, NodeChannels, read_record
+from tests.e2e.conftest import CHANNEL_PORT, FLEETLOCK_PORT, follow_args
+from tests.support.channel import channel
+from tests.support.netns import NetNs, netns
+from tests.support.node import LockServer, fault_server, fleetlock_server
+
+pytestmark = [pytest.mark.qemu, pytest.mark.slow, pytest.mark.root, pytest.mark.network]
+
+BOARD = "orangepi-pc-qemu"
+ARCH = "armv7"
+CHANNEL = "e2e-orangepi"  # its own: test_update.py publishes to e2e-armv7
+NIC = "user"  # no model: the H3's own EMAC takes it
+BOOT = 420.0  # SPL to "marked good": 4 emulated cores under TCG on a busy 2-core machine
+INSTALL = 420.0  # fetch and write a root image over the emulated EMAC, then reboot
+FAILED_TRY = 180.0  # SPL, U-Boot, kernel, initramfs, panic=5
+ROUND = 90.0
+RELEASE_KINDS = ("root", "kernel", "initrd", "boot", "dtb")
+
+
+@dataclass
+class Board:
+    recipe: Recipe
+    build: Path
+    channels: NodeChannels
+    workdir: Path
+
+    def artifacts(self) -> list[dict[str, Any]]:
+        record = read_record(self.build)
+        return [a for a in record["artifacts"] if a["arch"] == ARCH]
+
+    def file(self, kind: str) -> Path:
+        (path,) = [
+            a["path"] for a in self.artifacts() if a["kind"] == kind and a.get("board") == BOARD
+        ]
+        return self.build / path
+
+    def release(self, version: str, broken_init: bool = False) -> Path:
+        """This build's root payload and board DTB as release ``version``; ``broken_init``:
+        its boot entry starts /bin/false as init (passes every check, fails on the board)."""
+        record = read_record(self.build)
+        out = self.workdir / f"release-{version}"
+        kept = []
+        for a in self.artifacts():
+            if a["kind"] not in RELEASE_KINDS or a.get("board", BOARD) != BOARD:
+                continue
+            src, dest = self.build / a["path"], out / a["path"]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if a["kind"] == "boot" and version != record["version"]:
+                meta = json.loads(src.read_text())
+                cmdline = meta["cmdline"].replace(
+                    f"distbuild.version={meta['version']}", f"distbuild.version={version}"
+                )
+                meta.update(version=version, cmdline=cmdline + " init=/bin/false" * broken_init)
+                data = (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()
+                dest.write_bytes(data)
+                a = {**a, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+            else:
+                os.link(src, dest)
+            kept.append(a)
+        assert {a["kind"] for a in kept} == set(RELEASE_KINDS), kept
+        record.update(version=version, artifacts=kept)
+        (out / "build.json").write_text(json.dumps(record, indent=2))
+        return out
+
+    def publish(self, version: str, broken_init: bool = False) -> None:
+        keys = self.channels.keys
+        publish(self.channels.repo, channel(CHANNEL), self.release(version, broken_init), keys)
+
+
+def board_follow_args(channels: NodeChannels) -> list[str]:
+    """The e2e follow arguments, on this test's own channel."""
+    create_channel(channels.repo, channel(CHANNEL), channels.keys)
+    args = follow_args(channels, ARCH)
+    args[args.index("--channel") + 1] = CHANNEL
+    root = channels.repo / CHANNEL / "metadata" / "1.root.json"
+    args[args.index("--trust-root") + 1] = str(root)
+    return args
+
+
+@pytest.fixture(scope="module")
+def board(
+    build_image: Builder, node_channels: NodeChannels, tmp_path_factory: pytest.TempPathFactory
+) -> Board:
+    # The node's board (update.yaml) picks the DTB its updates install.
+    extra = [*board_follow_args(node_channels), "--update-setting", f"board={BOARD}"]
+    extra += ["--board", BOARD]
+    build = build_image("node", ARCH, version="1.0.0", extra=extra)
+    recipe = load_recipe(REPO, get_arch(ARCH))
+    return Board(recipe, build, node_channels, tmp_path_factory.mktemp("orangepi"))
+
+
+@contextmanager
+def servers(ns: NetNs, repo: Path) -> Iterator[LockServer]:
+    """The channel and the FleetLock server, on 127.0.0.1 inside ``ns``."""
+    with ExitStack() as stack:
+        with ns.entered():
+            stack.enter_context(fault_server(repo, port=CHANNEL_PORT))
+            lock = stack.enter_context(fleetlock_server(port=FLEETLOCK_PORT))
+        yield lock
+
+
+def test_orangepi_boots_updates_over_its_ethernet_and_falls_back(board: Board) -> None:
+    started = time.monotonic()
+    disk = board.workdir / "sd.img"
+    run(["cp", "--sparse=always", board.file("disk"), disk])
+    dtb_size = board.file("dtb").stat().st_size
+    board.publish("1.0.0")
+    board.publish("2.0.0")  # waiting for the node's first round
+    timings: dict[str, float] = {}
+    log = board.workdir / "console.log"
+    with (
+        netns(f"distbuild-e2e-opi-{os.getpid()}") as ns,
+        servers(ns, board.channels.repo) as lock,
+        log.open("w") as echo,
+        Guest(board.recipe, disk, write=True, echo=echo, nic=NIC, wrap=ns.wrap, board=BOARD) as g,
+    ):
+        # 1. The board's own boot chain, then 1.0.0 from A on the SD card, blessed.
+        timings["SPL"] = g.expect("U-Boot SPL", 60)
+        timings["U-Boot"] = g.expect("Allwinner Technology", 60)
+        g.expect("distbuild: trying slot a", 120)
+        g.expect(f"{dtb_size} bytes read", 30)  # a/board.dtb
+        timings["kernel"] = g.expect("Starting kernel", 120)
+        g.expect("distbuild-initramfs: slot=a version=1.0.0", BOOT)
+        timings["1.0.0 booted"] = g.expect(
+            f"distbuild-os: booted slot=a version=1.0.0 arch={ARCH}", BOOT
+        )
+        timings["1.0.0 good"] = g.expect("distbuild-os: slot a marked good", BOOT)
+
+        # 2. 2.0.0 over the EMAC into B, its DTB with it; reboot under the lock; blessed.
+        g.expect("writing node 2.0.0 into slot b", ROUND)
+        g.expect("distbuild: trying slot b", INSTALL)
+        g.expect(f"{dtb_size} bytes read", 30)  # b/board.dtb, installed by the updater
+        g.expect(f"distbuild-os: booted slot=b version=2.0.0 arch={ARCH}", BOOT)
+        g.expect("updated from 1.0.0 to 2.0.0", BOOT)
+        timings["2.0.0 good"] = g.expect("distbuild-os: slot b marked good", BOOT)
+        assert [c.path for c in lock.calls] == ["/v1/pre-reboot", "/v1/steady-state"]
+        assert lock.holder == {}
+
+        # 3. A release whose init fails: A fails its tries, U-Boot falls back to B.
+        board.publish("3.0.0", broken_init=True)
+        g.expect("writing node 3.0.0 into slot a", ROUND)
+        tries = board.recipe.boot_tries
+        for _ in range(tries):
+            g.expect("distbuild-initramfs: slot=a version=3.0.0", INSTALL + FAILED_TRY)
+        g.expect(f"distbuild-os: booted slot=b version=2.0.0 arch={ARCH}", FAILED_TRY + BOOT)
+        timings["fell back, 2.0.0 good"] = g.expect("distbuild-os: slot b marked good", BOOT)
+        g.expect("rolled back: 3.0.0", ROUND)
+    transcript = g.transcript
+    assert transcript.count("distbuild-initramfs: slot=a version=3.0.0") == tries
+    assert "booted slot=a version=3.0.0" not in transcript
+    # Each boot went through the board's SPL: the boot ROM, not qemu, loaded U-Boot.
+    assert transcript.count("U-Boot SPL") == transcript.count("distbuild: A/B boot script")
+    bc = disk_bootctl(disk, board.recipe)
+    states = bc.states()
+    assert not states["a"].bootable and states["a"].tries_left == 0
+    assert states["b"].good and states["b"].version == "2.0.0"
+    assert bc.boot_order() == ["b"]
+    print(f"{BOARD}: {timings}; whole test {time.monotonic() - started:.0f}s")
