@@ -43,6 +43,7 @@ class BoardMachine:
     # does not emulate (no watchdog): the runner power-cycles it, as the board's
     # watchdog would reset it. Empty: the machine resets itself.
     halts: tuple[bytes, ...] = ()
+    globals: tuple[str, ...] = ()  # -global settings that make the machine match the board
 
 
 BOARD_MACHINES = {
@@ -54,6 +55,9 @@ BOARD_MACHINES = {
         memory=1024,
         cpus=4,
         halts=(b"Reboot failed -- System halted", b"resetting ...\r\n"),
+        # The H3's timers count its 24 MHz oscillator (CNTFRQ as U-Boot sets
+        # it); qemu's default of 62.5 MHz makes the guest's clock run 2.6x fast.
+        globals=("cortex-a7-arm-cpu.cntfrq=24000000",),
     ),
 }
 
@@ -105,6 +109,7 @@ def board_args(board: str, disk: Path, state: Path, write: bool) -> list[str]:
         str(m.cpus),
         "-drive",
         f"if=sd,format={fmt},file={card}",
+        *(arg for g in m.globals for arg in ("-global", g)),
     ]
 
 
