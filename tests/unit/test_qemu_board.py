@@ -37,6 +37,8 @@ def test_board_boots_from_its_card_through_a_power_of_two_overlay(tmp_path: Path
     joined = " ".join(argv)
     assert "-M orangepi-pc " in joined and "-m 1024 " in joined and "-smp 4 " in joined
     assert "-bios" not in argv  # the boot ROM loads the SPL from the card
+    assert "-global cortex-a7-arm-cpu.cntfrq=24000000" in joined  # the H3's 24 MHz timer
+    assert "-snapshot" not in argv  # the overlay is the throwaway: writes survive a power cycle
     assert "virtio" not in joined and "-nic user " in joined  # the SoC's EMAC takes it
     overlay = tmp_path / "card.qcow2"
     assert f"if=sd,format=qcow2,file={overlay}" in argv
