@@ -39,6 +39,7 @@ from distbuild.channel.admin import create_channel
 from distbuild.channel.publish import publish
 from distbuild.core.arch import get_arch
 from distbuild.core.run import run
+from distbuild.disk.slots import disk_bootctl
 from distbuild.model.recipe import Recipe, load_recipe
 from distbuild.qemu import Guest
 from tests.conftest import REPO, Builder, NodeChannels, read_record
@@ -187,7 +188,9 @@ def story(board: Board, g: Guest, lock: LockServer, dtb: int, timings: dict[str,
     g.expect(f"{dtb} bytes read", 30)  # a/board.dtb
     timings["kernel"] = g.expect("Starting kernel", 120)
     g.expect("distbuild-initramfs: slot=a version=1.0.0", BOOT)
-    timings["1.0.0 booted"] = g.expect(f"distbuild-os: booted slot=a version=1.0.0 arch={ARCH}", BOOT)
+    timings["1.0.0 booted"] = g.expect(
+        f"distbuild-os: booted slot=a version=1.0.0 arch={ARCH}", BOOT
+    )
     timings["1.0.0 good"] = g.expect("distbuild-os: slot a marked good", BOOT)
 
     # 2. 2.0.0 over the EMAC into B (mmcblk0p3), its DTB with it; reboot under the lock.
