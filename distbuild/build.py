@@ -237,9 +237,9 @@ def _build(opts: BuildOptions) -> tuple[BuildRecord, Path]:
     work = scratch.make_dir(opts.cache, "work-")
     try:
         code = code_digest()
+        check_boards(opts)
         with scratch.user_errors(opts.out, opts.cache):
             builds = [prepare(opts, arch, work, code) for arch in opts.arches]
-        check_boards(opts, builds)
         versions = {b.version for b in builds}
         if len(versions) != 1:
             raise DistbuildError(
@@ -253,13 +253,15 @@ def _build(opts: BuildOptions) -> tuple[BuildRecord, Path]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def check_boards(opts: BuildOptions, builds: list[ArchBuild]) -> None:
-    """Every board asked for belongs to an arch being built (and is one of its recipe's)."""
-    known = {b.name: b for ctx in builds for b in ctx.recipe.boards}
+def check_boards(opts: BuildOptions) -> None:
+    """Every board asked for is one of a built arch's (its recipe's ``boards:``), checked
+    before any lock is resolved or package fetched."""
+    recipes = [load_recipe(opts.project, arch, opts.allow_outside) for arch in opts.arches]
+    known = {b.name for recipe in recipes for b in recipe.boards}
     for name in opts.boards:
         if name == "all" or name in known:
             continue
-        arches = ", ".join(ctx.arch.name for ctx in builds)
+        arches = ", ".join(arch.name for arch in opts.arches)
         raise UsageError(
             f"no arch being built ({arches}) has a board {name!r}",
             hint=f"boards of these arches: {', '.join(sorted(known))}, or all "

@@ -268,12 +268,13 @@ def _land(
     _check_not_dropped_at_once(index, history, channel, image, version)
     files: dict[str, dict[str, str]] = {}
     boards: dict[str, dict[str, dict[str, str]]] = {}
-    for info, source in targets:
-        arch, board, name, kind = _listing(info, image, version)
+    # Every target's names are checked before the first file is stored.
+    for arch, board, name, kind in [_listing(info, image, version) for info, _ in targets]:
         if board is None:
             files.setdefault(arch, {})[name] = kind
         else:
             boards.setdefault(arch, {}).setdefault(board, {})[name] = kind
+    for info, source in targets:
         update.add(info, source, link=link)
     stamp = int(update.now.timestamp())
     release = Release(image, version, stamp, channel.waves, files, boards)

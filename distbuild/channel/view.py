@@ -118,7 +118,7 @@ def _release_index(updater: Updater, channel: str) -> ReleaseIndex:
 def _latest(updater: Updater, index: ReleaseIndex, arch: str | None) -> Iterator[LatestView]:
     """The newest release per image and arch (only ``arch``, when given)."""
     for image in index.images():
-        for a in sorted({a for r in index.of(image) for a in r.files}):
+        for a in sorted({a for r in index.of(image) for a in r.arches}):
             if arch is not None and a != arch:
                 continue
             release = index.latest(image, a)

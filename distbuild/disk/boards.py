@@ -192,3 +192,39 @@ def _check_fat_env(board: Board, cfg: dict[str, str], boot_number: int) -> None:
             f"partition is number {boot_number}",
             hint="use a U-Boot build whose CONFIG_ENV_FAT_DEVICE_AND_PART names the boot partition",
         )
+
+
+MBR_FAT32_LBA = 0x0C
+_MBR_TABLE = 446
+
+
+def mbr_entries(disk: Path) -> list[tuple[int, int, int]]:
+    """The MBR's partition entries: (type, first LBA, sectors), empty ones left out."""
+    with disk.open("rb") as f:
+        mbr = f.read(SECTOR)
+    found = []
+    for i in range(4):
+        e = mbr[_MBR_TABLE + 16 * i : _MBR_TABLE + 16 * (i + 1)]
+        if e[4]:
+            found.append(
+                (e[4], int.from_bytes(e[8:12], "little"), int.from_bytes(e[12:16], "little"))
+            )
+    return found
+
+
+def mark_mbr_fat(disk: Path, first_lba: int) -> None:
+    """Give the hybrid MBR's entry of the boot partition the FAT32 (LBA) type firmware looks for.
+
+    sgdisk's ``--hybrid`` copies the GPT type (EFI, 0xEF); the Raspberry Pi's
+    boot ROM and firmware look for a FAT partition type.
+    """
+    with disk.open("r+b") as f:
+        mbr = bytearray(f.read(SECTOR))
+        for i in range(4):
+            at = _MBR_TABLE + 16 * i
+            if mbr[at + 4] and int.from_bytes(mbr[at + 8 : at + 12], "little") == first_lba:
+                mbr[at + 4] = MBR_FAT32_LBA
+                f.seek(0)
+                f.write(mbr)
+                return
+    raise BoardError(f"{disk.name}: no MBR entry at LBA {first_lba} after sgdisk --hybrid")

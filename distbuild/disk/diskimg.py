@@ -11,7 +11,6 @@ state are written by the same boot control code a node runs.
 from __future__ import annotations
 
 import hashlib
-import struct
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from distbuild.core.bootctl.base import ImageFiles, open_bootctl
 from distbuild.core.errors import DistbuildError
 from distbuild.core.run import run, which
 from distbuild.disk import boards, trees
-from distbuild.disk.layout import check_board_disk, slot_dtb
+from distbuild.disk.layout import check_board_disk, read_gpt, slot_dtb
 from distbuild.disk.rootimg import RootPayload
 from distbuild.model.board import Board
 from distbuild.model.recipe import Recipe
@@ -157,6 +156,8 @@ def _partition(disk: Path, parts: list[Partition], seed: tuple[str, ...], board:
         # Firmware that reads only an MBR (the Raspberry Pi's) finds the boot partition there.
         argv.append("--hybrid=1")
     run([*argv, disk], capture=True)
+    if board.hybrid_mbr:
+        boards.mark_mbr_fat(disk, parts[0].start // SECTOR)
 
 
 def _fat(path: Path, size: int, volume_id: str) -> None:
@@ -236,20 +237,4 @@ def partition_sha256(disk: Path, label: str, length: int | None = None) -> str:
 
 def partition_offsets(disk: Path) -> dict[str, tuple[int, int]]:
     """GPT label -> (byte offset, byte size), read from the primary GPT."""
-    with disk.open("rb") as f:
-        f.seek(SECTOR)
-        header = f.read(92)
-        if header[:8] != b"EFI PART":
-            raise DistbuildError(f"{disk} has no GPT", hint="is it a distbuild disk image?")
-        entries_lba, count, entry_size = struct.unpack_from("<QII", header, 72)
-        f.seek(entries_lba * SECTOR)
-        table = f.read(count * entry_size)
-    found: dict[str, tuple[int, int]] = {}
-    for i in range(count):
-        e = table[i * entry_size : (i + 1) * entry_size]
-        if e[:16] == bytes(16):
-            continue
-        first, last = struct.unpack_from("<QQ", e, 32)
-        name = e[56:128].decode("utf-16-le").rstrip("\0")
-        found[name] = (first * SECTOR, (last - first + 1) * SECTOR)
-    return found
+    return {label: (start, size) for label, (start, size, _) in read_gpt(disk).partitions.items()}

@@ -11,12 +11,21 @@ build looks for it.
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 from distbuild.bootchain.uboot import BOARD_DTB
 from distbuild.core.bootctl.base import ImageFiles
+from distbuild.core.errors import DistbuildError
 from distbuild.core.run import run, which
-from distbuild.disk.boards import BoardError, Loader, check_env, gpt_end
+from distbuild.disk.boards import (
+    MBR_FAT32_LBA,
+    BoardError,
+    Loader,
+    check_env,
+    gpt_end,
+    mbr_entries,
+)
 from distbuild.model.board import Board
 
 SECTOR = 512
@@ -47,6 +56,14 @@ def check_board_disk(
     label, number = boot
     if label not in parts:
         raise BoardError(f"{disk.name}: no {label} partition", hint=_HINT)
+    if board.hybrid_mbr and (
+        MBR_FAT32_LBA,
+        parts[label][0] // SECTOR,
+        parts[label][1] // SECTOR,
+    ) not in mbr_entries(disk):
+        raise BoardError(
+            f"{disk.name}: the MBR does not list the {label} partition as FAT", hint=_HINT
+        )
     fat = ImageFiles(disk, parts[label][0])
     for path, data in sorted(files.items()):
         if fat.read(path) != data:
@@ -67,22 +84,24 @@ def check_loader(disk: Path, loaders: list[Loader]) -> None:
                 )
 
 
-def gpt_partitions(disk: Path, board: Board) -> dict[str, tuple[int, int, int]]:
-    """GPT label -> (byte offset, byte size, number); the table must be the board's size."""
+@dataclass(frozen=True)
+class Gpt:
+    """The primary GPT: where its entry array is and the partitions it lists."""
+
+    entries_lba: int
+    count: int
+    entry_size: int
+    partitions: dict[str, tuple[int, int, int]]  # label -> (byte offset, byte size, number)
+
+
+def read_gpt(disk: Path) -> Gpt:
+    """The primary GPT of ``disk``; a DistbuildError if it has none."""
     with disk.open("rb") as f:
         f.seek(SECTOR)
         header = f.read(92)
         if header[:8] != b"EFI PART":
-            raise BoardError(f"{disk.name} has no GPT", hint=_HINT)
+            raise DistbuildError(f"{disk} has no GPT", hint="is it a distbuild disk image?")
         entries_lba, count, entry_size = struct.unpack_from("<QII", header, 72)
-        if count != board.gpt_entries or (entries_lba * SECTOR + count * entry_size) > gpt_end(
-            board
-        ):
-            raise BoardError(
-                f"{disk.name}: the GPT has {count} entries at LBA {entries_lba}, "
-                f"not the board's {board.gpt_entries} ending by byte {gpt_end(board)}",
-                hint=_HINT,
-            )
         f.seek(entries_lba * SECTOR)
         table = f.read(count * entry_size)
     found: dict[str, tuple[int, int, int]] = {}
@@ -93,7 +112,21 @@ def gpt_partitions(disk: Path, board: Board) -> dict[str, tuple[int, int, int]]:
         first, last = struct.unpack_from("<QQ", e, 32)
         name = e[56:128].decode("utf-16-le").rstrip("\0")
         found[name] = (first * SECTOR, (last - first + 1) * SECTOR, i + 1)
-    return found
+    return Gpt(entries_lba, count, entry_size, found)
+
+
+def gpt_partitions(disk: Path, board: Board) -> dict[str, tuple[int, int, int]]:
+    """GPT label -> (byte offset, byte size, number); the table must be the board's size."""
+    gpt = read_gpt(disk)
+    if gpt.count != board.gpt_entries or (
+        gpt.entries_lba * SECTOR + gpt.count * gpt.entry_size > gpt_end(board)
+    ):
+        raise BoardError(
+            f"{disk.name}: the GPT has {gpt.count} entries at LBA {gpt.entries_lba}, "
+            f"not the board's {board.gpt_entries} ending by byte {gpt_end(board)}",
+            hint=_HINT,
+        )
+    return gpt.partitions
 
 
 def check_table(disk: Path) -> None:

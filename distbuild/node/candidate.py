@@ -51,7 +51,7 @@ def check_targets(candidate: Candidate, image: str, arch: str, board: str | None
                 f"{board or 'of no named board'}; refused before writing",
                 hint="set board in the updater config if this node is one of them",
             )
-        if role == ROOT_IMAGE and t.length <= 0:
+        if role in (ROOT_IMAGE, DTB) and t.length <= 0:
             raise Refused(f"{t.path} is empty")
         if role == DTB and (custom.get("board") != board or custom.get("kind") != DTB):
             raise Refused(

@@ -97,7 +97,9 @@ def sources_for(suite: str, components: tuple[str, ...], mirror: str | None) -> 
         Source(
             s.uri,
             s.suite,
-            tuple(c for c in components if c in s.components) or components,
+            # The recipe's components, from the host's Debian mirror, even where the
+            # host itself enables only main (the Pi boards' non-free-firmware).
+            components,
             s.signed_by or keyring,
         )
         for s in host_sources()

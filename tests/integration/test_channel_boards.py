@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -32,26 +33,25 @@ from tests.support.boards import add_board_files, dtb_bytes
 from tests.support.channel import channel, client, make_build, make_keys, tree
 from tests.support.node import Channel as NodeChannel
 from tests.support.node import relabel
+from tests.support.sigstore import BUNDLE
 
 BOARDS = {"armv7": {"orangepi-pc-qemu": True, "qemu": False}, "arm64": {"rpi3": True}}
 
 
-@pytest.fixture
-def keys(tmp_path: Path) -> KeyStore:
-    return make_keys(tmp_path / "keys")
+@dataclass(frozen=True)
+class World:
+    """A repository served on 127.0.0.1 and the keys that sign its channels."""
+
+    repo: Path
+    keys: KeyStore
+    server: Server
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    path = tmp_path / "repo"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def server(repo: Path) -> Iterator[Server]:
-    with serving(repo) as s:
-        yield s
+def world(tmp_path: Path) -> Iterator[World]:
+    (tmp_path / "repo").mkdir()
+    with serving(tmp_path / "repo") as server:
+        yield World(tmp_path / "repo", make_keys(tmp_path / "keys"), server)
 
 
 def board_build(out: Path, version: str) -> tuple[Path, dict[str, bytes]]:
@@ -76,8 +76,9 @@ def root_of(repo: Path, name: str) -> bytes:
 
 
 def test_board_files_are_targets_in_a_board_directory_fetched_by_name(
-    tmp_path: Path, repo: Path, keys: KeyStore, server: Server
+    tmp_path: Path, world: World
 ) -> None:
+    repo, keys, server = world.repo, world.keys, world.server
     build, written = board_build(tmp_path / "b", "1.0")
     outcome = publish(repo, channel("beta"), build, keys)
     dtb = "node/1.0/armv7/orangepi-pc-qemu/board.dtb"
@@ -138,8 +139,9 @@ def test_board_files_are_targets_in_a_board_directory_fetched_by_name(
 
 
 def test_promotion_resigns_board_targets_and_retention_prunes_them(
-    tmp_path: Path, repo: Path, keys: KeyStore, server: Server
+    tmp_path: Path, world: World
 ) -> None:
+    repo, keys, server = world.repo, world.keys, world.server
     beta, stable = channel("beta", keep=1), channel("stable")
     build, _ = board_build(tmp_path / "b", "1")
     publish(repo, beta, build, keys)
@@ -176,8 +178,9 @@ def test_promotion_resigns_board_targets_and_retention_prunes_them(
 
 @pytest.mark.parametrize("board", ["../escape", "a/b", ".hidden", "", "x" * 129, "naïve"])
 def test_a_board_name_outside_the_grammar_never_becomes_a_path(
-    tmp_path: Path, repo: Path, keys: KeyStore, board: str
+    tmp_path: Path, world: World, board: str
 ) -> None:
+    repo, keys = world.repo, world.keys
     # From a build record: refused before anything is written.
     build = make_build(tmp_path / "b", "node", "1.0", arches=("armv7",))
     record = json.loads((build / "build.json").read_text())
@@ -230,10 +233,9 @@ def test_an_index_without_boards_reads_and_writes_as_before() -> None:
     assert index.to_json() == old  # no 'boards' key when there are none
 
 
-def test_a_target_relabelled_as_another_board_is_not_promoted(
-    tmp_path: Path, repo: Path, keys: KeyStore
-) -> None:
+def test_a_target_relabelled_as_another_board_is_not_promoted(tmp_path: Path, world: World) -> None:
     """Promotion lists a target by its signed names; a name that disagrees is refused."""
+    repo, keys = world.repo, world.keys
     beta = channel("stable")
     build, _ = board_build(tmp_path / "b", "1")
     publish(repo, beta, build, keys)
@@ -249,3 +251,30 @@ def test_a_target_relabelled_as_another_board_is_not_promoted(
     assert {k: v for k, v in tree(repo).items() if k.startswith("stable/")} == {
         k: v for k, v in before.items() if k.startswith("stable/")
     }
+
+
+@pytest.mark.network
+def test_a_board_files_bundle_is_published_beside_it(
+    tmp_path: Path, world: World, signed_wheel: Path
+) -> None:
+    """CI's Sigstore bundle of a board file lands in the same board directory."""
+    build = make_build(tmp_path / "b", "node", "1.0", arches=("armv7",))
+    name = signed_wheel.name  # the bytes the fixture bundle signs, as one board's file
+    add_board_files(build, "armv7", "qemu", dtb=False, **{f"disk/qemu/{name}": ("disk", b"")})
+    record = json.loads((build / "build.json").read_text())
+    (art,) = [a for a in record["artifacts"] if a["path"].endswith(name)]
+    (build / art["path"]).write_bytes(signed_wheel.read_bytes())
+    art["sha256"] = hashlib.sha256(signed_wheel.read_bytes()).hexdigest()
+    art["size"] = signed_wheel.stat().st_size
+    (build / "build.json").write_text(json.dumps(record))
+    bundle = build / "sigstore" / (art["path"] + ".sigstore.json")
+    bundle.parent.mkdir(parents=True)
+    bundle.write_bytes(BUNDLE.read_bytes())
+    outcome = publish(world.repo, channel("beta"), build, world.keys)
+    target = f"node/1.0/armv7/qemu/{name}.sigstore.json"
+    assert target in outcome.targets
+    updater = client(world.server, "beta", root_of(world.repo, "beta"), tmp_path / "c")
+    updater.refresh()
+    info = updater.get_targetinfo(target)
+    assert info is not None and info.custom["board"] == "qemu"
+    assert info.custom["signs"] == name and info.custom["kind"] == "sigstore-bundle"

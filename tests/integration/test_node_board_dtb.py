@@ -128,3 +128,13 @@ def test_a_dtb_signed_for_another_board_is_refused(
     with pytest.raises(Refused, match="bananapi"):
         node.updater().apply()
     assert node.untouched("b") and dtb(node, "b") is None
+
+
+def test_an_empty_dtb_is_refused(tmp_path: Path, chan: Channel, server: Server) -> None:
+    node = board_node(tmp_path, chan, server, OPI)
+    build = make_root_build(chan.builds, "v2", size=SIZE)
+    add_board_files(build, ARCH, OPI, **{f"root/{OPI}/board.dtb": ("dtb", b"")})
+    publish(chan.repo, channel(chan.name), build, chan.keys)
+    with pytest.raises(Refused, match=r"board\.dtb is empty"):
+        node.updater().apply()
+    assert node.untouched("b") and dtb(node, "b") is None

@@ -186,3 +186,20 @@ def test_boot_script_imports_board_env_adds_the_console_and_prefers_the_slot_dtb
     )
     board = load_recipe(REPO, get_arch("armv7")).board("orangepi-pc-qemu")
     assert board_env(board) == b"distbuild_board=orangepi-pc-qemu\ndistbuild_console=ttyS0,115200\n"
+
+
+def test_a_board_no_built_arch_has_is_a_usage_error_before_anything_is_fetched(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from distbuild.cli.main import main
+
+    p = project(tmp_path)
+    out = tmp_path / "out"
+    argv = ["--project", str(p), "image", "--arch", "amd64", "--out", str(out)]
+    assert main([*argv, "--board", "bananapi"]) == 2
+    err = capsys.readouterr().err
+    assert "error: no arch being built (amd64) has a board 'bananapi'" in err
+    assert "hint: boards of these arches: qemu" in err
+    assert not [f for f in out.rglob("*") if f.is_file()] and not list(p.glob("images/*.lock.json"))
+    assert main([*argv, "--board", "../x"]) == 2
+    assert "invalid board" in capsys.readouterr().err

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from distbuild.core.bootctl.base import BootControl, ImageFiles, SlotBoot, open_bootctl
+from distbuild.core.bootctl.base import BootControl, DirFiles, ImageFiles, SlotBoot, open_bootctl
 from distbuild.core.bootctl.systemd_boot import SystemdBoot, dtb_path
 from distbuild.core.bootctl.uboot import UBootControl
 from distbuild.core.bootctl.uboot import dtb_path as uboot_dtb_path
@@ -31,10 +31,8 @@ def _boot(version: str, dtb: bytes | None) -> SlotBoot:
 def fat(tmp_path: Path) -> ImageFiles:
     if not shutil.which("mkfs.vfat") or not shutil.which("mcopy"):
         pytest.skip("needs dosfstools and mtools")
-    img = tmp_path / "boot.img"
-    with img.open("wb") as f:
-        f.truncate(40 << 20)
-    subprocess.run(["mkfs.vfat", "-F", "32", str(img)], check=True, capture_output=True)
+    img = tmp_path / "boot.img"  # 40 MiB: a FAT32 boot partition, as mkfs makes one
+    subprocess.run(["mkfs.vfat", "-C", "-F", "32", img, "40960"], check=True, capture_output=True)
     return ImageFiles(img)
 
 
@@ -111,3 +109,31 @@ def test_slotboot_dtb_is_optional_and_last() -> None:
     boot = SlotBoot("1.0", b"k", b"i", "quiet")
     assert boot.dtb is None
     assert list(SlotBoot.__dataclass_fields__)[-1] == "dtb"
+
+
+class _CutAtDtb(DirFiles):
+    """A boot partition that loses power when the DTB is written (later writes fail too)."""
+
+    cut = False
+
+    def write(self, path: str, data: bytes) -> None:
+        self.cut = self.cut or path.endswith("board.dtb")
+        if self.cut:
+            raise OSError("power cut")
+        super().write(path, data)
+
+
+@pytest.mark.parametrize("chain", ["u-boot", "systemd-boot"])
+def test_a_power_cut_while_the_dtb_is_written_leaves_no_bootable_half_slot(
+    tmp_path: Path, chain: str
+) -> None:
+    files = DirFiles(tmp_path)
+    _installed(open_bootctl(chain, files, cmdline=""), "a", _boot("1.0", DTB_1))
+    _installed(open_bootctl(chain, files, cmdline=""), "b", _boot("1.5", DTB_1))
+    with pytest.raises(OSError):
+        open_bootctl(chain, _CutAtDtb(tmp_path), cmdline="").install("b", _boot("2.0", DTB_2))
+    after = open_bootctl(chain, files, cmdline="")
+    assert not after.states()["b"].bootable
+    # The new entry is written last: none names 2.0 while its DTB is missing.
+    assert after.states()["b"].version != "2.0"
+    assert after.boot_order() == ["a"] and after.states()["a"].good

@@ -337,7 +337,7 @@ def test_recipe_boards_are_names(definitions: Path) -> None:
     from distbuild.model.recipe import load_recipe
 
     path = definitions / "recipes" / "amd64.yaml"
-    path.write_text(path.read_text().replace("boards: [qemu, pc]", "boards: [qemu, ../pc]"))
+    path.write_text(path.read_text().replace("boards: [qemu]", "boards: [qemu, ../pc]"))
     with pytest.raises(RecipeError) as info:
         load_recipe(definitions, ARCHES["amd64"])
     assert "amd64.yaml:24: boards[1]: " in info.value.message
