@@ -54,7 +54,12 @@ BOARD_MACHINES = {
         "orangepi-pc",
         memory=1024,
         cpus=4,
-        halts=(b"Reboot failed -- System halted", b"resetting ...\r\n"),
+        # Linux's reboot ends in sunxi-wdt's restart loop, its panic in a halt.
+        halts=(
+            b"reboot: Restarting system",
+            b"Reboot failed -- System halted",
+            b"resetting ...\r\n",
+        ),
         # The H3's timers count its 24 MHz oscillator (CNTFRQ as U-Boot sets
         # it); qemu's default of 62.5 MHz makes the guest's clock run 2.6x fast.
         globals=("cortex-a7-arm-cpu.cntfrq=24000000",),
