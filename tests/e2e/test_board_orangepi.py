@@ -16,9 +16,9 @@ sunxi-mmc, maps the dm-verity root and switches to it.
 3. 3.0.0, whose init fails, is installed into A and boots; it fails every
    try and U-Boot falls back to 2.0.0 in B by itself.
 
-The releases are the board build's own root payload under other versions (as
-test_update.py makes its 3.0.0): only the boot entry's version and init
-differ, so one extra build (this board's disk) is all the test costs.
+1.0.0 and 2.0.0 are board builds of their own (the root image says its
+version when it boots); 3.0.0 is 2.0.0's payload under another version with a
+failing init (as test_update.py makes its 3.0.0).
 """
 
 from __future__ import annotations
@@ -64,30 +64,27 @@ RELEASE_KINDS = ("root", "kernel", "initrd", "boot", "dtb")
 @dataclass
 class Board:
     recipe: Recipe
-    build: Path
+    v1: Path  # the board build of 1.0.0 (its disk is the card)
+    v2: Path  # 2.0.0, built the same way: its root says 2.0.0 when it boots
     channels: NodeChannels
     workdir: Path
 
-    def artifacts(self) -> list[dict[str, Any]]:
-        record = read_record(self.build)
-        return [a for a in record["artifacts"] if a["arch"] == ARCH]
-
     def file(self, kind: str) -> Path:
         (path,) = [
-            a["path"] for a in self.artifacts() if a["kind"] == kind and a.get("board") == BOARD
+            a["path"] for a in artifacts(self.v1) if a["kind"] == kind and a.get("board") == BOARD
         ]
-        return self.build / path
+        return self.v1 / path
 
-    def release(self, version: str, broken_init: bool = False) -> Path:
-        """This build's root payload and board DTB as release ``version``; ``broken_init``:
+    def release(self, build: Path, version: str, broken_init: bool = False) -> Path:
+        """``build``'s root payload and board DTB as release ``version``; ``broken_init``:
         its boot entry starts /bin/false as init (passes every check, fails on the board)."""
-        record = read_record(self.build)
+        record = read_record(build)
         out = self.workdir / f"release-{version}"
         kept = []
-        for a in self.artifacts():
+        for a in artifacts(build):
             if a["kind"] not in RELEASE_KINDS or a.get("board", BOARD) != BOARD:
                 continue
-            src, dest = self.build / a["path"], out / a["path"]
+            src, dest = build / a["path"], out / a["path"]
             dest.parent.mkdir(parents=True, exist_ok=True)
             if a["kind"] == "boot" and version != record["version"]:
                 meta = json.loads(src.read_text())
@@ -107,8 +104,14 @@ class Board:
         return out
 
     def publish(self, version: str, broken_init: bool = False) -> None:
-        keys = self.channels.keys
-        publish(self.channels.repo, channel(CHANNEL), self.release(version, broken_init), keys)
+        """1.0.0 and 2.0.0 as built; any other version relabels 2.0.0 (as test_update's 3.0.0)."""
+        build = self.v1 if version == "1.0.0" else self.v2
+        release = self.release(build, version, broken_init)
+        publish(self.channels.repo, channel(CHANNEL), release, self.channels.keys)
+
+
+def artifacts(build: Path) -> list[dict[str, Any]]:
+    return [a for a in read_record(build)["artifacts"] if a["arch"] == ARCH]
 
 
 def board_follow_args(channels: NodeChannels) -> list[str]:
@@ -128,9 +131,10 @@ def board(
     # The node's board (update.yaml) picks the DTB its updates install.
     extra = [*board_follow_args(node_channels), "--update-setting", f"board={BOARD}"]
     extra += ["--board", BOARD]
-    build = build_image("node", ARCH, version="1.0.0", extra=extra)
+    v1 = build_image("node", ARCH, version="1.0.0", extra=extra)
+    v2 = build_image("node", ARCH, version="2.0.0", extra=extra)
     recipe = load_recipe(REPO, get_arch(ARCH))
-    return Board(recipe, build, node_channels, tmp_path_factory.mktemp("orangepi"))
+    return Board(recipe, v1, v2, node_channels, tmp_path_factory.mktemp("orangepi"))
 
 
 @contextmanager
