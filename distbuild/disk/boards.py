@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import itertools
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,13 +124,31 @@ def board_env(board: Board) -> bytes:
     return pack_text_env(values)
 
 
-def partition_files(board: Board, tools: Path, uboot: bool) -> dict[str, bytes | Path]:
-    """The board's files for a fresh boot partition (not the slot's DTB: see :data:`BOARD_DTB`)."""
+# Boot partition paths a board's files may not take: the slots' files and the
+# boot chain's state and loaders, which the A/B logic owns.
+_OWNED_DIRS = ("a", "b", "distbuild", "efi", "loader")
+
+
+def partition_files(
+    board: Board, tools: Path, uboot: bool, chain_files: Iterable[str] = ()
+) -> dict[str, bytes | Path]:
+    """The board's files for a fresh boot partition (not the slot's DTB: see :data:`BOARD_DTB`).
+
+    A board may not replace what the boot chain writes (``chain_files``, the
+    slot directories): a definition cannot swap the A/B script or a slot's kernel.
+    """
     files: dict[str, bytes | Path] = {}
     for f in board.boot_files:
         files[f.to] = package_file(board, tools, f.file)
     for name, text in board.boot_text:
         files[name] = text.encode()
+    owned = {c.lower() for c in chain_files} | {BOARD_ENV}
+    for name in files:
+        if name.lower() in owned or name.split("/")[0].lower() in _OWNED_DIRS:
+            raise BoardError(
+                f"{board.where}: {name} on the boot partition belongs to the boot chain",
+                hint="give the board's file another name (boot_files to:, boot_text)",
+            )
     if uboot:
         files[BOARD_ENV] = board_env(board)
     return files

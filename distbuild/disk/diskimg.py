@@ -102,7 +102,8 @@ def build_disk(ctx: ArchBuild, payload: RootPayload, out: Path, board: Board) ->
     kernel = trees.kernel_tree(ctx)
     dtb = boards.kernel_dtb(board, kernel.root, kernel.version)
     uboot = recipe.boot_chain == "u-boot"
-    extra = boards.partition_files(board, tools, uboot)
+    chain_files = chain.loader_files(recipe, tools)
+    extra = boards.partition_files(board, tools, uboot, chain_files)
     parts, total = layout(recipe, chain, board.first_partition)
     work = ctx.workdir / f"disk-{ctx.arch.name}-{board.name}"
     work.mkdir(parents=True, exist_ok=True)
@@ -112,7 +113,7 @@ def build_disk(ctx: ArchBuild, payload: RootPayload, out: Path, board: Board) ->
     boot = work / "boot.img"
     _fat(boot, parts[0].size, _guid(*seed, "fat")[:8])
     files = ImageFiles(boot, epoch=ctx.epoch)
-    loader_files = {**chain.loader_files(recipe, tools), **extra}
+    loader_files = {**chain_files, **extra}
     for path, content in sorted(loader_files.items()):
         files.write(path, content.read_bytes() if isinstance(content, Path) else content)
     bootctl = open_bootctl(recipe.boot_chain, files, "")

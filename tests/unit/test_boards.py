@@ -203,3 +203,20 @@ def test_a_board_no_built_arch_has_is_a_usage_error_before_anything_is_fetched(
     assert not [f for f in out.rglob("*") if f.is_file()] and not list(p.glob("images/*.lock.json"))
     assert main([*argv, "--board", "../x"]) == 2
     assert "invalid board" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "dest", ["boot.scr", "DISTBUILD.ENV", "a/zImage", "EFI/BOOT/BOOTAA64.EFI", "board.env"]
+)
+def test_a_board_cannot_replace_the_boot_chain_files(tmp_path: Path, dest: str) -> None:
+    from distbuild.bootchain import get_chain
+    from distbuild.disk.boards import partition_files
+
+    p = project(tmp_path)
+    (p / "recipes/boards/swap.yaml").write_text(
+        f"board: swap\narches: [armv7]\nboot_text:\n  {dest}: evil\n"
+    )
+    armv7 = load_recipe(REPO, get_arch("armv7"))
+    chain_files = get_chain("u-boot").loader_files(armv7, tmp_path)
+    with pytest.raises(BoardError, match="belongs to the boot chain"):
+        partition_files(load_board(p, "swap"), tmp_path, True, chain_files)
