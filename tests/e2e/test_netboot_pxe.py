@@ -1,6 +1,7 @@
 """Network boots of the installer under TCG, diskless, in a namespace of the test's own:
-amd64 OVMF PXE (qemu's user-net TFTP) and UEFI HTTP boot (``distbuild serve --netboot``)
-of the UKI, armv7 U-Boot DHCP/TFTP of boot.scr.uimg + kernel + initramfs.
+amd64 UEFI HTTP boot (``distbuild serve --netboot``) of the UKI, armv7 U-Boot
+DHCP/TFTP of boot.scr.uimg + kernel + initramfs. (amd64 OVMF PXE is
+tests/e2e/test_netinstall.py's first step, which goes on to install.)
 
 The TFTP/HTTP root is what ``distbuild netboot`` lays out. The kernel runs with
 the command line the build put in the UKI or script, and the initramfs's
@@ -25,7 +26,7 @@ from distbuild.channel.serve import serving
 from distbuild.core.arch import get_arch
 from distbuild.model.recipe import Recipe, load_recipe
 from tests.conftest import REPO, Builder, NodeChannels, run_cli
-from tests.support.netboot import CHANNEL_URL, build_netboot
+from tests.support.netboot import build_netboot
 from tests.support.netns import NetNs, netns
 from tests.support.qemu_guest import Console
 
@@ -85,21 +86,6 @@ def amd64(
     lay_out(build_netboot(project, build_image, node_channels, "amd64"), site, "amd64=qemu")
     (tmp_path / "state").mkdir()
     return load_recipe(REPO, get_arch("amd64")), site
-
-
-def test_amd64_pxe_boots_the_installer_uki_to_its_init(
-    amd64: tuple[Recipe, Path], node_channels: NodeChannels, tmp_path: Path
-) -> None:
-    recipe, site = amd64
-    assert f"pxe-service=x86-64_EFI,distbuild-amd64,{UKI}" in (site / "dnsmasq.conf").read_text()
-    argv = [*ovmf(recipe, tmp_path, f"user,id=n,tftp={site},bootfile={UKI}"), "-boot", "n"]
-    with netns(f"distbuild-e2e-pxe-{os.getpid()}") as ns:
-        console = boot(ns, argv, tmp_path / "console.log", "NBP file downloaded")
-    # The kernel ran with the UKI's own command line (not one the firmware or a ROM passed).
-    cmdline = kernel_cmdline(console)
-    assert f"distbuild.channel_url={CHANNEL_URL}" in cmdline
-    assert f"distbuild.channel={node_channels.name('amd64')}" in cmdline
-    assert "distbuild.board=qemu" in cmdline
 
 
 def test_amd64_uefi_http_boot_from_serve_netboot(
