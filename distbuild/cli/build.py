@@ -11,7 +11,7 @@ from distbuild.cli import options
 from distbuild.cli.common import State, pass_state
 from distbuild.cli.options import arch_option, json_option, print_json
 from distbuild.context import ROOT_FILESYSTEMS, BuildOptions
-from distbuild.core import names, ui
+from distbuild.core import ui
 from distbuild.core.arch import parse_arches
 from distbuild.core.errors import UsageError
 from distbuild.disk.provision import check_provision_file
@@ -23,7 +23,6 @@ from distbuild.paths import cache_dir
 from distbuild.rootfs.install_updater import UpdaterSetup
 from distbuild.rootfs.lock import lock_path
 
-BOARD_NAME = options.Name(names.BOARD)
 arches_option = arch_option(multiple=True, allow_all=True, required=True)
 allow_outside_option = click.option(
     "--allow-outside-project",
@@ -121,7 +120,7 @@ def _updater_setup(
     "--board",
     "boards",
     multiple=True,
-    type=BOARD_NAME,
+    type=options.BOARD,
     metavar="BOARD",
     help="Make a disk for this board (repeatable; all = every board of each arch). Default: qemu.",
 )

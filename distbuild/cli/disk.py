@@ -19,6 +19,7 @@ from distbuild.core.arch import get_arch
 from distbuild.core.bootctl.base import BootControl
 from distbuild.core.errors import DistbuildError, UsageError
 from distbuild.disk.slots import disk_bootctl, payload_from_build, write_slot
+from distbuild.model.board import DEFAULT_BOARD
 from distbuild.model.recipe import Recipe, load_recipe
 from distbuild.qemu import boot_disk
 from distbuild.record import RECORD, load_record
@@ -51,21 +52,27 @@ def _recipe(state: State, arch: str | None) -> Recipe:
     return load_recipe(state.project, get_arch(arch))
 
 
-def _find_disk(target: Path, arch: str | None) -> tuple[Path, str | None]:
-    """A disk image path and its arch, from a raw image or a build (directory or build.json)."""
+def _find_disk(target: Path, arch: str | None, board: str) -> tuple[Path, str | None]:
+    """A disk image path and its arch, from a raw image or a build (directory or build.json).
+
+    In a build, the disk of ``board`` (older builds' disks have no board: they
+    are qemu's).
+    """
     if target.is_file() and target.name != RECORD:
         return target, arch
     record, base = load_record(target)
-    disks = record.find("disk", arch)
+    disks = [d for d in record.find("disk", arch) if (d.board or DEFAULT_BOARD) == board]
     if not disks:
-        have = ", ".join(a.arch for a in record.find("disk")) or "none"
+        have = ", ".join(f"{a.arch}/{a.board or DEFAULT_BOARD}" for a in record.find("disk"))
         raise DistbuildError(
-            f"the build {base} has no disk image" + (f" for {arch}" if arch else ""),
-            hint=f"disk images in it: {have}; build the image with the 'disk' output",
+            f"the build {base} has no disk image for board {board}"
+            + (f" on {arch}" if arch else ""),
+            hint=f"disk images in it (arch/board): {have or 'none'}; "
+            "build the image with the 'disk' output and --board",
         )
     if len(disks) > 1:
         raise UsageError(
-            f"the build {base} has disk images for several arches",
+            f"the build {base} has {board} disk images for several arches",
             hint="pass --arch " + " or ".join(d.arch for d in disks),
         )
     return base / disks[0].path, disks[0].arch
@@ -74,6 +81,13 @@ def _find_disk(target: Path, arch: str | None) -> tuple[Path, str | None]:
 @click.command("boot")
 @click.argument("target", metavar="IMAGE_OR_BUILD", type=click.Path(exists=True, path_type=Path))
 @one_arch_option
+@click.option(
+    "--board",
+    type=options.BOARD,
+    default=DEFAULT_BOARD,
+    show_default=True,
+    help="In a build: the board whose disk to boot (qemu, or a board qemu emulates).",
+)
 @click.option("--timeout", type=options.SECONDS, default=300, show_default=True, help="Seconds.")
 @click.option(
     "--expect",
@@ -92,15 +106,19 @@ def boot_cmd(
     expect: tuple[str, ...],
     write: bool,
     memory: int | None,
+    board: str,
 ) -> None:
     """Boot a disk image (or a build's) in qemu under TCG; the serial console is stdout."""
-    disk, arch = _find_disk(target, arch)
+    disk, arch = _find_disk(target, arch, board)
     recipe = _recipe(state, arch)
     if memory is not None:
         from dataclasses import replace
 
         recipe = replace(recipe, qemu_memory=memory)
-    result = boot_disk(recipe, disk, timeout=timeout, expect=expect, write=write, echo=sys.stdout)
+    machine = None if board == DEFAULT_BOARD else board
+    result = boot_disk(
+        recipe, disk, timeout=timeout, expect=expect, write=write, echo=sys.stdout, board=machine
+    )
     for text, seconds in result.seen:
         click.echo(f"\ndistbuild: saw {text!r} after {seconds:.1f}s", err=True)
 
@@ -231,9 +249,6 @@ def provision_cmd(disk: Path, file: Path, as_json: bool) -> None:
         click.echo(f"{disk}: wrote {file} as {name} on the boot partition; read on the next boot")
 
 
-BOARD = options.Name(names.BOARD)
-
-
 @dataclass(frozen=True)
 class _Where:
     """Where a channel is: its trust root (for a URL) or the local repository (for a name)."""
@@ -286,7 +301,7 @@ def _flash_source(
     required=True,
     help="The card: a whole block device (/dev/sdX, /dev/mmcblkN), or a file to write.",
 )
-@click.option("--board", type=BOARD, help="The board whose disk image to write.")
+@click.option("--board", type=options.BOARD, help="The board whose disk image to write.")
 @one_arch_option
 @click.option("--image", "image", type=options.IMAGE, help="From a channel: the image.")
 @click.option(

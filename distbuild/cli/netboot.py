@@ -6,22 +6,11 @@ from pathlib import Path
 
 import click
 
+from distbuild.cli import options
 from distbuild.cli.options import json_option, print_json
-from distbuild.core import names
-from distbuild.core.errors import UsageError
 from distbuild.netboot import site
 from distbuild.netboot.uki import check_url
 from distbuild.record import load_record
-
-
-def _boards(values: tuple[str, ...]) -> dict[str, str | None]:
-    boards: dict[str, str | None] = {}
-    for value in values:
-        arch, sep, board = value.partition("=")
-        if not sep:
-            raise UsageError(f"--board {value!r} is not ARCH=BOARD", hint="e.g. --board amd64=pc")
-        boards[names.check_name(arch, names.ARCH)] = names.check_name(board, names.BOARD)
-    return boards
 
 
 @click.command("netboot")
@@ -34,7 +23,15 @@ def _boards(values: tuple[str, ...]) -> dict[str, str | None]:
     help="The TFTP (and HTTP) root to fill.",
 )
 @click.option("--net", required=True, help="The network PXE clients are on, e.g. 192.168.1.0/24.")
-@click.option("--board", "boards", multiple=True, metavar="ARCH=BOARD", help="Default: the first.")
+@click.option(
+    "--board",
+    "boards",
+    multiple=True,
+    type=options.BOARD,
+    metavar="BOARD",
+    help="The board whose files each arch gets: the first named that the arch has "
+    "(repeatable; default: each arch's first).",
+)
 @click.option("--interface", help="The interface dnsmasq answers on (default: all).")
 @click.option(
     "--http-url",
@@ -55,7 +52,7 @@ def netboot_cmd(
     site.check_net(net)  # refused before anything is copied
     dest = dest.resolve()
     site.check_path(dest)
-    chosen = _boards(boards)
+    chosen = site.choose_boards(record, boards)
     if interface is not None:
         site.check_interface(interface)
     if http_url is not None:

@@ -70,6 +70,7 @@ class Name(click.ParamType[str]):
 IMAGE = Name(names.IMAGE)
 VERSION = Name(names.VERSION)
 CHANNEL = Name(names.CHANNEL)
+BOARD = Name(names.BOARD)
 
 
 class Arch(Name):

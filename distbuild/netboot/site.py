@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +45,25 @@ class Site:
     directory: Path
     boot_files: Mapping[str, str]  # arch -> path the firmware fetches
     files: tuple[str, ...]  # every file copied in
+
+
+def choose_boards(record: BuildRecord, wanted: Sequence[str]) -> dict[str, str | None]:
+    """arch -> the first board of ``wanted`` that has netboot files for it (None: its first).
+
+    Every board named must have files for some arch of the build.
+    """
+    have: dict[str, list[str]] = {}
+    for a in record.artifacts:
+        if a.kind in BOOT_KINDS and a.board:
+            have.setdefault(a.arch, []).append(a.board)
+    unused = [w for w in wanted if not any(w in boards for boards in have.values())]
+    if unused:
+        listed = sorted({b for boards in have.values() for b in boards})
+        raise UsageError(
+            f"the build has no netboot files for board {unused[0]!r}",
+            hint=f"boards with netboot files: {', '.join(listed) or 'none'}",
+        )
+    return {arch: next((w for w in wanted if w in boards), None) for arch, boards in have.items()}
 
 
 def pick_board(record: BuildRecord, arch: str, wanted: str | None) -> str:

@@ -83,7 +83,7 @@ def amd64(
     project: Path, build_image: Builder, node_channels: NodeChannels, tmp_path: Path
 ) -> tuple[Recipe, Path]:
     site = tmp_path / "site"
-    lay_out(build_netboot(project, build_image, node_channels, "amd64"), site, "amd64=qemu")
+    lay_out(build_netboot(project, build_image, node_channels, "amd64"), site, "qemu")
     (tmp_path / "state").mkdir()
     return load_recipe(REPO, get_arch("amd64")), site
 
@@ -120,7 +120,7 @@ def test_armv7_uboot_dhcp_boots_the_netboot_script_to_its_init(
     project: Path, build_image: Builder, node_channels: NodeChannels, tmp_path: Path
 ) -> None:
     site = tmp_path / "site"
-    lay_out(build_netboot(project, build_image, node_channels, "armv7"), site, "armv7=qemu")
+    lay_out(build_netboot(project, build_image, node_channels, "armv7"), site, "qemu")
     recipe = load_recipe(REPO, get_arch("armv7"))
     argv = [
         "qemu-system-arm", "-accel", "tcg", "-M", recipe.qemu_machine, "-cpu", str(recipe.qemu_cpu),

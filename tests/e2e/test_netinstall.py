@@ -69,7 +69,7 @@ def test_amd64_network_install_then_boot_from_disk(
     chan = node_channels.name("amd64")
     publish(node_channels.repo, channel(chan), build, node_channels.keys)
     site = tmp_path / "site"
-    args = ("netboot", build, "--dir", site, "--net", "10.0.2.0/24", "--board", "amd64=qemu")
+    args = ("netboot", build, "--dir", site, "--net", "10.0.2.0/24", "--board", "qemu")
     assert run_cli(*args) == 0
     recipe = load_recipe(REPO, get_arch("amd64"))
     chain = get_chain(recipe.boot_chain)

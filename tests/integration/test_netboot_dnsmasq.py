@@ -71,7 +71,7 @@ def test_dnsmasq_runs_the_config_and_serves_the_boot_files_over_tftp(
     srv, cli = veth
     site = tmp_path / "site"
     build = fake_build(tmp_path)
-    args = ["netboot", build, "--dir", site, "--net", "10.77.0.0/24", "--board", "amd64=pc"]
+    args = ["netboot", build, "--dir", site, "--net", "10.77.0.0/24", "--board", "pc"]
     assert run_cli(*args, "--interface", "nbs", "--http-url", f"http://{SERVER}:8080/netboot") == 0
     conf = (site / "dnsmasq.conf").read_text()
     assert "dhcp-range=10.77.0.0,proxy,255.255.255.0" in conf
@@ -121,7 +121,7 @@ def test_a_tampered_build_or_hostile_values_write_no_config(tmp_path: Path) -> N
     args = ["netboot", build, "--dir", site, "--net", "10.77.0.0/24"]
     assert run_cli(*args, "--http-url", "http://h/a b") != 0
     assert run_cli(*args, "--interface", "eth0\nport=53") != 0
-    assert run_cli(*args, "--board", "amd64=nosuch") != 0
+    assert run_cli(*args, "--board", "nosuch") != 0
     assert not (site / "dnsmasq.conf").exists()
     (build / "arm64/netboot/qemu/installer.efi").write_bytes(b"evil")
     assert run_cli(*args) != 0

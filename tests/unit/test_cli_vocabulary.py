@@ -34,7 +34,8 @@ from tests.support.node import Node
 # serve runs until interrupted (it prints its URL for scripts to read).
 NOT_REPORTING = {"distbuild boot", "distbuild serve"}
 # The node's: the daemon and the clock keeper run until stopped.
-NODE_NOT_REPORTING = {"run", "time-sync"}
+# Long-running or console-only: run by init, they speak in console lines, not a report.
+NODE_NOT_REPORTING = {"run", "time-sync", "install-disk"}
 
 
 def commands(
