@@ -33,8 +33,8 @@ from tests.support.node import Node
 # Commands whose stdout is not a result: boot's is the guest's serial console,
 # serve runs until interrupted (it prints its URL for scripts to read).
 NOT_REPORTING = {"distbuild boot", "distbuild serve"}
-# The node's: the daemon and the clock keeper run until stopped.
-# Long-running or console-only: run by init, they speak in console lines, not a report.
+# The node's: the daemon and the clock keeper run until stopped; the network
+# installer is run by the installer's init and speaks in console lines.
 NODE_NOT_REPORTING = {"run", "time-sync", "install-disk"}
 
 
