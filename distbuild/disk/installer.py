@@ -99,6 +99,23 @@ def installer_archive(
     return c.finish()
 
 
+# The kernel takes an uncompressed cpio that follows another archive only at an
+# offset that is a multiple of 4 (init/initramfs.c: ``!(this_header & 3)``);
+# elsewhere its "070701" is read as an unknown compression and the archive is
+# dropped ("invalid magic at start of compressed archive"). Zeros between
+# archives are skipped; 512 keeps each archive sector-aligned as well.
+ARCHIVE_ALIGN = 512
+
+
+def concatenate(*archives: bytes) -> bytes:
+    """``archives`` as one initramfs: each one starts at a multiple of :data:`ARCHIVE_ALIGN`."""
+    out = bytearray()
+    for archive in archives:
+        out += bytes(-len(out) % ARCHIVE_ALIGN)
+        out += archive
+    return bytes(out)
+
+
 def installer_initramfs(ctx: ArchBuild) -> Path:
     """The installer initramfs of ``ctx``'s arch (built once per build), in its work directory."""
 
@@ -109,9 +126,7 @@ def installer_initramfs(ctx: ArchBuild) -> Path:
         out = ctx.workdir / f"installer-{ctx.arch.name}" / "initrd"
         out.parent.mkdir(parents=True, exist_ok=True)
         extra = installer_archive(payload.image, kernel.modules, release, modules, ctx.epoch)
-        with out.open("wb") as f:
-            f.write(payload.initrd.read_bytes())
-            f.write(extra)
+        out.write_bytes(concatenate(payload.initrd.read_bytes(), extra))
         return InstallerInitramfs(out)
 
     return ctx.once(InstallerInitramfs, build).path

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from distbuild.disk.installer import installer_archive
+from distbuild.disk.installer import ARCHIVE_ALIGN, concatenate, installer_archive
 from distbuild.rootfs.install_updater import VENDOR_DIR
 
 
@@ -29,3 +29,13 @@ def test_archive_carries_the_root_image_and_runs_the_installer_in_it(tmp_path: P
     assert 'mount -t "$FS" -o ro,loop /root.img /newroot' in init
     # The installer's exit decides: reboot only after a finished install.
     assert init.index("python3 -m distbuild.node.netinstall; then") < init.index("reboot -f")
+
+
+def test_the_second_archive_starts_where_the_kernel_looks_for_it() -> None:
+    # A compressed first archive of any length: the kernel reads the second
+    # (uncompressed) one only at a multiple of 4 past the start.
+    for first in (b"\x28\xb5\x2f\xfd" + bytes(9), bytes(ARCHIVE_ALIGN)):
+        joined = concatenate(first, b"070701rest")
+        start = joined.index(b"070701")
+        assert start % 4 == 0 and start >= len(first)
+        assert joined[: len(first)] == first and not any(joined[len(first) : start])
