@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from distbuild.core.errors import UsageError
+from distbuild.node import gpt
 
 BLKRRPART = 0x125F  # linux/fs.h: re-read the partition table
 _SYS_BLOCK = Path("/sys/dev/block")
@@ -126,12 +127,8 @@ def refuse_in_use(device: Device) -> None:
 
 def partition_table(fd: int) -> str | None:
     """The partition table on the device's first sectors: 'GPT', 'MBR' or None."""
-    head = os.pread(fd, 1024, 0)
-    if head[512:520] == b"EFI PART":
-        return "GPT"
-    if head[510:512] == b"\x55\xaa" and any(head[446 + 16 * i + 4] for i in range(4)):
-        return "MBR"
-    return None
+    found = gpt.tables_found(os.pread(fd, 8 * 512, 0))
+    return "GPT" if "GPT" in found else "MBR" if "MBR" in found else None
 
 
 def refuse_data(device: Device, fd: int, size: int, force: bool) -> None:

@@ -43,6 +43,23 @@ SIGNATURE = b"EFI PART"
 MAX_ENTRIES_BYTES = 1 << 20  # far beyond any real table (128 x 128 bytes = 16 KiB)
 
 
+def tables_found(head: bytes, tail: bytes = b"") -> list[str]:
+    """The partition tables a disk's first bytes and last sector show: ``MBR``, ``GPT``
+    (at LBA 1 of 512- or 4096-byte sectors) and ``backup GPT``, in that order.
+
+    ``head`` should hold the first 8 sectors (a 4 KiB-sector GPT header sits at
+    4096); ``tail``, the disk's last 512 bytes, where a backup header would be.
+    """
+    found = []
+    if head[510:512] == b"\x55\xaa" and any(head[446 + 16 * i + 4] for i in range(4)):
+        found.append("MBR")
+    if SIGNATURE in (head[SECTOR : SECTOR + 8], head[4096 : 4096 + 8]):
+        found.append("GPT")
+    if tail[:8] == SIGNATURE:
+        found.append("backup GPT")
+    return found
+
+
 class GptError(DistbuildError):
     """A partition table this node will not touch."""
 

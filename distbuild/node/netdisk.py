@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distbuild.core.errors import DistbuildError
+from distbuild.node import gpt
 from distbuild.node.config import NodePaths
 from distbuild.node.install import device_size
 from distbuild.node.tufclient import Refused
 
 SECTOR = 512
-GPT_SIGNATURE = b"EFI PART"
 DEVICE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}", re.ASCII)
 NOT_DISKS = ("loop", "ram", "zram", "sr", "fd", "nbd", "dm-", "md")
 
@@ -113,14 +113,14 @@ def partitions(paths: NodePaths, disk: TargetDisk) -> list[str]:
         head = f.read(8 * SECTOR)
         f.seek(max(0, disk.size - SECTOR))
         tail = f.read(SECTOR)
-    mbr = head[:SECTOR]
-    if mbr[510:512] == b"\x55\xaa" and any(mbr[446 + 16 * i + 4] for i in range(4)):
-        found.append("an MBR partition table")
-    if GPT_SIGNATURE in (head[SECTOR : SECTOR + 8], head[4096 : 4096 + 8]):
-        found.append("a GPT")
-    if tail[:8] == GPT_SIGNATURE:
-        found.append("a backup GPT at its end")
-    return found
+    return found + [_TABLES[table] for table in gpt.tables_found(head, tail)]
+
+
+_TABLES = {
+    "MBR": "an MBR partition table",
+    "GPT": "a GPT",
+    "backup GPT": "a backup GPT at its end",
+}
 
 
 def mounted(paths: NodePaths, disk: TargetDisk) -> list[str]:
