@@ -34,6 +34,16 @@ KIND = "artifact kind"
 FILE = "file name"
 
 
+# A kernel console: a device and its options, as boards name them (ttyS0,115200n8).
+_CONSOLE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}(?:,[A-Za-z0-9]{1,16})?", re.ASCII)
+
+
+def is_console(value: str) -> bool:
+    """True if ``value`` is a kernel console (``ttyS0``, ``ttyS0,115200``): safe on a
+    kernel command line, in a U-Boot env file or a script."""
+    return _CONSOLE.fullmatch(value) is not None
+
+
 def problem(value: object) -> str | None:
     """Why ``value`` is not a name, or None if it is one."""
     if not isinstance(value, str):

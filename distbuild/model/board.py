@@ -218,12 +218,9 @@ def _boot_files(doc: loader.Document, value: Any) -> list[BootFile]:
 
 
 def _console(doc: loader.Document, value: str | None) -> str | None:
-    if value is not None and not _CONSOLE_CHARS.issuperset(value):
+    if value is not None and not names.is_console(value):
         raise doc.error(("console",), f"{value!r} is not a console such as ttyS0,115200")
     return value
-
-
-_CONSOLE_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789,_")
 
 
 def _uboot(doc: loader.Document, data: dict[str, Any]) -> UBootConfig:

@@ -22,8 +22,6 @@ _URL = re.compile(
     re.ASCII,
 )
 MAX_URL = 512
-# A kernel console: a device and its options, as boards name them (ttyS0,115200n8).
-_CONSOLE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}(?:,[A-Za-z0-9]{1,16})?", re.ASCII)
 
 # What the stub's machine must be, per distbuild arch.
 STUB_MACHINES = {"amd64": "x86_64", "arm64": "aarch64"}
@@ -42,7 +40,7 @@ def check_url(url: str, what: str = "channel URL") -> str:
 
 def check_console(console: str) -> str:
     """``console`` if it is a device with optional options (``ttyS0,115200``), else an error."""
-    if _CONSOLE.fullmatch(console) is None:
+    if not names.is_console(console):
         raise UsageError(
             f"invalid console {console!r}",
             hint="a console is a device name with optional options, such as ttyS0,115200",
