@@ -55,7 +55,7 @@ BOARD_DTB = "board.dtb"
 """A slot's device tree, ``<slot>/board.dtb``, loaded when present."""
 BOARD_ENV = "board.env"
 """The board's variables (``env import -t`` text) at the boot partition's root."""
-BOARD_VARS = ("distbuild_board", "distbuild_console")
+BOARD_VARS = ("distbuild_board", "distbuild_console", "distbuild_board_args")
 
 # Legacy uImage header (include/image.h): magic, header CRC, time, data size,
 # load address, entry point, data CRC, OS, arch, type, compression, name.
@@ -178,6 +178,9 @@ def _boot_slot() -> list[str]:
         # last console= is the one the kernel makes /dev/console.
         'if test -n "${distbuild_console}"; then',
         '  setenv bootargs "${bootargs} console=${distbuild_console}"',
+        "fi",
+        'if test -n "${distbuild_board_args}"; then',
+        '  setenv bootargs "${bootargs} ${distbuild_board_args}"',
         "fi",
         # The slot's board DTB when it ships one, else the one U-Boot runs with
         # (on qemu, the machine's generated DTB).

@@ -44,6 +44,16 @@ def is_console(value: str) -> bool:
     return _CONSOLE.fullmatch(value) is not None
 
 
+# A kernel command-line word a board adds (maxcpus=1, cma=64M, clk_ignore_unused):
+# one word, nothing a shell, U-Boot's env or the kernel's parser reads specially.
+_KERNEL_ARG = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}(?:=[A-Za-z0-9_.,:/-]{1,64})?", re.ASCII)
+
+
+def is_kernel_arg(value: str) -> bool:
+    """True if ``value`` is one plain kernel argument (``maxcpus=1``, ``quiet``)."""
+    return _KERNEL_ARG.fullmatch(value) is not None
+
+
 def problem(value: object) -> str | None:
     """Why ``value`` is not a name, or None if it is one."""
     if not isinstance(value, str):

@@ -121,6 +121,8 @@ def board_env(board: Board) -> bytes:
     values = {"distbuild_board": board.name}
     if board.console:
         values["distbuild_console"] = board.console
+    if board.kernel_args:
+        values["distbuild_board_args"] = " ".join(board.kernel_args)
     return pack_text_env(values)
 
 

@@ -46,6 +46,7 @@ BOARD_SPEC = {
     "device_tree": Field(str, doc="the DTB, relative to the kernel's /usr/lib/linux-image-<rel>"),
     "console": Field(str, doc="the kernel's console, e.g. ttyS0,115200"),
     "modules": Field("str-list", doc="SoC drivers the initramfs loads (MMC, Ethernet)"),
+    "kernel_args": Field("str-list", doc="words the board adds to the kernel command line"),
     "u_boot": Field(
         {
             "config": Field(str, doc="the U-Boot build's .config (gzip or plain) in a package"),
@@ -92,6 +93,7 @@ class Board:
     device_tree: str | None = None
     console: str | None = None
     modules: tuple[str, ...] = ()
+    kernel_args: tuple[str, ...] = ()
     u_boot: UBootConfig | None = None
     boot_files: tuple[BootFile, ...] = ()
     boot_text: tuple[tuple[str, str], ...] = ()
@@ -143,6 +145,7 @@ def load_board(project: Path, name: str, allow: tuple[Path, ...] = ()) -> Board:
         device_tree=_opt_path(doc, ("device_tree",), data["device_tree"]),
         console=_console(doc, data["console"]),
         modules=tuple(data["modules"]),
+        kernel_args=_kernel_args(doc, data["kernel_args"]),
         u_boot=_uboot(doc, uboot) if uboot["config"] is not None else None,
         boot_files=tuple(_boot_files(doc, data["boot_files"])),
         boot_text=tuple(
@@ -215,6 +218,22 @@ def _boot_files(doc: loader.Document, value: Any) -> list[BootFile]:
         )
         for i, e in enumerate(_entries(doc, "boot_files", value, spec))
     ]
+
+
+def _kernel_args(doc: loader.Document, values: list[str]) -> tuple[str, ...]:
+    for i, value in enumerate(values):
+        if not names.is_kernel_arg(value):
+            raise doc.error(
+                ("kernel_args", i), f"{value!r} is not one plain kernel argument such as maxcpus=1"
+            )
+        key = value.split("=", 1)[0]
+        if key in _OWNED_ARGS or key.startswith("distbuild."):
+            raise doc.error(("kernel_args", i), f"{value!r}: distbuild sets that argument itself")
+    return tuple(values)
+
+
+# What the slot's boot entry and the board's console already decide.
+_OWNED_ARGS = frozenset({"root", "init", "rdinit", "console", "ro", "rw", "panic"})
 
 
 def _console(doc: loader.Document, value: str | None) -> str | None:

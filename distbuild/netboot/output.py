@@ -25,6 +25,7 @@ from distbuild.context import ArchBuild, BuildDir, BuildOptions
 from distbuild.core.errors import DistbuildError
 from distbuild.disk import trees
 from distbuild.disk.installer import installer_initramfs
+from distbuild.model.board import Board
 from distbuild.model.image import ImageDef
 from distbuild.netboot.uki import build_uki, check_url, installer_cmdline, os_release
 from distbuild.record import Artifact
@@ -62,11 +63,12 @@ def build_netboot(ctx: ArchBuild, out: BuildDir) -> list[Artifact]:
     base = out.path / ctx.arch.name / NETBOOT_DIR
     arch = ctx.arch.name
 
-    def cmdline(board: str, consoles: tuple[str, ...]) -> str:
+    def cmdline(board: Board, consoles: tuple[str, ...]) -> str:
         assert opts.updater is not None
-        return installer_cmdline(
-            opts.updater.channel_url, opts.updater.channel, ctx.image.name, board, consoles
+        words = installer_cmdline(
+            opts.updater.channel_url, opts.updater.channel, ctx.image.name, board.name, consoles
         )
+        return " ".join((words, *board.kernel_args))  # checked when the board was loaded
 
     artifacts = []
     if ctx.recipe.arch.efi_arch is not None:
@@ -75,7 +77,7 @@ def build_netboot(ctx: ArchBuild, out: BuildDir) -> list[Artifact]:
         for board in ctx.boards:
             console = board.console or ctx.recipe.console
             uki = build_uki(
-                stub, arch, kernel, initrd, cmdline(board.name, ("tty0", console)), osrel
+                stub, arch, kernel, initrd, cmdline(board, ("tty0", console)), osrel
             )
             path = _write(base / board.name / UKI, uki)
             artifacts.append(out.artifact(arch, "netboot-uki", path, board.name))
@@ -87,7 +89,7 @@ def build_netboot(ctx: ArchBuild, out: BuildDir) -> list[Artifact]:
     rel = PurePosixPath(arch, NETBOOT_DIR)
     for board in ctx.boards:
         console = board.console or ctx.recipe.console
-        text = uboot_script(cmdline(board.name, (console,)), str(rel / KERNEL), str(rel / INITRD))
+        text = uboot_script(cmdline(board, (console,)), str(rel / KERNEL), str(rel / INITRD))
         path = _write(base / board.name / SCRIPT, script_image(text, "distbuild network install"))
         artifacts.append(out.artifact(arch, "netboot-script", path, board.name))
     return artifacts

@@ -3,6 +3,8 @@ file:line, and a board whose loader cannot fit is an error before a disk is writ
 
 from __future__ import annotations
 
+import json
+
 import shutil
 from pathlib import Path
 
@@ -174,9 +176,10 @@ def test_uboot_config_reads_gzip_and_the_env_check_refuses_a_wrong_location(
 def test_boot_script_imports_board_env_adds_the_console_and_prefers_the_slot_dtb() -> None:
     script = boot_script(3)
     assert (
-        "board.env && env import -t ${kernel_addr_r} ${filesize} distbuild_board distbuild_console"
-        in script
+        "board.env && env import -t ${kernel_addr_r} ${filesize}"
+        " distbuild_board distbuild_console distbuild_board_args" in script
     )
+    assert 'setenv bootargs "${bootargs} ${distbuild_board_args}"' in script
     assert 'setenv bootargs "${bootargs} console=${distbuild_console}"' in script
     assert "${distbuild_slot}/board.dtb; then" in script
     assert "setenv distbuild_fdt ${fdtcontroladdr}" in script  # qemu virt: the machine's DTB
@@ -185,7 +188,38 @@ def test_boot_script_imports_board_env_adds_the_console_and_prefers_the_slot_dtb
         'setenv bootargs "${distbuild_bootargs}"'
     )
     board = load_recipe(REPO, get_arch("armv7")).board("orangepi-pc-qemu")
-    assert board_env(board) == b"distbuild_board=orangepi-pc-qemu\ndistbuild_console=ttyS0,115200\n"
+    assert board_env(board) == (
+        b"distbuild_board=orangepi-pc-qemu\ndistbuild_board_args=maxcpus=1\n"
+        b"distbuild_console=ttyS0,115200\n"
+    )
+    # A board without arguments writes no variable for them.
+    assert b"board_args" not in board_env(load_recipe(REPO, get_arch("armv7")).board("bananapi"))
+
+
+@pytest.mark.parametrize(
+    ("arg", "needle"),
+    [
+        ("maxcpus=1; reset", "not one plain kernel argument"),
+        ("a b", "not one plain kernel argument"),
+        ("x=${bootargs}", "not one plain kernel argument"),
+        ('quiet"', "not one plain kernel argument"),
+        ("root=/dev/sda2", "distbuild sets that argument"),
+        ("init=/bin/sh", "distbuild sets that argument"),
+        ("console=ttyS1", "distbuild sets that argument"),
+        ("distbuild.slot=b", "distbuild sets that argument"),
+    ],
+)
+def test_a_board_kernel_argument_is_one_plain_word_distbuild_does_not_own(
+    tmp_path: Path, arg: str, needle: str
+) -> None:
+    p = project(tmp_path)
+    write_board(p, "evil")
+    path = p / "recipes/boards/evil.yaml"
+    path.write_text(path.read_text() + f"kernel_args: [{json.dumps(arg)}]\n")
+    with pytest.raises(RecipeError, match=needle):
+        load_board(p, "evil")
+    path.write_text(path.read_text().replace(json.dumps(arg), "cma=64M"))
+    assert load_board(p, "evil").kernel_args == ("cma=64M",)
 
 
 def test_a_board_no_built_arch_has_is_a_usage_error_before_anything_is_fetched(
