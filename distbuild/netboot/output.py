@@ -76,9 +76,7 @@ def build_netboot(ctx: ArchBuild, out: BuildDir) -> list[Artifact]:
         osrel = os_release(ctx.image.name, ctx.version)
         for board in ctx.boards:
             console = board.console or ctx.recipe.console
-            uki = build_uki(
-                stub, arch, kernel, initrd, cmdline(board, ("tty0", console)), osrel
-            )
+            uki = build_uki(stub, arch, kernel, initrd, cmdline(board, ("tty0", console)), osrel)
             path = _write(base / board.name / UKI, uki)
             artifacts.append(out.artifact(arch, "netboot-uki", path, board.name))
         return artifacts

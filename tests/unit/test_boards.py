@@ -4,7 +4,6 @@ file:line, and a board whose loader cannot fit is an error before a disk is writ
 from __future__ import annotations
 
 import json
-
 import shutil
 from pathlib import Path
 
