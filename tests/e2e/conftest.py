@@ -103,8 +103,9 @@ def builds_ahead(request: pytest.FixtureRequest, build_node: NodeBuilds) -> None
     its builds alone.
 
     A module declares ``NODE_BUILDS`` (its (arch, version) node builds),
-    ``BAD_CONTAINERD_BUILDS`` (arches) and ``IMAGE_BUILDS`` ((image, arch) of
-    the session's plain builds, e.g. the toolbox index).
+    ``BAD_CONTAINERD_BUILDS`` (arches), ``IMAGE_BUILDS`` ((image, arch) of
+    the session's plain builds, e.g. the toolbox index) and
+    ``ahead_builds(channels)`` (the keys of builds of its own).
     """
     modules = dict.fromkeys(
         m for m in (getattr(item, "module", None) for item in request.session.items) if m
@@ -118,3 +119,6 @@ def builds_ahead(request: pytest.FixtureRequest, build_node: NodeBuilds) -> None
         build_node.builds.ahead(
             *(build_key(image, arch) for image, arch in getattr(module, "IMAGE_BUILDS", ()))
         )
+        own = getattr(module, "ahead_builds", None)
+        if own is not None:
+            build_node.builds.ahead(*own(build_node.channels))
