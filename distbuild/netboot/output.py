@@ -29,6 +29,7 @@ from distbuild.model.board import Board
 from distbuild.model.image import ImageDef
 from distbuild.netboot.uki import build_uki, check_url, installer_cmdline, os_release
 from distbuild.record import Artifact
+from distbuild.rootfs.install_updater import UpdaterSetup
 
 NETBOOT_DIR = "netboot"
 UKI = "installer.efi"
@@ -45,6 +46,15 @@ def check_options(opts: BuildOptions, image: ImageDef) -> None:
             hint="add --channel-url URL --channel NAME --trust-root ROOT.json to 'distbuild image'",
         )
     check_url(opts.updater.channel_url)  # it goes on a kernel command line
+
+
+def board_cmdline(
+    updater: UpdaterSetup, image: str, board: Board, consoles: tuple[str, ...]
+) -> str:
+    """The installer's command line on ``board``: its channel, image, board and
+    consoles, then the board's own arguments (checked when the board was loaded)."""
+    words = installer_cmdline(updater.channel_url, updater.channel, image, board.name, consoles)
+    return " ".join((words, *board.kernel_args))
 
 
 def installer_initrd(ctx: ArchBuild) -> bytes:
@@ -65,10 +75,7 @@ def build_netboot(ctx: ArchBuild, out: BuildDir) -> list[Artifact]:
 
     def cmdline(board: Board, consoles: tuple[str, ...]) -> str:
         assert opts.updater is not None
-        words = installer_cmdline(
-            opts.updater.channel_url, opts.updater.channel, ctx.image.name, board.name, consoles
-        )
-        return " ".join((words, *board.kernel_args))  # checked when the board was loaded
+        return board_cmdline(opts.updater, ctx.image.name, board, consoles)
 
     artifacts = []
     if ctx.recipe.arch.efi_arch is not None:

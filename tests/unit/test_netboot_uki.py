@@ -10,10 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from distbuild.core.arch import get_arch
 from distbuild.core.errors import DistbuildError
+from distbuild.model.recipe import load_recipe
 from distbuild.netboot import pe
-from distbuild.netboot.output import uboot_script
+from distbuild.netboot.output import board_cmdline, uboot_script
 from distbuild.netboot.uki import build_uki, check_url, installer_cmdline, os_release
+from distbuild.rootfs.install_updater import UpdaterSetup
+from tests.conftest import REPO
 
 TREES = Path.home() / ".cache/distbuild/trees"
 STUBS = {"amd64": "linuxx64.efi.stub", "arm64": "linuxaa64.efi.stub"}
@@ -141,6 +145,14 @@ def test_a_hostile_console_is_refused(console: str) -> None:
 def test_a_board_console_with_its_speed_goes_on_the_command_line() -> None:
     line = installer_cmdline("http://h:1", "stable", "node", "orangepi-pc-qemu", ("ttyS0,115200",))
     assert line.split()[0] == "console=ttyS0,115200"
+
+
+def test_a_board_adds_its_own_kernel_arguments_after_the_installer_words() -> None:
+    armv7 = load_recipe(REPO, get_arch("armv7"))
+    updater = UpdaterSetup("http://10.0.2.2:8080", Path("root.json"), "stable")
+    line = board_cmdline(updater, "node", armv7.board("orangepi-pc-qemu"), ("ttyS0,115200",))
+    assert line.split()[-1] == "maxcpus=1" and "distbuild.board=orangepi-pc-qemu" in line
+    assert "maxcpus" not in board_cmdline(updater, "node", armv7.board("qemu"), ("ttyAMA0",))
 
 
 def test_good_urls_pass_and_lose_a_trailing_slash() -> None:
