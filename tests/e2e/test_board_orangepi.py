@@ -30,8 +30,6 @@ modules: about 2.5 s an insmod under TCG on this machine).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 from collections.abc import Iterator
@@ -54,6 +52,7 @@ from tests.e2e.conftest import CHANNEL_PORT, FLEETLOCK_PORT, follow_args
 from tests.support.channel import channel
 from tests.support.netns import NetNs, netns
 from tests.support.node import FaultServer, LockServer, fault_server, fleetlock_server
+from tests.support.release import release_of
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow, pytest.mark.root, pytest.mark.network]
 
@@ -85,29 +84,17 @@ class Board:
     def release(self, build: Path, version: str, broken_init: bool = False) -> Path:
         """``build``'s root payload and board DTB as release ``version``; ``broken_init``:
         its boot entry starts /bin/false as init (passes every check, fails on the board)."""
-        record = read_record(build)
         out = self.workdir / f"release-{version}"
-        kept = []
-        for a in artifacts(build):
-            if a["kind"] not in RELEASE_KINDS or a.get("board", BOARD) != BOARD:
-                continue
-            src, dest = build / a["path"], out / a["path"]
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            if a["kind"] == "boot" and version != record["version"]:
-                meta = json.loads(src.read_text())
-                cmdline = meta["cmdline"].replace(
-                    f"distbuild.version={meta['version']}", f"distbuild.version={version}"
-                )
-                meta.update(version=version, cmdline=cmdline + " init=/bin/false" * broken_init)
-                data = (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()
-                dest.write_bytes(data)
-                a = {**a, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
-            else:
-                os.link(src, dest)
-            kept.append(a)
+        kept = release_of(
+            build,
+            out,
+            version,
+            lambda a: (
+                a["arch"] == ARCH and a["kind"] in RELEASE_KINDS and a.get("board", BOARD) == BOARD
+            ),
+            broken_init,
+        )
         assert {a["kind"] for a in kept} == set(RELEASE_KINDS), kept
-        record.update(version=version, artifacts=kept)
-        (out / "build.json").write_text(json.dumps(record, indent=2))
         return out
 
     def publish(self, version: str, broken_init: bool = False) -> None:

@@ -36,7 +36,6 @@ lock, reboots; the health check blesses; each boot prints ``status``.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import threading
@@ -72,6 +71,7 @@ from tests.support.node import (
     relabel,
 )
 from tests.support.node_console import assert_services_up, rtc_behind_epoch
+from tests.support.release import release_of
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow, pytest.mark.root, pytest.mark.network]
 
@@ -103,29 +103,15 @@ class Story:
         ``broken_init``: the boot entry starts /bin/false as init (a release
         that passes every check on the server and fails on the node).
         """
-        record = read_record(build)
         out = self.workdir / f"release-{version}"
-        artifacts = []
-        for a in record["artifacts"]:
-            if a["arch"] != self.arch or a["kind"] not in ROOT_KINDS:
-                continue
-            src, dest = build / a["path"], out / a["path"]
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            if a["kind"] == "boot" and (broken_init or version != record["version"]):
-                meta = json.loads(src.read_text())
-                cmdline = meta["cmdline"].replace(
-                    f"distbuild.version={meta['version']}", f"distbuild.version={version}"
-                )
-                meta.update(version=version, cmdline=cmdline + " init=/bin/false" * broken_init)
-                data = (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()
-                dest.write_bytes(data)
-                a = {**a, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
-            else:
-                os.link(src, dest)
-            artifacts.append(a)
-        assert len(artifacts) == len(ROOT_KINDS), artifacts
-        record.update(version=version, artifacts=artifacts)
-        (out / "build.json").write_text(json.dumps(record, indent=2))
+        kept = release_of(
+            build,
+            out,
+            version,
+            lambda a: a["arch"] == self.arch and a["kind"] in ROOT_KINDS,
+            broken_init,
+        )
+        assert len(kept) == len(ROOT_KINDS), kept
         return out
 
     def publish(self, release: Path, now: datetime | None = None) -> None:
