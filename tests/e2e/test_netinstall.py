@@ -28,13 +28,14 @@ from distbuild.model.recipe import load_recipe
 from tests.conftest import REPO, BuildKey, Builds, NodeChannels, build_key, run_cli
 from tests.e2e.conftest import CHANNEL_PORT, follow_args
 from tests.support.channel import channel
-from tests.support.netinstall_guest import Machine
+from tests.support.netinstall_guest import Machine, uki
 from tests.support.netns import netns
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow, pytest.mark.root, pytest.mark.network]
 
 IMAGE = "node-netinstall"
 ARCHES = ("amd64", "arm64", "armv7")
+UKI = uki("amd64")  # the amd64 installer in the netboot directory (test_netinstall_faults.py)
 MAPPED = 1.05  # the installer fetches at most this times the disk image's mapped bytes
 
 
