@@ -1,7 +1,7 @@
 """The target sources of ``distbuild publish``: what of a build becomes channel targets.
 
 * :func:`record_targets`: the build record's file artifacts (not OCI content,
-  which goes to a registry, nor arch ``all``); an artifact with a ``board``
+  which goes to a registry, nor the netboot output, nor arch ``all``); an artifact with a ``board``
   becomes ``<image>/<version>/<arch>/<board>/<file>`` (distbuild.core.releases);
 * :func:`bundle_targets`: CI's Sigstore bundle of each of those files, as
   ``<file>.sigstore.json`` beside the file it signs (see distbuild.sign.bundles).
@@ -18,7 +18,12 @@ from distbuild.rootfs.fetch import sha256_file
 from distbuild.sign.bundles import KIND, SUFFIX, checked_bundle
 
 # OCI content goes to registries; "all" artifacts (the OCI index) have no arch.
-SKIP_KINDS = frozenset({"oci", "oci-index"})
+# The netboot output is what firmware fetches (TFTP/HTTP from ``distbuild
+# netboot``'s directory), not nodes through TUF; its armv7 ``linux``/``initrd``
+# would also take the root output's target names.
+SKIP_KINDS = frozenset(
+    {"oci", "oci-index", "netboot-uki", "netboot-kernel", "netboot-initrd", "netboot-script"}
+)
 SKIP_ARCHES = frozenset({"all"})
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -15,9 +16,10 @@ from distbuild.channel.publish import promote, publish
 from distbuild.channel.repo import ChannelRepo, Update
 from distbuild.channel.sources import bundle_targets, record_targets
 from distbuild.core.errors import DistbuildError
-from distbuild.record import BuildRecord
+from distbuild.record import BuildRecord, load_record
 from tests.conftest import REPO, run_cli
 from tests.support.channel import EXPIRY, channel, make_build, make_keys
+from tests.support.channel import _artifact as channel_artifact
 
 
 def sboms(record: BuildRecord, directory: Path) -> Iterator[NewTarget]:
@@ -114,3 +116,21 @@ def test_a_bad_registry_is_refused_before_anything_is_written(
     assert rc == 2, err
     assert "error: invalid registry '127.0.0.1:0/ns'" in err and "hint: write HOST" in err
     assert not repo.exists()
+
+
+def test_the_netboot_output_is_not_published(tmp_path: Path) -> None:
+    """Firmware fetches it from ``distbuild netboot``'s directory; nodes never
+    fetch it through TUF, and armv7's netboot kernel and initramfs have the
+    root output's file names (two targets of one name: publish refused)."""
+    directory = make_build(tmp_path, "node", "1.0.0", arches=("armv7",))
+    path = directory / "build.json"
+    record = json.loads(path.read_text())
+    netboot = directory / "armv7" / "netboot" / "root.img"  # the root payload's file name
+    netboot.parent.mkdir()
+    netboot.write_bytes(b"installer initramfs")
+    record["artifacts"].append(channel_artifact(directory, "armv7", "netboot-initrd", netboot))
+    path.write_text(json.dumps(record))
+    names = [t.kind for t in record_targets(*load_record(directory))]
+    assert "root" in names and not [k for k in names if k.startswith("netboot")]
+    repo, keys = tmp_path / "repo", make_keys(tmp_path / "keys")
+    publish(repo, channel("stable"), directory, keys)
