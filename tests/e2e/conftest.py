@@ -105,7 +105,9 @@ def builds_ahead(request: pytest.FixtureRequest, build_node: NodeBuilds) -> None
     A module declares ``NODE_BUILDS`` (its (arch, version) node builds),
     ``BAD_CONTAINERD_BUILDS`` (arches), ``IMAGE_BUILDS`` ((image, arch) of
     the session's plain builds, e.g. the toolbox index) and
-    ``ahead_builds(channels)`` (the keys of builds of its own).
+    ``ahead_builds(channels, project)`` (the keys of builds of its own; it may
+    first write what they need, such as an image definition, into the
+    session's project).
     """
     modules = dict.fromkeys(
         m for m in (getattr(item, "module", None) for item in request.session.items) if m
@@ -121,4 +123,4 @@ def builds_ahead(request: pytest.FixtureRequest, build_node: NodeBuilds) -> None
         )
         own = getattr(module, "ahead_builds", None)
         if own is not None:
-            build_node.builds.ahead(*own(build_node.channels))
+            build_node.builds.ahead(*own(build_node.channels, build_node.builds.project))

@@ -125,7 +125,7 @@ def board_build(channels: NodeChannels, version: str) -> BuildKey:
     return build_key("node", ARCH, version, extra=extra)
 
 
-def ahead_builds(channels: NodeChannels) -> list[BuildKey]:
+def ahead_builds(channels: NodeChannels, _project: Path | None = None) -> list[BuildKey]:
     """Queued first when the session starts (tests/e2e/conftest.py), as this
     module runs first: its guest then boots beside the other modules' builds."""
     return [board_build(channels, "1.0.0"), board_build(channels, "2.0.0")]

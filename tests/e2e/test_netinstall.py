@@ -48,10 +48,10 @@ def node_netinstall(project: Path) -> None:
     (project / "images" / f"{IMAGE}.yaml").write_text(text)
 
 
-def netinstall_builds(channels: NodeChannels) -> list[BuildKey]:
-    """The builds this module needs. Not ``ahead_builds`` (which
-    tests/e2e/conftest.py queues when the session starts): they need the image
-    definition :func:`node_netinstall` writes into the session's project first."""
+def ahead_builds(channels: NodeChannels, project: Path) -> list[BuildKey]:
+    """The builds this module needs, queued when the session starts
+    (tests/e2e/conftest.py), after the image definition they build is written."""
+    node_netinstall(project)
     return [build_key(IMAGE, arch, extra=follow_args(channels, arch)) for arch in ARCHES]
 
 
@@ -73,8 +73,7 @@ def machines(
     node_channels: NodeChannels,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> list[tuple[Machine, Path]]:
-    node_netinstall(project)
-    builds = build_image.many(*netinstall_builds(node_channels))
+    builds = build_image.many(*ahead_builds(node_channels, project))
     out = []
     for arch, build in zip(ARCHES, builds, strict=True):
         publish(node_channels.repo, channel(node_channels.name(arch)), build, node_channels.keys)
