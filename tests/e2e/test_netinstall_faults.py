@@ -7,12 +7,14 @@ image) that the test breaks and mends while the guest runs: the unattended
 installer tries again every few seconds, so one boot shows several refusals
 in turn, each with its reason on the console, and the disk keeps its bytes.
 
-* refusals: an image signed for another arch; the channel mended, a disk
-  smaller than the image (with a GPT); the disk grown (``block_resize``), its
-  partitions without ``install_wipe=1``.
-* power cut: a tampered image on the server; the server mended, the install
-  writes and the guest loses power at 50 %; the next network boot installs,
-  and the disk alone boots ``slot=a`` and blesses it.
+In one network boot: an image signed for another arch; the channel mended,
+a disk smaller than the image (with a GPT); the disk grown (``block_resize``),
+its partition table without ``install_wipe=1``; the table erased, a tampered
+image on the server (refused only once a disk passes its checks); the server
+mended, the install writes and the guest loses power at 50 %. The next
+network boot installs, and the disk alone boots ``slot=a`` and blesses it.
+The GPT has no protective MBR, so the guest's kernel lists no partition of
+it and the installer reads the disk anew on each try.
 """
 
 from __future__ import annotations
@@ -170,46 +172,24 @@ def net(project: Path, build_image: Builder, node_channels: NodeChannels, tmp_pa
     return Net(tmp_path, chan, build)
 
 
-def test_refusals_on_the_console_leave_the_disk_untouched(net: Net, tmp_path: Path) -> None:
+def test_refusals_then_a_power_cut_at_half_then_a_new_network_boot_installs(
+    net: Net, tmp_path: Path
+) -> None:
     small = (net.bmap.image_size // 2) & ~(MIB - 1)
     disk = new_disk(tmp_path / "disk.img", small)
     subprocess.run(
         ["sfdisk", "-q", str(disk)], input=b"label: gpt\nsize=4096, type=linux\n", check=True
     )
-    before = digest(disk, small)
-    relabel(net.chan, DISK, arch="arm64")
-    start = time.monotonic()
-    with net.guest(disk, "refusals") as console:
-        expect(console, "distbuild-install: installer started")
-        expect(console, "signed as arch 'arm64', not 'amd64'")
-        assert digest(disk, small) == before
-        relabel(net.chan, DISK, arch="amd64")  # mended: the next try gets past the channel
-        expect(console, f"smaller than the image's {net.bmap.image_size}")
-        assert digest(disk, small) == before
-        grown = (net.bmap.image_size + MIB) & ~(MIB - 1)
-        answer = net.monitor("refusals", f"block_resize disk0 {grown // MIB}M")
-        assert disk.stat().st_size == grown, answer
-        expect(console, "disk vda holds partitions (vda1")
-        expect(console, "add install_wipe=1 to the kernel command line")
-        assert digest(disk, small) == before and no_data_after(disk, small)
-    assert not console.matching("distbuild-install: writing")
-    print(f"three refusals in one boot: {time.monotonic() - start:.0f} s")
-
-
-def test_power_cut_at_half_then_a_new_network_boot_installs(net: Net, tmp_path: Path) -> None:
-    disk = new_disk(tmp_path / "disk.img", 1 << 30)
+    _zero(disk, 0, 512)  # no protective MBR: the kernel lists no partitions, the installer sees
     served = net.chan.target_file(DISK)
     served.unlink()  # a hard link to the session's build: tamper with a copy of its own
-    subprocess.run(["cp", "--sparse=always", str(net.build / "amd64/disk/qemu/disk.img"), served])
-    extent = max(net.bmap.extents, key=lambda e: e.length)
-    flip = extent.offset + extent.length // 2
+    subprocess.run(
+        ["cp", "--sparse=always", net.build / "amd64/disk/qemu/disk.img", served], check=True
+    )
+    relabel(net.chan, DISK, arch="arm64")
     start = time.monotonic()
-    with net.guest(disk, "cut") as console:
-        _flip(served, flip)
-        expect(console, "distbuild-install: installer started")
-        expect(console, "are not the signed ones")
-        assert no_data_after(disk, 0), "a byte of a tampered image reached the disk"
-        _flip(served, flip)  # mended: the next try installs
+    with net.guest(disk, "install") as console:
+        refusals(net, console, disk, small, served)
         expect(console, "distbuild-install: written 50 %")
         console.proc.kill()  # the power cut
     cut = time.monotonic()
@@ -227,9 +207,40 @@ def test_power_cut_at_half_then_a_new_network_boot_installs(net: Net, tmp_path: 
         expect(console, "distbuild-os: slot a marked good")
         assert not console.matching("distbuild-install:"), "the installed disk booted the installer"
     print(
-        f"cut after {cut - start:.0f} s, installed after {installed - cut:.0f} s, "
-        f"booted after {time.monotonic() - installed:.0f} s"
+        f"four refusals and the cut at 50 % after {cut - start:.0f} s, "
+        f"installed after {installed - cut:.0f} s, booted after {time.monotonic() - installed:.0f} s"
     )
+
+
+def refusals(net: Net, console: Console, disk: Path, small: int, served: Path) -> None:
+    """Four refusals in turn, the disk's bytes unchanged by each; the test mends each cause."""
+    before = digest(disk, small)
+    expect(console, "distbuild-install: installer started")
+    expect(console, "signed as arch 'arm64', not 'amd64'")
+    assert digest(disk, small) == before
+    relabel(net.chan, DISK, arch="amd64")
+    expect(console, f"smaller than the image's {net.bmap.image_size}")
+    assert digest(disk, small) == before
+    grown = (net.bmap.image_size + MIB) & ~(MIB - 1)
+    answer = net.monitor("install", f"block_resize disk0 {grown // MIB}M")
+    assert disk.stat().st_size == grown, answer
+    expect(console, "disk vda holds partitions (a GPT); not writing it")
+    expect(console, "add install_wipe=1 to the kernel command line")
+    assert digest(disk, small) == before and no_data_after(disk, small)
+    for offset in (0, small - (64 << 10)):  # the GPT and its backup erased: a blank disk
+        _zero(disk, offset, 64 << 10)
+    extent = max(net.bmap.extents, key=lambda e: e.length)
+    _flip(served, extent.offset + extent.length // 2)
+    expect(console, "are not the signed ones")
+    assert no_data_after(disk, 0), "a byte of a tampered image reached the disk"
+    _flip(served, extent.offset + extent.length // 2)
+    assert not console.matching("distbuild-install: writing")
+
+
+def _zero(path: Path, offset: int, length: int) -> None:
+    with path.open("r+b") as f:
+        f.seek(offset)
+        f.write(bytes(length))
 
 
 def _flip(path: Path, offset: int) -> None:
