@@ -190,10 +190,13 @@ def test_refusals_then_a_power_cut_at_half_then_a_new_network_boot_installs(
     start = time.monotonic()
     with net.guest(disk, "install") as console:
         refusals(net, console, disk, small, served)
+        # Writes at 8 MiB/s: the console's lines reach the test late on a busy host.
+        net.monitor("install", f"block_set_io_throttle disk0 0 0 {8 * MIB} 0 0 0")
         expect(console, "distbuild-install: written 50 %")
         console.proc.kill()  # the power cut
     cut = time.monotonic()
     assert not no_data_after(disk, 0), "the power cut came before the write"
+    assert not last_piece_written(net, disk), "the power cut came after the write"
     with disk.open("rb") as f:
         head = f.read(8 * 512)
         f.seek(-512, os.SEEK_END)
@@ -235,6 +238,23 @@ def refusals(net: Net, console: Console, disk: Path, small: int, served: Path) -
     assert no_data_after(disk, 0), "a byte of a tampered image reached the disk"
     _flip(served, extent.offset + extent.length // 2)
     assert not console.matching("distbuild-install: writing")
+
+
+def last_piece_written(net: Net, disk: Path) -> bool:
+    """Whether ``disk`` holds the image's last non-zero mapped MiB before its final MiB
+    (the backup GPT's, written last of all)."""
+    end = net.bmap.image_size - MIB
+    with (net.build / "amd64/disk/qemu/disk.img").open("rb") as image, disk.open("rb") as f:
+        for e in sorted(net.bmap.extents, key=lambda e: -e.offset):
+            offset = min(e.offset + e.length, end) - MIB
+            if offset < e.offset:
+                continue
+            image.seek(offset)
+            want = image.read(MIB)
+            if want.count(0) != len(want):
+                f.seek(offset)
+                return f.read(MIB) == want
+    raise AssertionError("the image has no MiB of data before its last")
 
 
 def _zero(path: Path, offset: int, length: int) -> None:
