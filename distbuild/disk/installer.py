@@ -13,8 +13,10 @@ unpacks them in order, a later file replacing an earlier one):
    module, and the installer's ``/init``: it loop-mounts the image read-only,
    puts tmpfs overlays on its /etc and /var, and runs the installer
    (``python3 -m distbuild.node.netinstall``, the same as ``distbuild-update
-   install-disk``) inside it; on success it reboots, on a
-   refusal it stops with the reason on the console (the disk untouched).
+   install-disk``) inside it; on success it reboots. A refusal (the
+   reason on the console, the disk untouched) is tried again every few
+   seconds for some minutes (a mended channel or disk is picked up), then
+   /init stops.
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ image for this arch and board, check the image's signed metadata (its arch,
 kind and board), pick and check the disk, fetch the mapped ranges into RAM
 and verify them against the signed bmap, write them with the partition table
 last (:mod:`distbuild.node.netinstall_write`), read everything back, and
-leave the reboot to the caller. The installed image boots slot A: the disk
+leave the reboot to the caller. A network boot's refused install is tried
+again after a pause (:func:`run_install`'s ``tries``). The installed image boots slot A: the disk
 image is built with slot A populated and first in the boot order, and the
 installer writes it unchanged.
 """
@@ -51,6 +52,11 @@ DISK_KIND = "disk"
 BMAP_KIND = "disk-bmap"
 NETWORK_SCRIPT = "/usr/lib/distbuild/network"
 STAGING = "/run/distbuild-install/disk.img"
+# A network boot's installer is unattended: a refusal is tried again every
+# RETRY_PAUSE seconds (a fixed channel or disk is then picked up), for about
+# ten minutes, before /init stops with the reasons on the console.
+RETRY_PAUSE = 10.0
+NETBOOT_TRIES = 60
 _KEYS = {
     "distbuild.channel_url": "channel_url",
     "distbuild.channel": "channel",
@@ -248,29 +254,56 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
-def run_install(paths: NodePaths, staging: Path, *, network: bool = True) -> int:
+def run_install(
+    paths: NodePaths,
+    staging: Path,
+    *,
+    network: bool = True,
+    tries: int = 1,
+    pause: float = RETRY_PAUSE,
+) -> int:
     """The installer from the command line to the written disk; the exit code.
 
     Every refusal is printed as ``distbuild-install: refused: …`` with its hint;
-    the staging copy of the image (RAM) is removed either way.
+    the staging copy of the image (RAM) is removed either way. With ``tries``
+    above 1 (the unattended installer of a network boot), a refused install is
+    tried again after ``pause`` seconds, the channel and the disk read anew: a
+    fixed server or disk is picked up without a power cycle.
     """
     try:
         p = params(paths)
         if network:
             bring_up_network(paths, _say)
+    except DistbuildError as e:
+        return _refused(e)
+    for attempt in range(1, tries + 1):
+        code = _attempt(p, paths, staging)
+        if code == 0 or attempt == tries:
+            return code
+        _say(f"{PREFIX} trying again in {pause:.0f} s (attempt {attempt + 1} of {tries})")
+        time.sleep(pause)
+    return 1  # tries < 1: nothing was tried
+
+
+def _attempt(p: InstallParams, paths: NodePaths, staging: Path) -> int:
+    try:
         staging.parent.mkdir(parents=True, exist_ok=True)
         install(p, paths, Http(), _say, staging)
     except DistbuildError as e:
-        _say(f"{PREFIX} refused: {e.message}")
-        if e.hint:
-            _say(f"{PREFIX} hint: {e.hint}")
-        return e.exit_code
+        return _refused(e)
     finally:
         staging.unlink(missing_ok=True)
     return 0
 
 
+def _refused(e: DistbuildError) -> int:
+    _say(f"{PREFIX} refused: {e.message}")
+    if e.hint:
+        _say(f"{PREFIX} hint: {e.hint}")
+    return e.exit_code
+
+
 if __name__ == "__main__":
     # ``python3 -m distbuild.node.netinstall`` (the installer's /init): the
     # updater's CLI and its modules are not loaded, which is seconds under TCG.
-    sys.exit(run_install(NodePaths(Path("/")), Path(STAGING)))
+    sys.exit(run_install(NodePaths(Path("/")), Path(STAGING), tries=NETBOOT_TRIES))

@@ -293,3 +293,47 @@ def test_a_connection_cut_inside_a_range_is_tried_again(tmp_path: Path, chan: Ch
     assert code == 0, out
     assert fault.hits > len(bm.extents), "the cut range was asked for again"
     assert mapped_equal(m.disk(), image, bm)
+
+
+def test_a_network_boot_tries_again_and_picks_up_the_mended_server(
+    tmp_path: Path, chan: Channel, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served = chan.target_file(DISK)
+    good = served.read_bytes()
+    bad = bytearray(good)
+    bad[6144 * 512 + 100] ^= 1
+    served.unlink()
+    served.write_bytes(bytes(bad))
+    pauses: list[float] = []
+
+    def mend(seconds: float) -> None:  # the pause between tries: the server is fixed
+        pauses.append(seconds)
+        served.write_bytes(good)
+
+    monkeypatch.setattr(netinstall.time, "sleep", mend)
+    m = machine(tmp_path, chan, url)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = netinstall.run_install(m.paths, m.staging, network=False, tries=3, pause=7)
+    text = out.getvalue()
+    assert code == 0, text
+    assert text.count("refused:") == 1 and "are not the signed ones" in text, text
+    assert "trying again in 7 s (attempt 2 of 3)" in text and pauses == [7]
+    image, bm = image_of(chan.builds / "node/v1")
+    assert mapped_equal(m.disk(), image, bm)
+
+
+def test_a_network_boot_stops_after_its_tries(
+    tmp_path: Path, chan: Channel, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    relabel(chan, DISK, arch="arm64")
+    monkeypatch.setattr(netinstall.time, "sleep", lambda _: None)
+    m = machine(tmp_path, chan, url)
+    before = m.disk().read_bytes()
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = netinstall.run_install(m.paths, m.staging, network=False, tries=2, pause=0)
+    text = out.getvalue()
+    assert code not in (0, 70), text
+    assert text.count("signed as arch 'arm64', not 'amd64'") == 2, text
+    assert text.count("trying again") == 1 and m.disk().read_bytes() == before
