@@ -28,24 +28,13 @@ from distbuild.model.recipe import load_recipe
 from tests.conftest import REPO, BuildKey, Builds, NodeChannels, build_key, run_cli
 from tests.e2e.conftest import CHANNEL_PORT, follow_args
 from tests.support.channel import channel
-from tests.support.netinstall_guest import Machine, uki
+from tests.support.netinstall_guest import IMAGE, Machine, node_netinstall
 from tests.support.netns import netns
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow, pytest.mark.root, pytest.mark.network]
 
-IMAGE = "node-netinstall"
 ARCHES = ("amd64", "arm64", "armv7")
-UKI = uki("amd64")  # the amd64 installer in the netboot directory (test_netinstall_faults.py)
 MAPPED = 1.05  # the installer fetches at most this times the disk image's mapped bytes
-
-
-def node_netinstall(project: Path) -> None:
-    """The node image with the netboot output (the installer writes this image's disk)."""
-    text = (project / "images/node.yaml").read_text()
-    text = text.replace("name: node\n", f"name: {IMAGE}\n", 1)
-    text = text.replace("outputs: [oci, root, disk]", "outputs: [root, disk, netboot]", 1)
-    assert f"name: {IMAGE}" in text and "netboot]" in text
-    (project / "images" / f"{IMAGE}.yaml").write_text(text)
 
 
 def ahead_builds(channels: NodeChannels, project: Path) -> list[BuildKey]:

@@ -39,8 +39,8 @@ from distbuild.model.recipe import load_recipe
 from distbuild.node import gpt
 from tests.conftest import REPO, Builder, NodeChannels, run_cli
 from tests.e2e.conftest import CHANNEL_PORT, follow_args
-from tests.e2e.test_netinstall import IMAGE, UKI, node_netinstall
 from tests.support.channel import channel
+from tests.support.netinstall_guest import IMAGE, UKI, node_netinstall
 from tests.support.netns import netns
 from tests.support.node import Channel, relabel
 from tests.support.qemu_guest import Console

@@ -133,3 +133,16 @@ class Machine:
             tail = console.log.read_text(errors="replace")[-3000:]
             raise AssertionError(f"{self.arch}: no {text!r} within {limit:.0f} s:\n{tail}")
         self.timings[name] = time.monotonic() - start
+
+
+IMAGE = "node-netinstall"  # the node image with the netboot output
+UKI = uki("amd64")  # the amd64 installer in the netboot directory (test_netinstall_faults.py)
+
+
+def node_netinstall(project: Path) -> None:
+    """The node image with the netboot output (the installer writes this image's disk)."""
+    text = (project / "images/node.yaml").read_text()
+    text = text.replace("name: node\n", f"name: {IMAGE}\n", 1)
+    text = text.replace("outputs: [oci, root, disk]", "outputs: [root, disk, netboot]", 1)
+    assert f"name: {IMAGE}" in text and "netboot]" in text
+    (project / "images" / f"{IMAGE}.yaml").write_text(text)
