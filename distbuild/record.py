@@ -26,6 +26,10 @@ class RecordError(DistbuildError):
         super().__init__(message, hint or _HINT)
 
 
+# The netboot output: what firmware fetches from ``distbuild netboot``'s directory.
+NETBOOT_KINDS = frozenset({"netboot-uki", "netboot-kernel", "netboot-initrd", "netboot-script"})
+
+
 @dataclass(frozen=True)
 class Artifact:
     arch: str

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from distbuild.channel.hooks import NewTarget
-from distbuild.record import Artifact, BuildRecord
+from distbuild.record import NETBOOT_KINDS, Artifact, BuildRecord
 from distbuild.rootfs.fetch import sha256_file
 from distbuild.sign.bundles import KIND, SUFFIX, checked_bundle
 
@@ -21,9 +21,7 @@ from distbuild.sign.bundles import KIND, SUFFIX, checked_bundle
 # The netboot output is what firmware fetches (TFTP/HTTP from ``distbuild
 # netboot``'s directory), not nodes through TUF; its armv7 ``linux``/``initrd``
 # would also take the root output's target names.
-SKIP_KINDS = frozenset(
-    {"oci", "oci-index", "netboot-uki", "netboot-kernel", "netboot-initrd", "netboot-script"}
-)
+SKIP_KINDS = frozenset({"oci", "oci-index"}) | NETBOOT_KINDS
 SKIP_ARCHES = frozenset({"all"})
 
 

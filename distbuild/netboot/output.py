@@ -73,17 +73,21 @@ def build_netboot(ctx: ArchBuild, out: BuildDir) -> list[Artifact]:
     base = out.path / ctx.arch.name / NETBOOT_DIR
     arch = ctx.arch.name
 
-    def cmdline(board: Board, consoles: tuple[str, ...]) -> str:
-        assert opts.updater is not None
-        return board_cmdline(opts.updater, ctx.image.name, board, consoles)
-
+    updater = opts.updater
     artifacts = []
     if ctx.recipe.arch.efi_arch is not None:
         stub = _stub(ctx)
         osrel = os_release(ctx.image.name, ctx.version)
         for board in ctx.boards:
             console = board.console or ctx.recipe.console
-            uki = build_uki(stub, arch, kernel, initrd, cmdline(board, ("tty0", console)), osrel)
+            uki = build_uki(
+                stub,
+                arch,
+                kernel,
+                initrd,
+                board_cmdline(updater, ctx.image.name, board, ("tty0", console)),
+                osrel,
+            )
             path = _write(base / board.name / UKI, uki)
             artifacts.append(out.artifact(arch, "netboot-uki", path, board.name))
         return artifacts
@@ -94,7 +98,11 @@ def build_netboot(ctx: ArchBuild, out: BuildDir) -> list[Artifact]:
     rel = PurePosixPath(arch, NETBOOT_DIR)
     for board in ctx.boards:
         console = board.console or ctx.recipe.console
-        text = uboot_script(cmdline(board, (console,)), str(rel / KERNEL), str(rel / INITRD))
+        text = uboot_script(
+            board_cmdline(updater, ctx.image.name, board, (console,)),
+            str(rel / KERNEL),
+            str(rel / INITRD),
+        )
         path = _write(base / board.name / SCRIPT, script_image(text, "distbuild network install"))
         artifacts.append(out.artifact(arch, "netboot-script", path, board.name))
     return artifacts

@@ -28,11 +28,10 @@ from distbuild.core.errors import DistbuildError, UsageError
 from distbuild.core.fsutil import write_atomic
 from distbuild.netboot.output import SCRIPT
 from distbuild.netboot.uki import check_url
-from distbuild.record import Artifact, BuildRecord
+from distbuild.record import NETBOOT_KINDS, Artifact, BuildRecord
 
 # dnsmasq's client system architecture names (RFC 4578 option 93).
 PXE_ARCH = {"amd64": "x86-64_EFI", "arm64": "ARM64_EFI"}
-BOOT_KINDS = ("netboot-uki", "netboot-kernel", "netboot-initrd", "netboot-script")
 CONF = "dnsmasq.conf"
 HTTP_BOOT = "http-boot.txt"
 _SAFE_PATH = re.compile(r"/[A-Za-z0-9._/+-]*", re.ASCII)
@@ -54,7 +53,7 @@ def choose_boards(record: BuildRecord, wanted: Sequence[str]) -> dict[str, str |
     """
     have: dict[str, list[str]] = {}
     for a in record.artifacts:
-        if a.kind in BOOT_KINDS and a.board:
+        if a.kind in NETBOOT_KINDS and a.board:
             have.setdefault(a.arch, []).append(a.board)
     unused = [w for w in wanted if not any(w in boards for boards in have.values())]
     if unused:
@@ -69,7 +68,7 @@ def choose_boards(record: BuildRecord, wanted: Sequence[str]) -> dict[str, str |
 def pick_board(record: BuildRecord, arch: str, wanted: str | None) -> str:
     """The board whose netboot files ``arch`` gets: ``wanted``, else the record's first."""
     boards = [
-        a.board for a in record.artifacts if a.arch == arch and a.kind in BOOT_KINDS and a.board
+        a.board for a in record.artifacts if a.arch == arch and a.kind in NETBOOT_KINDS and a.board
     ]
     if wanted is None and boards:
         return boards[0]
@@ -84,7 +83,7 @@ def pick_board(record: BuildRecord, arch: str, wanted: str | None) -> str:
 
 def lay_out(record: BuildRecord, build: Path, dest: Path, boards: Mapping[str, str | None]) -> Site:
     """Copy the netboot files of one board per arch into ``dest``, each checked against the record."""
-    arches = sorted({a.arch for a in record.artifacts if a.kind in BOOT_KINDS})
+    arches = sorted({a.arch for a in record.artifacts if a.kind in NETBOOT_KINDS})
     if not arches:
         raise UsageError(
             f"build {record.image} {record.version} has no netboot files",
@@ -98,7 +97,7 @@ def lay_out(record: BuildRecord, build: Path, dest: Path, boards: Mapping[str, s
     for arch in arches:
         board = pick_board(record, arch, boards.get(arch))
         for a in record.artifacts:
-            if a.arch == arch and a.kind in BOOT_KINDS and a.board in (None, board):
+            if a.arch == arch and a.kind in NETBOOT_KINDS and a.board in (None, board):
                 files[a.path] = _checked(build, a)
                 if a.kind == "netboot-uki":
                     boot_files[arch] = a.path
