@@ -9,7 +9,10 @@ addresses and the short update intervals; other tests' builds do not.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -95,8 +98,61 @@ def build_node(build_image: Builds, node_channels: NodeChannels) -> NodeBuilds:
     return NodeBuilds(build_image, node_channels)
 
 
+class Stories:
+    """Stories that run in the background from the session's start, each on
+    a thread of its own, beside the e2e tests that run one guest at a time
+    (a TCG guest keeps one core busy; the other was idle once the builds
+    were done). A module declares ``background_story(builds, channels,
+    workdir)``; its test takes the result from :meth:`result`, which raises
+    what the story raised. Those tests run after the other e2e tests
+    (``pytest_collection_modifyitems``), so they wait the least."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self.tmp = tmp_path_factory
+        self.futures: dict[str, Future[Any]] = {}
+        self.pool = ThreadPoolExecutor(2, thread_name_prefix="story")
+
+    def start(self, name: str, story: Callable[[Path], Any]) -> None:
+        if name not in self.futures:
+            workdir = self.tmp.mktemp(name.rsplit(".", 1)[-1])
+            self.futures[name] = self.pool.submit(story, workdir)
+
+    def result(self, name: str, story: Callable[[Path], Any], timeout: float) -> Any:
+        """The story's result (started now if the session did not start it)."""
+        self.start(name, story)
+        return self.futures[name].result(timeout=timeout)
+
+    def close(self) -> None:
+        """Wait for what still runs: each story ends by its own deadlines."""
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture(scope="session")
+def stories(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stories]:
+    started = Stories(tmp_path_factory)
+    yield started
+    started.close()
+
+
+def background(module: Any) -> bool:
+    return callable(getattr(module, "background_story", None))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests of background stories run after the other e2e tests."""
+    e2e = [i for i, item in enumerate(items) if "/tests/e2e/" in str(item.path)]
+    if not e2e:
+        return
+    first, last = e2e[0], e2e[-1]
+    block = items[first : last + 1]
+    late = [item for item in block if background(getattr(item, "module", None))]
+    if late:
+        rest = [item for item in block if item not in late]
+        items[first : last + 1] = rest + late
+
+
 @pytest.fixture(scope="session", autouse=True)
-def builds_ahead(request: pytest.FixtureRequest, build_node: NodeBuilds) -> None:
+def builds_ahead(request: pytest.FixtureRequest, build_node: NodeBuilds, stories: Stories) -> None:
     """Start, in the background, the builds the session's e2e modules declare
     (in the order they run): a TCG guest keeps one core busy, and the builds of
     the tests after it use the other, instead of each test's setup waiting for
@@ -104,15 +160,16 @@ def builds_ahead(request: pytest.FixtureRequest, build_node: NodeBuilds) -> None
 
     A module declares ``NODE_BUILDS`` (its (arch, version) node builds),
     ``BAD_CONTAINERD_BUILDS`` (arches), ``IMAGE_BUILDS`` ((image, arch) of
-    the session's plain builds, e.g. the toolbox index) and
+    the session's plain builds, e.g. the toolbox index),
     ``ahead_builds(channels, project)`` (the keys of builds of its own; it may
     first write what they need, such as an image definition, into the
-    session's project).
+    session's project) and ``background_story`` (see :class:`Stories`).
     """
     modules = dict.fromkeys(
         m for m in (getattr(item, "module", None) for item in request.session.items) if m
     )
-    for module in modules:
+    # A background story's builds first: it starts once they are made.
+    for module in sorted(modules, key=lambda m: not background(m)):
         build_node.builds.ahead(
             *(build_node.key(arch, version) for arch, version in getattr(module, "NODE_BUILDS", ()))
         )
@@ -124,3 +181,7 @@ def builds_ahead(request: pytest.FixtureRequest, build_node: NodeBuilds) -> None
         own = getattr(module, "ahead_builds", None)
         if own is not None:
             build_node.builds.ahead(*own(build_node.channels, build_node.builds.project))
+    builds, channels = build_node.builds, build_node.channels
+    for module in filter(background, modules):
+        story = module.background_story
+        stories.start(module.__name__, lambda w, f=story: f(builds, channels, w))
