@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -122,19 +122,25 @@ class Stories:
         self.start(name, story)
         return self.futures[name].result(timeout=timeout)
 
+    def settle(self) -> None:
+        """Wait until no story runs (what each raised is for its own test):
+        a test with three guests at once keeps both cores, and a story
+        starved beside it would run into its own deadlines."""
+        wait(self.futures.values())
+
     def close(self) -> None:
         """Wait for what still runs: each story ends by its own deadlines."""
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 @pytest.fixture(scope="session")
-def stories(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stories]:
+def background_stories(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stories]:
     started = Stories(tmp_path_factory)
     yield started
     started.close()
 
 
-def background(module: Any) -> bool:
+def has_background_story(module: Any) -> bool:
     return callable(getattr(module, "background_story", None))
 
 
@@ -145,14 +151,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return
     first, last = e2e[0], e2e[-1]
     block = items[first : last + 1]
-    late = [item for item in block if background(getattr(item, "module", None))]
+    late = [item for item in block if has_background_story(getattr(item, "module", None))]
     if late:
         rest = [item for item in block if item not in late]
         items[first : last + 1] = rest + late
 
 
 @pytest.fixture(scope="session", autouse=True)
-def builds_ahead(request: pytest.FixtureRequest, build_node: NodeBuilds, stories: Stories) -> None:
+def builds_ahead(
+    request: pytest.FixtureRequest, build_node: NodeBuilds, background_stories: Stories
+) -> None:
     """Start, in the background, the builds the session's e2e modules declare
     (in the order they run): a TCG guest keeps one core busy, and the builds of
     the tests after it use the other, instead of each test's setup waiting for
@@ -169,7 +177,7 @@ def builds_ahead(request: pytest.FixtureRequest, build_node: NodeBuilds, stories
         m for m in (getattr(item, "module", None) for item in request.session.items) if m
     )
     # A background story's builds first: it starts once they are made.
-    for module in sorted(modules, key=lambda m: not background(m)):
+    for module in sorted(modules, key=lambda m: not has_background_story(m)):
         build_node.builds.ahead(
             *(build_node.key(arch, version) for arch, version in getattr(module, "NODE_BUILDS", ()))
         )
@@ -182,6 +190,6 @@ def builds_ahead(request: pytest.FixtureRequest, build_node: NodeBuilds, stories
         if own is not None:
             build_node.builds.ahead(*own(build_node.channels, build_node.builds.project))
     builds, channels = build_node.builds, build_node.channels
-    for module in filter(background, modules):
+    for module in filter(has_background_story, modules):
         story = module.background_story
-        stories.start(module.__name__, lambda w, f=story: f(builds, channels, w))
+        background_stories.start(module.__name__, lambda w, f=story: f(builds, channels, w))

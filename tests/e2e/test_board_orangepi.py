@@ -186,10 +186,10 @@ def background_story(builds: Builds, channels: NodeChannels, workdir: Path) -> O
 
 
 def test_orangepi_boots_updates_over_its_ethernet_and_falls_back(
-    stories: Stories, build_image: Builds, node_channels: NodeChannels
+    background_stories: Stories, build_image: Builds, node_channels: NodeChannels
 ) -> None:
     waited = time.monotonic()
-    out: Outcome = stories.result(
+    out: Outcome = background_stories.result(
         __name__, lambda w: background_story(build_image, node_channels, w), STORY
     )
     print(f"{BOARD}: {out.timings}; root.img bytes served {out.served}")

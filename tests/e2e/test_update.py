@@ -58,7 +58,7 @@ from distbuild.disk.slots import disk_bootctl
 from distbuild.model.recipe import Recipe, load_recipe
 from distbuild.qemu import Guest
 from tests.conftest import EPOCH, REPO, NodeChannels, read_record
-from tests.e2e.conftest import CHANNEL_PORT, FLEETLOCK_PORT, NodeBuilds
+from tests.e2e.conftest import CHANNEL_PORT, FLEETLOCK_PORT, NodeBuilds, Stories
 from tests.support.channel import channel
 from tests.support.netns import NIC, NetNs, netns
 from tests.support.node import (
@@ -160,9 +160,13 @@ BAD_CONTAINERD_BUILDS = ARCHES  # 2.5.0, whose containerd config does not parse
 
 @pytest.fixture(scope="module")
 def stories(
-    build_node: NodeBuilds, node_channels: NodeChannels, tmp_path_factory: pytest.TempPathFactory
+    build_node: NodeBuilds,
+    node_channels: NodeChannels,
+    tmp_path_factory: pytest.TempPathFactory,
+    background_stories: Stories,
 ) -> list[Story]:
     builds = build_node.many(*NODE_BUILDS)
+    background_stories.settle()  # three guests need both cores
     out = []
     for i, arch in enumerate(ARCHES):
         v1, v2 = builds[2 * i : 2 * i + 2]
