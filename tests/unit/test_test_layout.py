@@ -156,3 +156,25 @@ def test_every_test_on_a_network_fixture_is_marked_network(tmp_path: Path) -> No
         if f in i["fixtures"]
     ]
     assert not unmarked, "mark these @pytest.mark.network:\n" + "\n".join(unmarked)
+
+
+def test_background_stories_are_checked_last_and_three_guests_wait_for_them(
+    tmp_path: Path,
+) -> None:
+    """An e2e module with a ``background_story`` is collected after the other
+    e2e tests (its story ran beside them), and the update story, which runs
+    three guests at once, waits for the background stories first."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+         str(TESTS)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ids = [line for line in proc.stdout.splitlines() if "::" in line]
+    e2e = [i for i, nodeid in enumerate(ids) if nodeid.startswith("tests/e2e/")]
+    assert e2e == list(range(e2e[0], e2e[-1] + 1)), "the e2e tests are not together"
+    background = [i for i in e2e if ids[i].startswith("tests/e2e/test_board_orangepi.py::")]
+    assert background, "the orangepi story is not collected"
+    assert background == e2e[-len(background) :], [ids[i] for i in e2e[-3:]]
+    update = [i for i in collected(tmp_path) if str(i["id"]).startswith("tests/e2e/test_update")]
+    assert update and all("background_stories" in i["fixtures"] for i in update)
