@@ -122,11 +122,12 @@ class Stories:
         self.start(name, story)
         return self.futures[name].result(timeout=timeout)
 
-    def settle(self) -> None:
-        """Wait until no story runs (what each raised is for its own test):
-        a test with three guests at once keeps both cores, and a story
-        starved beside it would run into its own deadlines."""
-        wait(self.futures.values())
+    def settle(self, timeout: float) -> None:
+        """Wait until no story runs, ``timeout`` seconds at most (what each
+        raised is for its own test): a test with three guests at once keeps
+        both cores, and a story starved beside it would run into its own
+        deadlines."""
+        wait(self.futures.values(), timeout=timeout)
 
     def close(self) -> None:
         """Wait for what still runs: each story ends by its own deadlines."""

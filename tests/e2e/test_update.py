@@ -81,6 +81,7 @@ BOOT = 150.0  # one good boot under TCG on a busy 2-core machine
 # two cores (a CI run timed out at 150 s on armv7 here).
 REBOOT = 360.0
 CONSOLE_TAIL = 60  # lines of a failed story's console in the failure's text
+SETTLE = 1800.0  # at most, for the background stories to end before the three guests start
 FAILED_TRY = 60.0  # one failing try: firmware, kernel, initramfs, panic=5
 ROUND = 90.0  # one daemon round: poll interval, TUF refresh, a decision
 INSTALL = 300.0  # fetch, verify and write a root image under TCG
@@ -166,7 +167,7 @@ def stories(
     background_stories: Stories,
 ) -> list[Story]:
     builds = build_node.many(*NODE_BUILDS)
-    background_stories.settle()  # three guests need both cores
+    background_stories.settle(SETTLE)  # three guests need both cores
     out = []
     for i, arch in enumerate(ARCHES):
         v1, v2 = builds[2 * i : 2 * i + 2]
