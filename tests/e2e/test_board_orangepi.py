@@ -198,7 +198,8 @@ def test_orangepi_boots_updates_over_its_ethernet_and_falls_back(
     print(f"{BOARD}: {out.timings}; root.img bytes served {out.served}")
     print(f"{BOARD}: the test waited {time.monotonic() - waited:.0f}s for the story")
     transcript = out.transcript
-    tries = load_recipe(REPO, get_arch(ARCH)).boot_tries
+    recipe = load_recipe(REPO, get_arch(ARCH))
+    tries = recipe.boot_tries
     assert transcript.count("distbuild-initramfs: slot=a version=3.0.0") == tries
     assert "booted slot=a version=3.0.0" not in transcript
     assert "distbuild: board orangepi-pc-qemu" in transcript  # board.env was read
@@ -207,7 +208,7 @@ def test_orangepi_boots_updates_over_its_ethernet_and_falls_back(
     # was a power cycle: qemu 7.2 emulates no H3 watchdog.
     assert transcript.count("U-Boot SPL") == transcript.count("distbuild: A/B boot script")
     assert out.power_cycles == 2 + tries
-    bc = disk_bootctl(out.disk, load_recipe(REPO, get_arch(ARCH)))
+    bc = disk_bootctl(out.disk, recipe)
     states = bc.states()
     assert not states["a"].bootable and states["a"].tries_left == 0
     assert states["b"].good and states["b"].version == "2.0.0"
