@@ -53,6 +53,7 @@ from tests.e2e.conftest import CHANNEL_PORT, FLEETLOCK_PORT, Stories, follow_arg
 from tests.support.channel import channel
 from tests.support.netns import NetNs, netns
 from tests.support.node import FaultServer, LockServer, fault_server, fleetlock_server
+from tests.support.node_console import console_tail
 from tests.support.release import release_of
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow, pytest.mark.root, pytest.mark.network]
@@ -69,7 +70,6 @@ INSTALL = 900.0  # fetch and write a 70 MiB root image over the emulated EMAC an
 FAILED_TRY = 300.0  # SPL, U-Boot, kernel, initramfs, panic=5
 ROUND = 120.0
 STORY = 5400.0  # the whole story's deadline, past every step's own
-CONSOLE_TAIL = 60
 NICE = 10  # the story's qemu yields to the foreground tests' guests
 RELEASE_KINDS = ("root", "kernel", "initrd", "boot", "dtb")
 
@@ -179,11 +179,8 @@ def background_story(builds: Builds, channels: NodeChannels, workdir: Path) -> O
         try:
             story(board, g, lock, dtb_size, timings)
         except BaseException as e:
-            lines = g.transcript.splitlines()[-CONSOLE_TAIL:]
-            tail = "\n".join(lines)
-            raise AssertionError(
-                f"{e}\n{BOARD}: {timings}; console {log}; its last {len(lines)} lines:\n{tail}"
-            ) from e
+            tail = console_tail(BOARD, g.transcript)
+            raise AssertionError(f"{e}\n{BOARD}: {timings}; console {log}\n{tail}") from e
         served = srv.sent()
     return Outcome(disk, g.transcript, g.power_cycles, timings, served)
 

@@ -70,7 +70,7 @@ from tests.support.node import (
     fleetlock_server,
     relabel,
 )
-from tests.support.node_console import assert_services_up, rtc_behind_epoch
+from tests.support.node_console import assert_services_up, console_tail, rtc_behind_epoch
 from tests.support.release import release_of
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow, pytest.mark.root, pytest.mark.network]
@@ -80,7 +80,6 @@ BOOT = 150.0  # one good boot under TCG on a busy 2-core machine
 # while the other two arches' guests and the host's release signing share the
 # two cores (a CI run timed out at 150 s on armv7 here).
 REBOOT = 360.0
-CONSOLE_TAIL = 60  # lines of a failed story's console in the failure's text
 SETTLE = 1800.0  # at most, for the background stories to end before the three guests start
 FAILED_TRY = 60.0  # one failing try: firmware, kernel, initramfs, panic=5
 ROUND = 90.0  # one daemon round: poll interval, TUF refresh, a decision
@@ -188,7 +187,9 @@ def test_nodes_update_refuse_roll_back_and_survive_a_power_cut(stories: list[Sto
             with netns(f"distbuild-e2e-{story.arch}-{os.getpid()}") as ns:
                 node_story(story, ns)
         except BaseException:
-            failures[story.arch] = traceback.format_exc() + console_tail(story)
+            failures[story.arch] = traceback.format_exc()
+            if story.current is not None:
+                failures[story.arch] += console_tail(story.arch, story.current.transcript)
 
     threads = [threading.Thread(target=one, args=(s,), name=s.arch) for s in stories]
     for t in threads:
@@ -207,14 +208,6 @@ def test_nodes_update_refuse_roll_back_and_survive_a_power_cut(stories: list[Sto
             ),
             pytrace=False,
         )
-
-
-def console_tail(story: Story) -> str:
-    """The last lines of the story's console (CI keeps the log, not the files)."""
-    if story.current is None:
-        return ""
-    lines = story.current.transcript.splitlines()[-CONSOLE_TAIL:]
-    return f"--- {story.arch}: the console's last {len(lines)} lines:\n" + "\n".join(lines)
 
 
 @contextmanager

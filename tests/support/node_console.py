@@ -62,3 +62,12 @@ def clock_was_moved(transcript: str, epoch: int) -> int:
     before = int(found[-1])
     assert before < epoch
     return before
+
+
+TAIL_LINES = 60  # of a failed story's console, in the failure's text (CI keeps its log only)
+
+
+def console_tail(name: str, transcript: str, lines: int = TAIL_LINES) -> str:
+    """The last ``lines`` of a guest's console, headed with ``name``."""
+    last = transcript.splitlines()[-lines:]
+    return f"--- {name}: the console's last {len(last)} lines:\n" + "\n".join(last)
