@@ -80,14 +80,8 @@ def build_netboot(ctx: ArchBuild, out: BuildDir) -> list[Artifact]:
         osrel = os_release(ctx.image.name, ctx.version)
         for board in ctx.boards:
             console = board.console or ctx.recipe.console
-            uki = build_uki(
-                stub,
-                arch,
-                kernel,
-                initrd,
-                board_cmdline(updater, ctx.image.name, board, ("tty0", console)),
-                osrel,
-            )
+            cmdline = board_cmdline(updater, ctx.image.name, board, ("tty0", console))
+            uki = build_uki(stub, arch, kernel, initrd, cmdline, osrel)
             path = _write(base / board.name / UKI, uki)
             artifacts.append(out.artifact(arch, "netboot-uki", path, board.name))
         return artifacts
@@ -98,11 +92,8 @@ def build_netboot(ctx: ArchBuild, out: BuildDir) -> list[Artifact]:
     rel = PurePosixPath(arch, NETBOOT_DIR)
     for board in ctx.boards:
         console = board.console or ctx.recipe.console
-        text = uboot_script(
-            board_cmdline(updater, ctx.image.name, board, (console,)),
-            str(rel / KERNEL),
-            str(rel / INITRD),
-        )
+        cmdline = board_cmdline(updater, ctx.image.name, board, (console,))
+        text = uboot_script(cmdline, str(rel / KERNEL), str(rel / INITRD))
         path = _write(base / board.name / SCRIPT, script_image(text, "distbuild network install"))
         artifacts.append(out.artifact(arch, "netboot-script", path, board.name))
     return artifacts
