@@ -117,9 +117,8 @@ class Stories:
             workdir = self.tmp.mktemp(name.rsplit(".", 1)[-1])
             self.futures[name] = self.pool.submit(story, workdir)
 
-    def result(self, name: str, story: Callable[[Path], Any], timeout: float) -> Any:
-        """The story's result (started now if the session did not start it)."""
-        self.start(name, story)
+    def result(self, name: str, timeout: float) -> Any:
+        """The result of the story ``builds_ahead`` started for module ``name``."""
         return self.futures[name].result(timeout=timeout)
 
     def settle(self, timeout: float) -> None:

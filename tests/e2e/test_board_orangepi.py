@@ -186,12 +186,10 @@ def background_story(builds: Builds, channels: NodeChannels, workdir: Path) -> O
 
 
 def test_orangepi_boots_updates_over_its_ethernet_and_falls_back(
-    background_stories: Stories, build_image: Builds, node_channels: NodeChannels
+    background_stories: Stories,
 ) -> None:
     waited = time.monotonic()
-    out: Outcome = background_stories.result(
-        __name__, lambda w: background_story(build_image, node_channels, w), STORY
-    )
+    out: Outcome = background_stories.result(__name__, STORY)
     print(f"{BOARD}: {out.timings}; root.img bytes served {out.served}")
     print(f"{BOARD}: the test waited {time.monotonic() - waited:.0f}s for the story")
     transcript = out.transcript
